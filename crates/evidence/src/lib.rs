@@ -1,0 +1,2 @@
+//! `canary-evidence`: the evidence bundle — artifacts, manifest, signature, verification, report.
+#![forbid(unsafe_code)]

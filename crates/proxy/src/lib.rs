@@ -1,0 +1,2 @@
+//! `canary-proxy`: the embedded weighted reverse proxy and its admin API.
+#![forbid(unsafe_code)]
