@@ -1,0 +1,1227 @@
+//! The decision engine: a pure state machine from inputs to actions.
+//!
+//! Inputs are clock ticks, guardrail observations and external events, each stamped with the time
+//! the runtime received it. Outputs are actions for the runtime to carry out: set the traffic
+//! split, evaluate the guardrails, write a check-log line, take a snapshot, start the burst, run
+//! isolation probes, notify people, decide. Nothing here reads a clock, sleeps or touches the
+//! network, so a run is fully determined by its inputs: replaying a journal reproduces every
+//! action and the verdict bit for bit ([`replay`]).
+//!
+//! Rules (DESIGN §4):
+//! - Every evaluation gives each guardrail a value per arm, no data, or an error. The canary's
+//!   value is judged; the baseline's is recorded beside it.
+//! - `for` is consecutive: a breach triggers only when every evaluation across `for` breached.
+//!   A passing evaluation, or no data (unless `on_no_data = "fail"`), resets it. An error leaves
+//!   it as it was; `max_query_errors` errors in a row roll back.
+//! - `rollback` and `security-rollback` act at once; `block-promotion` must pass at the decision;
+//!   `warn` only notifies.
+//! - At the end of the window, PROMOTE iff nothing triggered, every guardrail that gates
+//!   promotion has data and passes, the burst met its bar and a probe run came back clean.
+//!   Missing evidence is INCONCLUSIVE, never PROMOTE.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Human;
+use crate::plan::{
+    Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
+};
+use crate::verdict::{Decision, NoDataCause, Reason, Verdict, fmt_value};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// What one query returned for one arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reading {
+    /// A single value, and the number of samples behind it when the guardrail counts them.
+    Value {
+        #[serde(with = "crate::json_float")]
+        value: f64,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::json_float::option"
+        )]
+        samples: Option<f64>,
+    },
+    /// The query returned nothing.
+    NoData,
+    /// The query failed.
+    Error { message: String },
+}
+
+impl Reading {
+    pub fn value(value: f64) -> Self {
+        Reading::Value {
+            value,
+            samples: None,
+        }
+    }
+
+    /// The value, when there is one.
+    pub fn as_value(&self) -> Option<f64> {
+        match self {
+            Reading::Value { value, .. } => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reading::Value { value, .. } => f.write_str(&fmt_value(*value)),
+            Reading::NoData => f.write_str("no data"),
+            Reading::Error { .. } => f.write_str("error"),
+        }
+    }
+}
+
+/// One guardrail's readings in an evaluation round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailReading {
+    pub guardrail: String,
+    pub canary: Reading,
+    pub baseline: Reading,
+}
+
+/// Something that happened outside the evaluation loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An Alertmanager alert labelled with this run fired.
+    AlertFired { alert: String, security: bool },
+    /// An isolation probe found another tenant's marker in a response.
+    IsolationLeak {
+        observer: String,
+        owner: String,
+        arm: ArmRole,
+    },
+    /// A probe run finished; `leaks` counts the leaks it reported separately.
+    ProbesCompleted { pairs: u32, leaks: u32 },
+    /// An arm failed its health checks.
+    ArmUnhealthy { arm: ArmRole, detail: String },
+    /// The load burst finished.
+    BurstCompleted { total: u64, successful: u64 },
+    /// `canary abort`.
+    Abort { by: String, reason: String },
+    /// `canary approve`.
+    Approve { by: String },
+    /// SIGINT / SIGTERM.
+    Signal { signal: String },
+    /// A traffic change could not be applied or verified.
+    TrafficFailed { detail: String },
+}
+
+/// An input to the engine. Every input carries the time it was received; time never goes back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// T+0: the run starts.
+    Start { at: Millis },
+    /// The clock moved.
+    Tick { at: Millis },
+    /// The results of the evaluation the engine asked for at `round`.
+    Observations {
+        at: Millis,
+        round: Millis,
+        readings: Vec<GuardrailReading>,
+    },
+    /// An external event.
+    Event { at: Millis, event: Event },
+}
+
+impl Input {
+    pub fn at(&self) -> Millis {
+        match self {
+            Input::Start { at }
+            | Input::Tick { at }
+            | Input::Observations { at, .. }
+            | Input::Event { at, .. } => *at,
+        }
+    }
+}
+
+/// Why the canary weight changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum WeightChange {
+    /// Entering step `index` of the plan.
+    Step {
+        index: usize,
+    },
+    Promote,
+    Rollback,
+}
+
+/// How loud a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+    /// Security: the highest severity, pages.
+    Page,
+}
+
+/// Where a guardrail stands after an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    NotEvaluated,
+    Pass,
+    Breach,
+    NoData { cause: NoDataCause },
+    Error { message: String },
+}
+
+impl Status {
+    /// The check-log mark: ✓ pass, ✗ breach, ? anything else.
+    pub fn mark(&self) -> char {
+        match self {
+            Status::Pass => '✓',
+            Status::Breach => '✗',
+            _ => '?',
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::NotEvaluated => "NOT EVALUATED",
+            Status::Pass => "PASS",
+            Status::Breach => "FAIL",
+            Status::NoData { .. } => "NO DATA",
+            Status::Error { .. } => "ERROR",
+        }
+    }
+}
+
+/// One guardrail's state, as reported in check logs, snapshots and the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailSummary {
+    pub name: String,
+    pub on_breach: OnBreach,
+    pub must: Threshold,
+    #[serde(rename = "for", with = "crate::duration::serde_text")]
+    pub for_: Duration,
+    pub status: Status,
+    /// The last readings (canary judged, baseline for comparison).
+    pub canary: Option<Reading>,
+    pub baseline: Option<Reading>,
+    /// When the current run of breached evaluations began.
+    pub breached_since: Option<Millis>,
+    pub evaluations: u32,
+    pub breaches: u32,
+    pub triggered: bool,
+    /// The canary value furthest on the wrong side of the threshold seen so far.
+    #[serde(default, with = "crate::json_float::option")]
+    pub worst: Option<f64>,
+}
+
+impl GuardrailSummary {
+    /// One check-log line: `✓ ttfv_p95  canary 812.5  baseline 790  (must < 1500)`.
+    pub fn check_line(&self) -> String {
+        let show = |r: &Option<Reading>| r.as_ref().map_or("-".to_owned(), |r| r.to_string());
+        let mut line = format!(
+            "{} {:<14} canary {:>10}  baseline {:>10}  (must {}",
+            self.status.mark(),
+            self.name,
+            show(&self.canary),
+            show(&self.baseline),
+            self.must
+        );
+        if !self.for_.is_zero() {
+            line.push_str(&format!(" for {}", Human(self.for_)));
+        }
+        line.push_str(&format!(", {})", self.on_breach.as_str()));
+        match &self.status {
+            Status::Breach => line.push_str(" BREACH"),
+            Status::NoData { cause } => line.push_str(&format!(" NO DATA: {cause}")),
+            Status::Error { message } => line.push_str(&format!(" ERROR: {message}")),
+            _ => {}
+        }
+        line
+    }
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Set the canary's share of traffic and verify it.
+    SetWeight { canary: u8, change: WeightChange },
+    /// Evaluate every guardrail for both arms at `round` and answer with
+    /// [`Input::Observations`].
+    Evaluate { round: Millis },
+    /// Append one line per guardrail to the check log.
+    CheckLog {
+        round: Millis,
+        guardrails: Vec<GuardrailSummary>,
+    },
+    /// Write the checkpoint snapshot (`T15`, `T30`, `T60`) with the raw results of `round`.
+    Snapshot {
+        label: String,
+        round: Millis,
+        guardrails: Vec<GuardrailSummary>,
+    },
+    /// Start the load burst; answer with [`Event::BurstCompleted`].
+    StartBurst,
+    /// Run the isolation probes; answer with [`Event::ProbesCompleted`] (and a leak event per
+    /// leak).
+    RunProbes,
+    /// Tell people.
+    Notify { severity: Severity, message: String },
+    /// Wait for `canary approve` / `canary abort` until `deadline`.
+    AwaitApproval { deadline: Millis, reason: String },
+    /// The verdict. Followed by the final [`Action::SetWeight`].
+    Decide(Decision),
+}
+
+/// An input the engine cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("the plan is invalid: {0}")]
+    Plan(#[from] PlanError),
+    #[error("input at {at} is earlier than the previous input at {now}: time must not go back")]
+    TimeWentBack { at: Millis, now: Millis },
+    #[error("the run has not started: the first input must be Start")]
+    NotStarted,
+    #[error("the run already started")]
+    AlreadyStarted,
+    #[error("observations for round {round} were not asked for (expected {expected:?})")]
+    UnexpectedRound {
+        round: Millis,
+        expected: Option<Millis>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Ready,
+    Running,
+    /// Waiting for an operator: approval of a passing canary, or of an inconclusive one.
+    Awaiting {
+        deadline: Millis,
+        since: Millis,
+        inconclusive: bool,
+    },
+    Decided,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Burst {
+    NotPlanned,
+    Pending,
+    Running,
+    Done { total: u64, successful: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct GuardrailState {
+    spec: Guardrail,
+    status: Status,
+    canary: Option<Reading>,
+    baseline: Option<Reading>,
+    breached_since: Option<Millis>,
+    consecutive_errors: u32,
+    evaluations: u32,
+    breaches: u32,
+    triggered: bool,
+    worst: Option<f64>,
+}
+
+impl GuardrailState {
+    fn new(spec: Guardrail) -> Self {
+        GuardrailState {
+            spec,
+            status: Status::NotEvaluated,
+            canary: None,
+            baseline: None,
+            breached_since: None,
+            consecutive_errors: 0,
+            evaluations: 0,
+            breaches: 0,
+            triggered: false,
+            worst: None,
+        }
+    }
+
+    fn summary(&self) -> GuardrailSummary {
+        GuardrailSummary {
+            name: self.spec.name.clone(),
+            on_breach: self.spec.on_breach,
+            must: self.spec.must,
+            for_: self.spec.for_,
+            status: self.status.clone(),
+            canary: self.canary.clone(),
+            baseline: self.baseline.clone(),
+            breached_since: self.breached_since,
+            evaluations: self.evaluations,
+            breaches: self.breaches,
+            triggered: self.triggered,
+            worst: self.worst,
+        }
+    }
+
+    /// Judges the canary reading. NaN and too few samples are no data.
+    fn judge(&self, reading: &Reading) -> Status {
+        match reading {
+            Reading::Value { value, samples } => {
+                if value.is_nan() {
+                    return Status::NoData {
+                        cause: NoDataCause::NotANumber,
+                    };
+                }
+                if let Some(need) = self.spec.min_samples {
+                    let got = samples.unwrap_or(0.0);
+                    if got.is_nan() || got < need {
+                        return Status::NoData {
+                            cause: NoDataCause::InsufficientSamples { got, need },
+                        };
+                    }
+                }
+                if self.spec.must.passes(*value) {
+                    Status::Pass
+                } else {
+                    Status::Breach
+                }
+            }
+            Reading::NoData => Status::NoData {
+                cause: NoDataCause::Empty,
+            },
+            Reading::Error { message } => Status::Error {
+                message: message.clone(),
+            },
+        }
+    }
+
+    fn note_worst(&mut self, value: f64) {
+        use crate::plan::Comparator::*;
+        let worse = |a: f64, b: f64| match self.spec.must.op {
+            Lt | Le => a > b,
+            Gt | Ge => a < b,
+            Eq | Ne => (a - self.spec.must.value).abs() > (b - self.spec.must.value).abs(),
+        };
+        if self.worst.is_none_or(|w| worse(value, w)) {
+            self.worst = Some(value);
+        }
+    }
+}
+
+/// What one evaluation of one guardrail led to.
+enum Outcome {
+    Quiet,
+    BreachStarted,
+    Triggered(Reason),
+    TooManyErrors(Reason),
+}
+
+/// The engine. Feed it inputs with [`Engine::apply`]; carry out the actions it returns.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    plan: Plan,
+    phase: Phase,
+    start: Millis,
+    now: Millis,
+    /// Offset of the last evaluation round asked for.
+    last_round: Option<Duration>,
+    pending_round: Option<Millis>,
+    step: usize,
+    weight: u8,
+    checkpoints_done: usize,
+    next_check_log: Duration,
+    burst: Burst,
+    clean_probe_runs: u32,
+    guardrails: Vec<GuardrailState>,
+    decision: Option<Decision>,
+}
+
+/// A read-only view of a running engine, for the terminal and `canary status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineStatus {
+    pub phase: &'static str,
+    pub elapsed_ms: i64,
+    pub window_ms: i64,
+    pub canary_weight: u8,
+    pub step: usize,
+    pub guardrails: Vec<GuardrailSummary>,
+    pub verdict: Option<&'static str>,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl Engine {
+    /// An engine for `plan`, waiting for [`Input::Start`].
+    pub fn new(plan: Plan) -> Result<Engine, EngineError> {
+        plan.check()?;
+        let guardrails = plan
+            .guardrails
+            .iter()
+            .cloned()
+            .map(GuardrailState::new)
+            .collect();
+        let burst = if plan.burst.is_some() {
+            Burst::Pending
+        } else {
+            Burst::NotPlanned
+        };
+        Ok(Engine {
+            next_check_log: plan.check_log_interval,
+            plan,
+            phase: Phase::Ready,
+            start: 0,
+            now: Millis::MIN,
+            last_round: None,
+            pending_round: None,
+            step: 0,
+            weight: 0,
+            checkpoints_done: 0,
+            burst,
+            clean_probe_runs: 0,
+            guardrails,
+            decision: None,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The decision, once made.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
+    }
+
+    pub fn is_decided(&self) -> bool {
+        self.phase == Phase::Decided
+    }
+
+    /// When the run started (T+0), once it has.
+    pub fn started_at(&self) -> Option<Millis> {
+        (self.phase != Phase::Ready).then_some(self.start)
+    }
+
+    /// The evaluation round waiting for observations, if any.
+    pub fn pending_round(&self) -> Option<Millis> {
+        self.pending_round
+    }
+
+    /// The next time at which a [`Input::Tick`] will produce actions. `None` before the start,
+    /// after the decision, or while an evaluation round is outstanding and nothing else is due.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let mut times: Vec<Millis> = Vec::new();
+        match self.phase {
+            Phase::Ready | Phase::Decided => return None,
+            Phase::Awaiting { deadline, .. } => times.push(deadline),
+            Phase::Running => {}
+        }
+        if self.step + 1 < self.plan.steps.len() {
+            times.push(self.start + ms(self.step_end(self.step)));
+        }
+        if let (Burst::Pending, Some(b)) = (&self.burst, &self.plan.burst) {
+            times.push(self.start + ms(b.at));
+        }
+        if self.pending_round.is_none() {
+            times.push(self.start + ms(self.next_round_offset()));
+        }
+        times.into_iter().min()
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        EngineStatus {
+            phase: match self.phase {
+                Phase::Ready => "ready",
+                Phase::Running => "running",
+                Phase::Awaiting { .. } => "awaiting-approval",
+                Phase::Decided => "decided",
+            },
+            elapsed_ms: if self.phase == Phase::Ready {
+                0
+            } else {
+                self.now - self.start
+            },
+            window_ms: ms(self.plan.window()),
+            canary_weight: self.weight,
+            step: self.step,
+            guardrails: self.summaries(),
+            verdict: self.decision.as_ref().map(|d| d.verdict.name()),
+        }
+    }
+
+    /// Takes one input and returns the actions it causes, in order.
+    pub fn apply(&mut self, input: &Input) -> Result<Vec<Action>, EngineError> {
+        let at = input.at();
+        if at < self.now {
+            return Err(EngineError::TimeWentBack { at, now: self.now });
+        }
+        self.now = at;
+        let mut out = Vec::new();
+        match input {
+            Input::Start { at } => {
+                if self.phase != Phase::Ready {
+                    return Err(EngineError::AlreadyStarted);
+                }
+                self.start = *at;
+                self.phase = Phase::Running;
+                let first = self.plan.steps[0].weight;
+                self.weight = first;
+                out.push(Action::SetWeight {
+                    canary: first,
+                    change: WeightChange::Step { index: 0 },
+                });
+                out.push(Action::Notify {
+                    severity: Severity::Info,
+                    message: format!(
+                        "canary of {} started: {} % to {} ({}), {} % to {} ({}), window {}",
+                        self.plan.service,
+                        first,
+                        self.plan.arms.canary.name,
+                        self.plan.arms.canary.selector,
+                        100 - first,
+                        self.plan.arms.baseline.name,
+                        self.plan.arms.baseline.selector,
+                        Human(self.plan.window())
+                    ),
+                });
+                self.on_tick(&mut out);
+            }
+            Input::Tick { .. } => {
+                self.require_started()?;
+                self.on_tick(&mut out);
+            }
+            Input::Observations {
+                round, readings, ..
+            } => {
+                self.require_started()?;
+                if self.phase == Phase::Decided {
+                    return Ok(out);
+                }
+                if self.pending_round != Some(*round) {
+                    return Err(EngineError::UnexpectedRound {
+                        round: *round,
+                        expected: self.pending_round,
+                    });
+                }
+                self.pending_round = None;
+                self.on_observations(*round, readings, &mut out);
+                self.on_tick(&mut out);
+            }
+            Input::Event { event, .. } => {
+                self.on_event(event, &mut out);
+                if self.phase != Phase::Ready {
+                    self.on_tick(&mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn require_started(&self) -> Result<(), EngineError> {
+        if self.phase == Phase::Ready {
+            Err(EngineError::NotStarted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn offset(&self) -> Duration {
+        Duration::from_millis((self.now - self.start).max(0) as u64)
+    }
+
+    /// Offset at which step `index` ends.
+    fn step_end(&self, index: usize) -> Duration {
+        self.plan.steps[..=index].iter().map(|s| s.hold).sum()
+    }
+
+    /// Offset of the next evaluation round: every interval, with the end of the window always a
+    /// round of its own; after the window (while awaiting approval) every interval again.
+    fn next_round_offset(&self) -> Duration {
+        let window = self.plan.window();
+        let interval = self.plan.evaluation_interval;
+        match self.last_round {
+            None => interval.min(window),
+            Some(last) if last < window => (last + interval).min(window),
+            Some(last) => last + interval,
+        }
+    }
+
+    /// The latest evaluation round due at `offset`, skipping rounds a late runtime missed — but
+    /// never the round at the end of the window, which the decision rests on.
+    fn due_round(&self, offset: Duration) -> Option<Duration> {
+        let next = self.next_round_offset();
+        if offset < next {
+            return None;
+        }
+        let window = self.plan.window();
+        let interval = self.plan.evaluation_interval.as_millis().max(1);
+        let latest = |from: Duration| {
+            let periods = (offset - from).as_millis() / interval;
+            from + Duration::from_millis((periods * interval) as u64)
+        };
+        Some(if next < window {
+            if offset >= window {
+                window
+            } else {
+                latest(Duration::ZERO)
+            }
+        } else if next == window {
+            window
+        } else {
+            latest(window)
+        })
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if matches!(self.phase, Phase::Ready | Phase::Decided) {
+            return;
+        }
+        let offset = self.offset();
+        if self.phase == Phase::Running {
+            while self.step + 1 < self.plan.steps.len() && offset >= self.step_end(self.step) {
+                self.step += 1;
+                let weight = self.plan.steps[self.step].weight;
+                self.weight = weight;
+                out.push(Action::SetWeight {
+                    canary: weight,
+                    change: WeightChange::Step { index: self.step },
+                });
+                out.push(Action::Notify {
+                    severity: Severity::Info,
+                    message: format!("step {}: canary weight {} %", self.step + 1, weight),
+                });
+            }
+        }
+        if let (Burst::Pending, Some(b)) = (&self.burst, &self.plan.burst)
+            && offset >= b.at
+        {
+            self.burst = Burst::Running;
+            out.push(Action::StartBurst);
+            if self.plan.probes {
+                out.push(Action::RunProbes);
+            }
+        }
+        if self.pending_round.is_none()
+            && let Some(next) = self.due_round(offset)
+        {
+            let round = self.start + ms(next);
+            self.last_round = Some(next);
+            self.pending_round = Some(round);
+            out.push(Action::Evaluate { round });
+        }
+        if let Phase::Awaiting {
+            deadline,
+            since,
+            inconclusive,
+        } = self.phase
+            && self.now >= deadline
+        {
+            let waited = Duration::from_millis((deadline - since).max(0) as u64);
+            if inconclusive {
+                let mut reasons = self.inconclusive_reasons();
+                reasons.push(Reason::ApprovalTimedOut { waited });
+                self.decide(Verdict::Inconclusive { reasons }, "engine", out);
+            } else {
+                self.decide(
+                    Verdict::Rollback {
+                        reasons: vec![Reason::ApprovalTimedOut { waited }],
+                    },
+                    "engine",
+                    out,
+                );
+            }
+        }
+    }
+
+    fn on_observations(
+        &mut self,
+        round: Millis,
+        readings: &[GuardrailReading],
+        out: &mut Vec<Action>,
+    ) {
+        let max_errors = self.plan.max_query_errors;
+        let mut triggered: Vec<Reason> = Vec::new();
+        for g in &mut self.guardrails {
+            let reading = readings.iter().find(|r| r.guardrail == g.spec.name);
+            let (canary, baseline) = match reading {
+                Some(r) => (r.canary.clone(), r.baseline.clone()),
+                None => {
+                    let missing = Reading::Error {
+                        message: "not evaluated by the runtime".to_owned(),
+                    };
+                    (missing.clone(), missing)
+                }
+            };
+            let outcome = evaluate(g, round, canary, baseline, max_errors);
+            match outcome {
+                Outcome::Quiet => {}
+                Outcome::BreachStarted => out.push(Action::Notify {
+                    severity: Severity::Warning,
+                    message: format!(
+                        "{} breaching: canary {} (must {}){}",
+                        g.spec.name,
+                        g.canary.as_ref().map_or("-".into(), |r| r.to_string()),
+                        g.spec.must,
+                        if g.spec.for_.is_zero() || g.spec.on_breach == OnBreach::BlockPromotion {
+                            String::new()
+                        } else {
+                            format!("; rolls back if it lasts {}", Human(g.spec.for_))
+                        }
+                    ),
+                }),
+                Outcome::Triggered(reason) | Outcome::TooManyErrors(reason) => {
+                    if g.spec.on_breach == OnBreach::Warn
+                        && matches!(reason, Reason::GuardrailTriggered { .. })
+                    {
+                        out.push(Action::Notify {
+                            severity: Severity::Warning,
+                            message: format!("warning only: {reason}"),
+                        });
+                    } else {
+                        triggered.push(reason);
+                    }
+                }
+            }
+        }
+
+        let offset = Duration::from_millis((round - self.start).max(0) as u64);
+        if offset >= self.next_check_log {
+            while self.next_check_log <= offset {
+                self.next_check_log += self.plan.check_log_interval;
+            }
+            out.push(Action::CheckLog {
+                round,
+                guardrails: self.summaries(),
+            });
+            // Probes run with the burst, then at every check interval strictly inside the window.
+            let after_burst = self.plan.burst.as_ref().is_none_or(|b| offset > b.at);
+            if self.plan.probes
+                && after_burst
+                && self.phase == Phase::Running
+                && offset < self.plan.window()
+            {
+                out.push(Action::RunProbes);
+            }
+        }
+        while self.checkpoints_done < self.plan.checkpoints.len()
+            && self.plan.checkpoints[self.checkpoints_done] <= offset
+        {
+            let at = self.plan.checkpoints[self.checkpoints_done];
+            self.checkpoints_done += 1;
+            out.push(Action::Snapshot {
+                label: Plan::checkpoint_label(at),
+                round,
+                guardrails: self.summaries(),
+            });
+        }
+
+        if !triggered.is_empty() {
+            self.decide(Verdict::Rollback { reasons: triggered }, "engine", out);
+        } else if self.phase == Phase::Running && offset >= self.plan.window() {
+            self.decide_at_end(out);
+        }
+    }
+
+    fn on_event(&mut self, event: &Event, out: &mut Vec<Action>) {
+        if self.phase == Phase::Decided {
+            return;
+        }
+        let rollback = |reason: Reason| Verdict::Rollback {
+            reasons: vec![reason],
+        };
+        match event {
+            Event::AlertFired { alert, security } => self.decide(
+                rollback(Reason::AlertFired {
+                    alert: alert.clone(),
+                    security: *security,
+                }),
+                "engine",
+                out,
+            ),
+            Event::IsolationLeak {
+                observer,
+                owner,
+                arm,
+            } => self.decide(
+                rollback(Reason::IsolationLeak {
+                    observer: observer.clone(),
+                    owner: owner.clone(),
+                    arm: *arm,
+                }),
+                "engine",
+                out,
+            ),
+            Event::ProbesCompleted { pairs, leaks } => {
+                if *leaks == 0 && *pairs > 0 {
+                    self.clean_probe_runs += 1;
+                }
+            }
+            Event::ArmUnhealthy {
+                arm: ArmRole::Canary,
+                detail,
+            } => self.decide(
+                rollback(Reason::CanaryUnhealthy {
+                    detail: detail.clone(),
+                }),
+                "engine",
+                out,
+            ),
+            Event::ArmUnhealthy {
+                arm: ArmRole::Baseline,
+                detail,
+            } => out.push(Action::Notify {
+                severity: Severity::Critical,
+                message: format!(
+                    "the baseline is unhealthy ({detail}); the canary continues, but comparisons with the baseline are unreliable"
+                ),
+            }),
+            Event::BurstCompleted { total, successful } => {
+                self.burst = Burst::Done {
+                    total: *total,
+                    successful: *successful,
+                };
+                if let Some(reason) = self.burst_shortfall() {
+                    // The verdict can no longer be PROMOTE: keeping users on the canary for the
+                    // rest of the window would expose them for nothing.
+                    self.decide(rollback(reason), "engine", out);
+                }
+            }
+            Event::Abort { by, reason } => self.decide(
+                rollback(Reason::Aborted {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                }),
+                by,
+                out,
+            ),
+            Event::Approve { by } => match self.phase {
+                Phase::Awaiting { .. } => self.decide(Verdict::Promote, by, out),
+                _ => out.push(Action::Notify {
+                    severity: Severity::Info,
+                    message: format!("{by} approved, but nothing is waiting for approval"),
+                }),
+            },
+            Event::Signal { signal } => self.decide(
+                rollback(Reason::Signal {
+                    signal: signal.clone(),
+                }),
+                "engine",
+                out,
+            ),
+            Event::TrafficFailed { detail } => self.decide(
+                rollback(Reason::TrafficFailed {
+                    detail: detail.clone(),
+                }),
+                "engine",
+                out,
+            ),
+        }
+    }
+
+    fn burst_shortfall(&self) -> Option<Reason> {
+        match (&self.burst, &self.plan.burst) {
+            (Burst::Done { total, successful }, Some(plan)) => {
+                let percent = if *total == 0 {
+                    0.0
+                } else {
+                    100.0 * *successful as f64 / *total as f64
+                };
+                (percent < plan.min_success_percent).then(|| Reason::BurstBelowBar {
+                    successful: *successful,
+                    total: *total,
+                    required_percent: plan.min_success_percent,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Reasons that make the end-of-window verdict INCONCLUSIVE.
+    fn inconclusive_reasons(&self) -> Vec<Reason> {
+        let mut reasons = Vec::new();
+        for g in self
+            .guardrails
+            .iter()
+            .filter(|g| g.spec.on_breach.gates_promotion())
+        {
+            let cause = match &g.status {
+                Status::NotEvaluated => Some(NoDataCause::NeverEvaluated),
+                Status::NoData { cause } if g.spec.on_no_data == OnNoData::Inconclusive => {
+                    Some(cause.clone())
+                }
+                Status::Error { message } => Some(NoDataCause::QueryError {
+                    message: message.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(cause) = cause {
+                reasons.push(Reason::NoData {
+                    guardrail: g.spec.name.clone(),
+                    cause,
+                });
+            }
+        }
+        if matches!(self.burst, Burst::Pending | Burst::Running) {
+            reasons.push(Reason::BurstMissing);
+        }
+        if self.plan.probes && self.clean_probe_runs == 0 {
+            reasons.push(Reason::ProbesMissing);
+        }
+        reasons
+    }
+
+    fn decide_at_end(&mut self, out: &mut Vec<Action>) {
+        let mut failed = Vec::new();
+        for g in self
+            .guardrails
+            .iter()
+            .filter(|g| g.spec.on_breach.gates_promotion())
+        {
+            if g.status == Status::Breach {
+                failed.push(Reason::FailedAtDecision {
+                    guardrail: g.spec.name.clone(),
+                    on_breach: g.spec.on_breach,
+                    value: g
+                        .canary
+                        .as_ref()
+                        .and_then(Reading::as_value)
+                        .unwrap_or(f64::NAN),
+                    must: g.spec.must,
+                });
+            }
+        }
+        failed.extend(self.burst_shortfall());
+        let inconclusive = self.inconclusive_reasons();
+        if !failed.is_empty() {
+            failed.extend(inconclusive);
+            self.decide(Verdict::Rollback { reasons: failed }, "engine", out);
+            return;
+        }
+        let end = self.start + ms(self.plan.window());
+        if !inconclusive.is_empty() {
+            match self.plan.on_inconclusive {
+                OnInconclusive::Rollback => self.decide(
+                    Verdict::Inconclusive {
+                        reasons: inconclusive,
+                    },
+                    "engine",
+                    out,
+                ),
+                OnInconclusive::Hold { timeout } => {
+                    let deadline = end + ms(timeout);
+                    self.phase = Phase::Awaiting {
+                        deadline,
+                        since: self.now,
+                        inconclusive: true,
+                    };
+                    let why = inconclusive
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    out.push(Action::AwaitApproval {
+                        deadline,
+                        reason: format!("inconclusive: {why}"),
+                    });
+                    out.push(Action::Notify {
+                        severity: Severity::Critical,
+                        message: format!(
+                            "canary is INCONCLUSIVE ({why}); holding the split: `canary approve` to promote or `canary abort` to roll back within {}",
+                            Human(timeout)
+                        ),
+                    });
+                }
+            }
+            return;
+        }
+        match self.plan.approval {
+            Approval::Auto => self.decide(Verdict::Promote, "engine", out),
+            Approval::Manual { timeout } => {
+                let deadline = end + ms(timeout);
+                self.phase = Phase::Awaiting {
+                    deadline,
+                    since: self.now,
+                    inconclusive: false,
+                };
+                out.push(Action::AwaitApproval {
+                    deadline,
+                    reason: "every guardrail passed; manual approval required".to_owned(),
+                });
+                out.push(Action::Notify {
+                    severity: Severity::Warning,
+                    message: format!(
+                        "canary passed every guardrail: `canary approve` within {} to promote",
+                        Human(timeout)
+                    ),
+                });
+            }
+        }
+    }
+
+    fn decide(&mut self, verdict: Verdict, by: &str, out: &mut Vec<Action>) {
+        if self.phase == Phase::Decided {
+            return;
+        }
+        self.phase = Phase::Decided;
+        self.pending_round = None;
+        let severity = match &verdict {
+            Verdict::Promote => Severity::Info,
+            v if v.is_security() => Severity::Page,
+            _ => Severity::Critical,
+        };
+        let weight = verdict.final_weight();
+        let message = match &verdict {
+            Verdict::Promote => format!(
+                "PROMOTE: {} goes to 100 % (authorised by {by})",
+                self.plan.arms.canary.name
+            ),
+            v => format!(
+                "{}: traffic back to {} — {}",
+                v.name(),
+                self.plan.arms.baseline.name,
+                v.reasons()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        let decision = Decision {
+            verdict,
+            at: self.now,
+            authorised_by: by.to_owned(),
+            guardrails: self.summaries(),
+        };
+        self.decision = Some(decision.clone());
+        out.push(Action::Decide(decision));
+        self.weight = weight;
+        out.push(Action::SetWeight {
+            canary: weight,
+            change: if weight == 100 {
+                WeightChange::Promote
+            } else {
+                WeightChange::Rollback
+            },
+        });
+        out.push(Action::Notify { severity, message });
+    }
+
+    fn summaries(&self) -> Vec<GuardrailSummary> {
+        self.guardrails
+            .iter()
+            .map(GuardrailState::summary)
+            .collect()
+    }
+}
+
+/// Applies one evaluation to one guardrail's state.
+fn evaluate(
+    g: &mut GuardrailState,
+    round: Millis,
+    canary: Reading,
+    baseline: Reading,
+    max_errors: u32,
+) -> Outcome {
+    let mut status = g.judge(&canary);
+    if matches!(status, Status::NoData { .. }) {
+        match g.spec.on_no_data {
+            OnNoData::Fail => status = Status::Breach,
+            OnNoData::Ignore => status = Status::Pass,
+            OnNoData::Inconclusive => {}
+        }
+    }
+    g.evaluations += 1;
+    g.canary = Some(canary);
+    g.baseline = Some(baseline);
+    let outcome = match &status {
+        Status::Error { message } => {
+            g.consecutive_errors += 1;
+            if max_errors > 0 && g.consecutive_errors >= max_errors {
+                Outcome::TooManyErrors(Reason::QueryErrors {
+                    guardrail: g.spec.name.clone(),
+                    consecutive: g.consecutive_errors,
+                    last_error: message.clone(),
+                })
+            } else {
+                Outcome::Quiet
+            }
+        }
+        Status::Breach => {
+            g.consecutive_errors = 0;
+            g.breaches += 1;
+            let value = g.canary.as_ref().and_then(Reading::as_value);
+            if let Some(v) = value {
+                g.note_worst(v);
+            }
+            let started = g.breached_since.is_none();
+            let since = *g.breached_since.get_or_insert(round);
+            let lasted = Duration::from_millis((round - since).max(0) as u64);
+            let triggers = matches!(
+                g.spec.on_breach,
+                OnBreach::Rollback | OnBreach::SecurityRollback | OnBreach::Warn
+            ) && lasted >= g.spec.for_;
+            if triggers && !g.triggered {
+                g.triggered = true;
+                Outcome::Triggered(Reason::GuardrailTriggered {
+                    guardrail: g.spec.name.clone(),
+                    on_breach: g.spec.on_breach,
+                    value: value.unwrap_or(f64::NAN),
+                    must: g.spec.must,
+                    breached_for: lasted,
+                    at: round,
+                })
+            } else if started {
+                Outcome::BreachStarted
+            } else {
+                Outcome::Quiet
+            }
+        }
+        Status::Pass | Status::NoData { .. } | Status::NotEvaluated => {
+            g.consecutive_errors = 0;
+            g.breached_since = None;
+            // A warn-class guardrail may warn again on its next breach.
+            if g.spec.on_breach == OnBreach::Warn {
+                g.triggered = false;
+            }
+            if let (Status::Pass, Some(v)) =
+                (&status, g.canary.as_ref().and_then(Reading::as_value))
+            {
+                g.note_worst(v);
+            }
+            Outcome::Quiet
+        }
+    };
+    g.status = status;
+    outcome
+}
+
+/// Every action of a replayed run, and its decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// `(index of the input that caused it, action)`.
+    pub actions: Vec<(usize, Action)>,
+    pub decision: Option<Decision>,
+}
+
+/// Runs `inputs` through a fresh engine for `plan`.
+pub fn replay<'a>(
+    plan: Plan,
+    inputs: impl IntoIterator<Item = &'a Input>,
+) -> Result<Replay, EngineError> {
+    let mut engine = Engine::new(plan)?;
+    let mut actions = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate() {
+        for action in engine.apply(input)? {
+            actions.push((i, action));
+        }
+    }
+    Ok(Replay {
+        actions,
+        decision: engine.decision,
+    })
+}

@@ -1,0 +1,453 @@
+//! The resolved run plan: what the engine enforces, typed and validated.
+//!
+//! The CLI turns `canary.toml` into a [`Plan`]; the engine never sees TOML, environment
+//! variables or secrets. A plan is serialisable so that the journal of a run carries the exact
+//! plan it ran, and `canary verify` can replay it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{self, Human};
+
+/// Which side of the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArmRole {
+    Baseline,
+    Canary,
+}
+
+impl fmt::Display for ArmRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ArmRole::Baseline => "baseline",
+            ArmRole::Canary => "canary",
+        })
+    }
+}
+
+/// One version under comparison: a human name and the label matchers that select its series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    /// The deployment's name, as the load balancer knows it (`main`, `r0.5-hotfix`).
+    pub name: String,
+    /// PromQL label matchers, e.g. `{version="r1"}`.
+    pub selector: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arms {
+    pub baseline: Arm,
+    pub canary: Arm,
+}
+
+impl Arms {
+    pub fn get(&self, role: ArmRole) -> &Arm {
+        match role {
+            ArmRole::Baseline => &self.baseline,
+            ArmRole::Canary => &self.canary,
+        }
+    }
+}
+
+/// One step of the traffic plan: send `weight` % to the canary, then hold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Percent of traffic to the canary, 0..=100.
+    pub weight: u8,
+    #[serde(with = "duration::serde_text")]
+    pub hold: Duration,
+}
+
+/// How a guardrail's value is compared with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparator {
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "==")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+}
+
+impl Comparator {
+    pub const ALL: [Comparator; 6] = [
+        Comparator::Le,
+        Comparator::Ge,
+        Comparator::Eq,
+        Comparator::Ne,
+        Comparator::Lt,
+        Comparator::Gt,
+    ];
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparator::Lt => "<",
+            Comparator::Le => "<=",
+            Comparator::Gt => ">",
+            Comparator::Ge => ">=",
+            Comparator::Eq => "==",
+            Comparator::Ne => "!=",
+        }
+    }
+
+    /// Whether `value <op> threshold` holds. NaN satisfies nothing.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparator::Lt => value < threshold,
+            Comparator::Le => value <= threshold,
+            Comparator::Gt => value > threshold,
+            Comparator::Ge => value >= threshold,
+            Comparator::Eq => value == threshold,
+            Comparator::Ne => value != threshold,
+        }
+    }
+}
+
+/// What a guardrail's canary value must satisfy, e.g. `< 1500`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub op: Comparator,
+    pub value: f64,
+}
+
+/// Why a threshold text did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{input:?} is not a condition: write a comparator (<, <=, >, >=, ==, !=) and a number, such as \"< 1500\" or \">= 99.6\""
+)]
+pub struct ThresholdError {
+    pub input: String,
+}
+
+impl std::str::FromStr for Threshold {
+    type Err = ThresholdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ThresholdError {
+            input: s.to_owned(),
+        };
+        let t = s.trim();
+        // Longest symbols first so "<=" is not read as "<".
+        let op = Comparator::ALL
+            .into_iter()
+            .find(|op| t.starts_with(op.symbol()))
+            .ok_or_else(err)?;
+        let value: f64 = t[op.symbol().len()..].trim().parse().map_err(|_| err())?;
+        if value.is_nan() {
+            return Err(err());
+        }
+        Ok(Threshold { op, value })
+    }
+}
+
+impl Threshold {
+    pub fn passes(&self, value: f64) -> bool {
+        self.op.holds(value, self.value)
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op.symbol(), self.value)
+    }
+}
+
+/// What a triggered guardrail does (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBreach {
+    /// Roll back at once, at any time in the window.
+    Rollback,
+    /// Roll back at once and page at the highest severity.
+    SecurityRollback,
+    /// Never rolls back by itself; must pass at the decision.
+    BlockPromotion,
+    /// Notify only.
+    Warn,
+}
+
+impl OnBreach {
+    /// Whether this class must have data and pass for a PROMOTE.
+    pub fn gates_promotion(self) -> bool {
+        !matches!(self, OnBreach::Warn)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBreach::Rollback => "rollback",
+            OnBreach::SecurityRollback => "security-rollback",
+            OnBreach::BlockPromotion => "block-promotion",
+            OnBreach::Warn => "warn",
+        }
+    }
+}
+
+/// What a guardrail without data means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNoData {
+    /// No data does not breach, but a guardrail without data at the decision makes the verdict
+    /// INCONCLUSIVE.
+    Inconclusive,
+    /// No data counts as a breach.
+    Fail,
+    /// No data counts as passing.
+    Ignore,
+}
+
+/// One guardrail: an unscoped PromQL query evaluated per arm, and a rule for the canary's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guardrail {
+    pub name: String,
+    /// Unscoped PromQL; the runtime scopes it to each arm.
+    pub query: String,
+    pub must: Threshold,
+    /// The breach must hold for every evaluation across this span before it triggers.
+    #[serde(rename = "for", with = "duration::serde_text")]
+    pub for_: Duration,
+    pub on_breach: OnBreach,
+    pub on_no_data: OnNoData,
+    /// With a sample-count query: below this many samples the value counts as no data.
+    pub min_samples: Option<f64>,
+    /// PromQL returning the number of samples behind the value (scoped like `query`).
+    pub samples_query: Option<String>,
+}
+
+/// The runbook's load burst.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurstPlan {
+    /// Offset from the start of the window (the runbook: T+5).
+    #[serde(with = "duration::serde_text")]
+    pub at: Duration,
+    /// Success rate the burst must reach, in percent.
+    pub min_success_percent: f64,
+}
+
+/// Who must say yes before a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Approval {
+    /// The engine promotes by itself when every rule passes.
+    Auto,
+    /// An operator must run `canary approve` within `timeout`, or the canary rolls back.
+    Manual {
+        #[serde(with = "duration::serde_text")]
+        timeout: Duration,
+    },
+}
+
+/// What an INCONCLUSIVE decision does.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum OnInconclusive {
+    /// Traffic back to the baseline at once.
+    Rollback,
+    /// Keep the split and wait for `canary approve` or `canary abort` until `timeout`, then roll
+    /// back.
+    Hold {
+        #[serde(with = "duration::serde_text")]
+        timeout: Duration,
+    },
+}
+
+/// Everything the engine needs to run one canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub service: String,
+    pub arms: Arms,
+    /// The traffic plan; after the last hold comes the decision.
+    pub steps: Vec<Step>,
+    #[serde(with = "duration::serde_text")]
+    pub evaluation_interval: Duration,
+    #[serde(with = "duration::serde_text")]
+    pub check_log_interval: Duration,
+    /// Offsets from the start at which a snapshot is taken (the runbook: 15m, 30m, 60m).
+    #[serde(with = "duration::serde_text_vec")]
+    pub checkpoints: Vec<Duration>,
+    pub guardrails: Vec<Guardrail>,
+    pub burst: Option<BurstPlan>,
+    /// Run tenant-isolation probes with the burst and at every check-log interval after it.
+    pub probes: bool,
+    pub approval: Approval,
+    pub on_inconclusive: OnInconclusive,
+    /// Consecutive query errors of one guardrail that roll back (the source is not trustworthy).
+    pub max_query_errors: u32,
+}
+
+/// A plan that contradicts itself. The CLI reports these with file positions; the engine refuses
+/// to start on one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the traffic plan has no steps: add at least one [[steps]] with a weight and a hold")]
+    NoSteps,
+    #[error("step {index}: weight {weight} is outside 0..=100")]
+    WeightRange { index: usize, weight: u8 },
+    #[error(
+        "step {index}: weight {weight} does not increase on the previous step's {previous}; steps must go up, e.g. 5, 25, 50"
+    )]
+    WeightsNotIncreasing {
+        index: usize,
+        weight: u8,
+        previous: u8,
+    },
+    #[error("step {index}: hold must be longer than 0")]
+    ZeroHold { index: usize },
+    #[error("evaluation_interval must be longer than 0")]
+    ZeroInterval,
+    #[error("check_log_interval must be longer than 0")]
+    ZeroCheckLogInterval,
+    #[error(
+        "checkpoint {at} is past the end of the window ({window}); use an offset up to {window}"
+    )]
+    CheckpointPastWindow { at: Human, window: Human },
+    #[error("the load burst at {at} starts after the window ends ({window})")]
+    BurstPastWindow { at: Human, window: Human },
+    #[error("two guardrails are named {0:?}: names must be unique")]
+    DuplicateGuardrail(String),
+    #[error(
+        "guardrail {0:?}: min_samples needs a samples query, and a samples query needs min_samples"
+    )]
+    SamplesWithoutMinimum(String),
+}
+
+impl Plan {
+    /// The active window: the sum of the steps' holds.
+    pub fn window(&self) -> Duration {
+        self.steps.iter().map(|s| s.hold).sum()
+    }
+
+    /// Checks the rules the engine relies on.
+    pub fn check(&self) -> Result<(), PlanError> {
+        if self.steps.is_empty() {
+            return Err(PlanError::NoSteps);
+        }
+        let mut previous: Option<u8> = None;
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.weight > 100 {
+                return Err(PlanError::WeightRange {
+                    index,
+                    weight: step.weight,
+                });
+            }
+            if let Some(previous) = previous
+                && step.weight <= previous
+            {
+                return Err(PlanError::WeightsNotIncreasing {
+                    index,
+                    weight: step.weight,
+                    previous,
+                });
+            }
+            if step.hold.is_zero() {
+                return Err(PlanError::ZeroHold { index });
+            }
+            previous = Some(step.weight);
+        }
+        if self.evaluation_interval.is_zero() {
+            return Err(PlanError::ZeroInterval);
+        }
+        if self.check_log_interval.is_zero() {
+            return Err(PlanError::ZeroCheckLogInterval);
+        }
+        let window = self.window();
+        if let Some(at) = self.checkpoints.iter().find(|c| **c > window) {
+            return Err(PlanError::CheckpointPastWindow {
+                at: Human(*at),
+                window: Human(window),
+            });
+        }
+        if let Some(burst) = &self.burst
+            && burst.at >= window
+        {
+            return Err(PlanError::BurstPastWindow {
+                at: Human(burst.at),
+                window: Human(window),
+            });
+        }
+        for (i, g) in self.guardrails.iter().enumerate() {
+            if self.guardrails[..i].iter().any(|o| o.name == g.name) {
+                return Err(PlanError::DuplicateGuardrail(g.name.clone()));
+            }
+            if g.min_samples.is_some() != g.samples_query.is_some() {
+                return Err(PlanError::SamplesWithoutMinimum(g.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan with every duration divided by `factor` (the demo's compressed clock), rounded to
+    /// whole milliseconds and never below 1 ms. Queries are left alone: compress their range
+    /// windows with `canary_promql::rewrite::compress_time`.
+    pub fn compressed(&self, factor: f64) -> Plan {
+        let scale = |d: Duration| {
+            if d.is_zero() {
+                d
+            } else {
+                Duration::from_millis(((d.as_secs_f64() * 1000.0 / factor).round() as u64).max(1))
+            }
+        };
+        let mut plan = self.clone();
+        for step in &mut plan.steps {
+            step.hold = scale(step.hold);
+        }
+        plan.evaluation_interval = scale(plan.evaluation_interval);
+        plan.check_log_interval = scale(plan.check_log_interval);
+        plan.checkpoints = plan.checkpoints.iter().map(|c| scale(*c)).collect();
+        for g in &mut plan.guardrails {
+            g.for_ = scale(g.for_);
+        }
+        if let Some(b) = &mut plan.burst {
+            b.at = scale(b.at);
+        }
+        plan.approval = match plan.approval {
+            Approval::Manual { timeout } => Approval::Manual {
+                timeout: scale(timeout),
+            },
+            a => a,
+        };
+        plan.on_inconclusive = match plan.on_inconclusive {
+            OnInconclusive::Hold { timeout } => OnInconclusive::Hold {
+                timeout: scale(timeout),
+            },
+            o => o,
+        };
+        plan
+    }
+
+    /// The runbook's checkpoint label for an offset: `T15` for 15 minutes.
+    pub fn checkpoint_label(offset: Duration) -> String {
+        let secs = offset.as_secs();
+        if secs % 60 == 0 {
+            format!("T{}", secs / 60)
+        } else {
+            format!("T{}", duration::format(offset))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_parse_longest_operator_first() {
+        let t: Threshold = "<= 80".parse().unwrap();
+        assert_eq!(t.op, Comparator::Le);
+        assert_eq!(t.value, 80.0);
+        let t: Threshold = ">=99.6".parse().unwrap();
+        assert_eq!((t.op, t.value), (Comparator::Ge, 99.6));
+        for bad in ["80", "=< 3", "< fast", "", "< NaN", "~ 3"] {
+            assert!(bad.parse::<Threshold>().is_err(), "{bad:?}");
+        }
+        assert!(!t.passes(f64::NAN));
+    }
+}

@@ -1,0 +1,285 @@
+//! Verdicts and the reasons behind them.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Human;
+use crate::engine::{GuardrailSummary, Millis};
+use crate::plan::{ArmRole, OnBreach, Threshold};
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Every rule passed; traffic goes to 100 % canary.
+    Promote,
+    /// Something failed or triggered; traffic goes back to 0 % canary.
+    Rollback { reasons: Vec<Reason> },
+    /// Not enough evidence either way; never promotes.
+    Inconclusive { reasons: Vec<Reason> },
+}
+
+impl Verdict {
+    /// The process exit code `canary run` and `canary backtest` use.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Verdict::Promote => 0,
+            Verdict::Rollback { .. } => 3,
+            Verdict::Inconclusive { .. } => 4,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Promote => "PROMOTE",
+            Verdict::Rollback { .. } => "ROLLBACK",
+            Verdict::Inconclusive { .. } => "INCONCLUSIVE",
+        }
+    }
+
+    pub fn reasons(&self) -> &[Reason] {
+        match self {
+            Verdict::Promote => &[],
+            Verdict::Rollback { reasons } | Verdict::Inconclusive { reasons } => reasons,
+        }
+    }
+
+    /// The canary weight this verdict leaves behind.
+    pub fn final_weight(&self) -> u8 {
+        match self {
+            Verdict::Promote => 100,
+            _ => 0,
+        }
+    }
+
+    /// Whether any reason is a security matter (pages at the highest severity).
+    pub fn is_security(&self) -> bool {
+        self.reasons().iter().any(Reason::is_security)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why there is no data for a guardrail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NoDataCause {
+    /// The query returned no series.
+    Empty,
+    /// The query returned NaN (e.g. a ratio of two zero rates: no traffic).
+    NotANumber,
+    /// Fewer samples than the guardrail's `min_samples`.
+    InsufficientSamples { got: f64, need: f64 },
+    /// The query failed.
+    QueryError { message: String },
+    /// The guardrail was never evaluated.
+    NeverEvaluated,
+}
+
+impl fmt::Display for NoDataCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoDataCause::Empty => f.write_str("the query returned no series"),
+            NoDataCause::NotANumber => f.write_str("the query returned NaN (no traffic?)"),
+            NoDataCause::InsufficientSamples { got, need } => {
+                write!(f, "{got} samples, {need} needed")
+            }
+            NoDataCause::QueryError { message } => write!(f, "query failed: {message}"),
+            NoDataCause::NeverEvaluated => f.write_str("never evaluated"),
+        }
+    }
+}
+
+/// One reason behind a ROLLBACK or INCONCLUSIVE verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// A rollback-class guardrail breached for its whole `for` span during the window.
+    GuardrailTriggered {
+        guardrail: String,
+        on_breach: OnBreach,
+        #[serde(with = "crate::json_float")]
+        value: f64,
+        must: Threshold,
+        #[serde(with = "crate::duration::serde_text")]
+        breached_for: Duration,
+        at: Millis,
+    },
+    /// A guardrail that gates promotion did not pass at the decision.
+    FailedAtDecision {
+        guardrail: String,
+        on_breach: OnBreach,
+        #[serde(with = "crate::json_float")]
+        value: f64,
+        must: Threshold,
+    },
+    /// A guardrail had no usable data at the decision.
+    NoData {
+        guardrail: String,
+        cause: NoDataCause,
+    },
+    /// A guardrail's query failed too many times in a row.
+    QueryErrors {
+        guardrail: String,
+        consecutive: u32,
+        last_error: String,
+    },
+    /// An Alertmanager alert for this run fired.
+    AlertFired { alert: String, security: bool },
+    /// An isolation probe saw another tenant's data.
+    IsolationLeak {
+        observer: String,
+        owner: String,
+        arm: ArmRole,
+    },
+    /// The canary is down or failing health checks.
+    CanaryUnhealthy { detail: String },
+    /// An operator aborted the run.
+    Aborted { by: String, reason: String },
+    /// The controller was asked to stop.
+    Signal { signal: String },
+    /// The load burst missed its success bar.
+    BurstBelowBar {
+        successful: u64,
+        total: u64,
+        required_percent: f64,
+    },
+    /// The load burst never reported.
+    BurstMissing,
+    /// No isolation probe run completed cleanly.
+    ProbesMissing,
+    /// Manual approval was required and did not come in time.
+    ApprovalTimedOut {
+        #[serde(with = "crate::duration::serde_text")]
+        waited: Duration,
+    },
+    /// The traffic split could not be applied or verified.
+    TrafficFailed { detail: String },
+}
+
+impl Reason {
+    pub fn is_security(&self) -> bool {
+        match self {
+            Reason::GuardrailTriggered { on_breach, .. }
+            | Reason::FailedAtDecision { on_breach, .. } => {
+                *on_breach == OnBreach::SecurityRollback
+            }
+            Reason::AlertFired { security, .. } => *security,
+            Reason::IsolationLeak { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The guardrail this reason is about, if any.
+    pub fn guardrail(&self) -> Option<&str> {
+        match self {
+            Reason::GuardrailTriggered { guardrail, .. }
+            | Reason::FailedAtDecision { guardrail, .. }
+            | Reason::NoData { guardrail, .. }
+            | Reason::QueryErrors { guardrail, .. } => Some(guardrail),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::GuardrailTriggered {
+                guardrail,
+                on_breach,
+                value,
+                must,
+                breached_for,
+                ..
+            } => write!(
+                f,
+                "{guardrail}: canary value {} breached `{must}` for {} ({})",
+                fmt_value(*value),
+                Human(*breached_for),
+                on_breach.as_str()
+            ),
+            Reason::FailedAtDecision {
+                guardrail,
+                value,
+                must,
+                ..
+            } => write!(
+                f,
+                "{guardrail}: canary value {} does not satisfy `{must}` at the decision",
+                fmt_value(*value)
+            ),
+            Reason::NoData { guardrail, cause } => {
+                write!(f, "{guardrail}: no data at the decision ({cause})")
+            }
+            Reason::QueryErrors {
+                guardrail,
+                consecutive,
+                last_error,
+            } => write!(
+                f,
+                "{guardrail}: {consecutive} consecutive query errors (last: {last_error})"
+            ),
+            Reason::AlertFired { alert, security } => {
+                let kind = if *security { "security alert" } else { "alert" };
+                write!(f, "Alertmanager {kind} {alert} fired for this run")
+            }
+            Reason::IsolationLeak {
+                observer,
+                owner,
+                arm,
+            } => write!(
+                f,
+                "SECURITY: {observer} received {owner}'s data from the {arm} arm (cross-tenant leak)"
+            ),
+            Reason::CanaryUnhealthy { detail } => write!(f, "canary unhealthy: {detail}"),
+            Reason::Aborted { by, reason } => write!(f, "aborted by {by}: {reason}"),
+            Reason::Signal { signal } => write!(f, "controller received {signal}"),
+            Reason::BurstBelowBar {
+                successful,
+                total,
+                required_percent,
+            } => write!(
+                f,
+                "load burst: {successful}/{total} succeeded, below the {required_percent}% bar"
+            ),
+            Reason::BurstMissing => f.write_str("the load burst did not complete"),
+            Reason::ProbesMissing => f.write_str("no isolation probe run completed"),
+            Reason::ApprovalTimedOut { waited } => {
+                write!(f, "no approval within {}", Human(*waited))
+            }
+            Reason::TrafficFailed { detail } => write!(f, "traffic change failed: {detail}"),
+        }
+    }
+}
+
+/// Formats a guardrail value for people: at most 4 decimals, no trailing zeros.
+pub fn fmt_value(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The decision of a run: the verdict, when, who authorised it, and every guardrail's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub at: Millis,
+    /// `engine` for automatic decisions; the operator for approvals and aborts.
+    pub authorised_by: String,
+    pub guardrails: Vec<GuardrailSummary>,
+}

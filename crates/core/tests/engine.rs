@@ -1,0 +1,925 @@
+//! The engine's rules, driven through its public API on a virtual clock.
+//!
+//! Every case is data: a plan, what each guardrail reads over time, and events at given minutes.
+//! `run` plays it through the engine the way the runtime would and returns what happened.
+
+use std::time::Duration;
+
+use canary_core::engine::{Action, GuardrailReading, Input, Reading, Severity, WeightChange};
+use canary_core::plan::{
+    Approval, Arm, Arms, BurstPlan, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, Step,
+};
+use canary_core::verdict::{NoDataCause, Reason, Verdict};
+use canary_core::{ArmRole, Engine, Event, journal};
+
+const T0: i64 = 1_760_000_000_000;
+
+fn min(m: f64) -> Duration {
+    Duration::from_millis((m * 60_000.0) as u64)
+}
+
+fn guardrail(name: &str, query: &str, must: &str, for_min: f64, on_breach: OnBreach) -> Guardrail {
+    Guardrail {
+        name: name.into(),
+        query: query.into(),
+        must: must.parse().unwrap(),
+        for_: min(for_min),
+        on_breach,
+        on_no_data: OnNoData::Inconclusive,
+        min_samples: None,
+        samples_query: None,
+    }
+}
+
+/// The runbook: 5 % for 60 minutes, six guardrails, 30 s evaluations, 5-minute check log,
+/// snapshots at T+15/30/60, burst at T+5.
+fn runbook() -> Plan {
+    Plan {
+        service: "relay".into(),
+        arms: Arms {
+            baseline: Arm {
+                name: "r0.5-hotfix".into(),
+                selector: r#"{version="r0.5"}"#.into(),
+            },
+            canary: Arm {
+                name: "main".into(),
+                selector: r#"{version="r1"}"#.into(),
+            },
+        },
+        steps: vec![Step {
+            weight: 5,
+            hold: min(60.0),
+        }],
+        evaluation_interval: Duration::from_secs(30),
+        check_log_interval: min(5.0),
+        checkpoints: vec![min(15.0), min(30.0), min(60.0)],
+        guardrails: vec![
+            guardrail("ttfv_p95", "q1", "< 1500", 5.0, OnBreach::Rollback),
+            guardrail("rls_errors", "q2", "== 0", 0.0, OnBreach::Rollback),
+            guardrail("sse_success", "q3", ">= 99.6", 5.0, OnBreach::Rollback),
+            guardrail(
+                "cross_tenant",
+                "q4",
+                "== 0",
+                0.0,
+                OnBreach::SecurityRollback,
+            ),
+            guardrail("ann_p95", "q5", "< 200", 0.0, OnBreach::BlockPromotion),
+            guardrail("db_pool", "q6", "< 80", 0.0, OnBreach::BlockPromotion),
+        ],
+        burst: Some(BurstPlan {
+            at: min(5.0),
+            min_success_percent: 99.0,
+        }),
+        probes: true,
+        approval: Approval::Auto,
+        on_inconclusive: OnInconclusive::Rollback,
+        max_query_errors: 5,
+    }
+}
+
+/// Healthy values for each guardrail.
+fn healthy(name: &str) -> f64 {
+    match name {
+        "ttfv_p95" => 800.0,
+        "rls_errors" | "cross_tenant" => 0.0,
+        "sse_success" => 99.9,
+        "ann_p95" => 120.0,
+        "db_pool" => 40.0,
+        "errors_warn" => 1.0,
+        other => panic!("unknown guardrail {other}"),
+    }
+}
+
+type Override = Box<dyn Fn(&str, f64) -> Option<Reading>>;
+
+/// One scenario.
+struct Case {
+    plan: Plan,
+    /// `(guardrail, minute) -> reading` overriding the healthy value.
+    canary: Override,
+    /// Events at minutes.
+    events: Vec<(f64, Event)>,
+    /// Burst result `(total, successful)`, reported one minute after the burst starts.
+    burst: Option<(u64, u64)>,
+    /// Probe runs come back clean.
+    probes_clean: bool,
+    /// The runtime only wakes at these minutes after the start (simulating a late runtime);
+    /// `None` wakes exactly when the engine asks.
+    wake_every: Option<f64>,
+    /// Stop after this many minutes even if undecided.
+    horizon: f64,
+}
+
+impl Case {
+    fn new() -> Self {
+        Case {
+            plan: runbook(),
+            canary: Box::new(|_, _| None),
+            events: vec![],
+            burst: Some((100, 100)),
+            probes_clean: true,
+            wake_every: None,
+            horizon: 200.0,
+        }
+    }
+
+    fn canary(mut self, f: impl Fn(&str, f64) -> Option<Reading> + 'static) -> Self {
+        self.canary = Box::new(f);
+        self
+    }
+
+    fn event(mut self, minute: f64, e: Event) -> Self {
+        self.events.push((minute, e));
+        self
+    }
+}
+
+struct Outcome {
+    inputs: Vec<Input>,
+    actions: Vec<(i64, Action)>,
+    verdict: Option<Verdict>,
+    decided_at_min: Option<f64>,
+    authorised_by: Option<String>,
+}
+
+impl Outcome {
+    fn weights(&self) -> Vec<(f64, u8)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::SetWeight { canary, .. } => Some(((t - T0) as f64 / 60_000.0, *canary)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
+        self.actions.iter().filter(|(_, a)| pred(a)).count()
+    }
+
+    fn reasons(&self) -> Vec<Reason> {
+        self.verdict
+            .as_ref()
+            .map(|v| v.reasons().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+fn at_min(m: f64) -> i64 {
+    T0 + (m * 60_000.0).round() as i64
+}
+
+/// Plays a case through the engine the way the runtime does.
+fn run(case: Case) -> Outcome {
+    let mut engine = Engine::new(case.plan.clone()).unwrap();
+    let mut inputs: Vec<Input> = Vec::new();
+    let mut actions: Vec<(i64, Action)> = Vec::new();
+    let mut queue: Vec<(i64, Input)> = case
+        .events
+        .iter()
+        .map(|(m, e)| {
+            (
+                at_min(*m),
+                Input::Event {
+                    at: at_min(*m),
+                    event: e.clone(),
+                },
+            )
+        })
+        .collect();
+    let feed = |engine: &mut Engine,
+                input: Input,
+                inputs: &mut Vec<Input>,
+                actions: &mut Vec<(i64, Action)>|
+     -> Vec<Action> {
+        let at = input.at();
+        let out = engine.apply(&input).unwrap();
+        inputs.push(input);
+        for a in &out {
+            actions.push((at, a.clone()));
+        }
+        out
+    };
+    let mut todo = feed(
+        &mut engine,
+        Input::Start { at: T0 },
+        &mut inputs,
+        &mut actions,
+    );
+    let horizon = at_min(case.horizon);
+    let mut now = T0;
+    let mut guard = 0;
+    loop {
+        guard += 1;
+        assert!(guard < 100_000, "simulation did not end");
+        // Carry out what the engine asked for, in order.
+        while !todo.is_empty() {
+            let action = todo.remove(0);
+            match action {
+                Action::Evaluate { round } => {
+                    let minute = (round - T0) as f64 / 60_000.0;
+                    let readings = case
+                        .plan
+                        .guardrails
+                        .iter()
+                        .map(|g| GuardrailReading {
+                            guardrail: g.name.clone(),
+                            canary: (case.canary)(&g.name, minute)
+                                .unwrap_or_else(|| Reading::value(healthy(&g.name))),
+                            baseline: Reading::value(healthy(&g.name)),
+                        })
+                        .collect();
+                    let more = feed(
+                        &mut engine,
+                        Input::Observations {
+                            at: now,
+                            round,
+                            readings,
+                        },
+                        &mut inputs,
+                        &mut actions,
+                    );
+                    todo.extend(more);
+                }
+                Action::StartBurst => {
+                    if let Some((total, successful)) = case.burst {
+                        queue.push((
+                            now + 60_000,
+                            Input::Event {
+                                at: now + 60_000,
+                                event: Event::BurstCompleted { total, successful },
+                            },
+                        ));
+                    }
+                }
+                Action::RunProbes if case.probes_clean => {
+                    queue.push((
+                        now + 10_000,
+                        Input::Event {
+                            at: now + 10_000,
+                            event: Event::ProbesCompleted {
+                                pairs: 20,
+                                leaks: 0,
+                            },
+                        },
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if engine.is_decided() {
+            break;
+        }
+        queue.sort_by_key(|(t, _)| *t);
+        let wake = match case.wake_every {
+            Some(every) => {
+                let step = (every * 60_000.0) as i64;
+                Some(now + step)
+            }
+            None => engine.next_wakeup(),
+        };
+        let next_event = queue.first().map(|(t, _)| *t);
+        let next = match (wake, next_event) {
+            (Some(w), Some(e)) => w.min(e),
+            (Some(w), None) => w,
+            (None, Some(e)) => e,
+            (None, None) => break,
+        };
+        if next > horizon {
+            break;
+        }
+        now = next.max(now);
+        if next_event == Some(next) {
+            let (_, input) = queue.remove(0);
+            todo = feed(&mut engine, input, &mut inputs, &mut actions);
+        } else {
+            todo = feed(
+                &mut engine,
+                Input::Tick { at: now },
+                &mut inputs,
+                &mut actions,
+            );
+        }
+    }
+    let decision = engine.decision().cloned();
+    Outcome {
+        inputs,
+        actions,
+        decided_at_min: decision.as_ref().map(|d| (d.at - T0) as f64 / 60_000.0),
+        authorised_by: decision.as_ref().map(|d| d.authorised_by.clone()),
+        verdict: decision.map(|d| d.verdict),
+    }
+}
+
+fn breach_from(
+    name: &'static str,
+    value: f64,
+    from: f64,
+    to: f64,
+) -> impl Fn(&str, f64) -> Option<Reading> {
+    move |g, m| (g == name && m >= from && m <= to).then(|| Reading::value(value))
+}
+
+#[test]
+fn healthy_canary_is_promoted_at_the_end_of_the_window() {
+    let out = run(Case::new());
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert_eq!(out.decided_at_min, Some(60.0));
+    assert_eq!(out.authorised_by.as_deref(), Some("engine"));
+    assert_eq!(out.weights(), vec![(0.0, 5), (60.0, 100)]);
+    // 120 evaluations of 30 s, a check-log entry every 5 minutes, the runbook's snapshots.
+    assert_eq!(out.count(|a| matches!(a, Action::Evaluate { .. })), 120);
+    assert_eq!(out.count(|a| matches!(a, Action::CheckLog { .. })), 12);
+    let snapshots: Vec<(f64, String)> = out
+        .actions
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::Snapshot { label, .. } => Some(((t - T0) as f64 / 60_000.0, label.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        snapshots,
+        vec![
+            (15.0, "T15".into()),
+            (30.0, "T30".into()),
+            (60.0, "T60".into())
+        ]
+    );
+    let burst_at: Vec<i64> = out
+        .actions
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::StartBurst))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(burst_at, vec![at_min(5.0)]);
+    // Probes with the burst and at every check interval after it.
+    assert_eq!(out.count(|a| matches!(a, Action::RunProbes)), 1 + 10);
+}
+
+#[test]
+fn a_breach_that_recovers_one_evaluation_before_for_elapses_does_not_trigger() {
+    // Breached from 20:00 to 24:30 (ten evaluations, 4m30s); 25:00 passes.
+    let out = run(Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 24.5)));
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert_eq!(
+        out.count(|a| matches!(a, Action::Notify { severity: Severity::Warning, message } if message.contains("ttfv_p95 breaching"))),
+        1
+    );
+}
+
+#[test]
+fn a_sustained_breach_triggers_exactly_when_for_has_elapsed() {
+    let out = run(Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 60.0)));
+    assert_eq!(out.decided_at_min, Some(25.0));
+    match &out.reasons()[..] {
+        [
+            Reason::GuardrailTriggered {
+                guardrail,
+                value,
+                breached_for,
+                on_breach: OnBreach::Rollback,
+                ..
+            },
+        ] => {
+            assert_eq!(guardrail, "ttfv_p95");
+            assert_eq!(*value, 1800.0);
+            assert_eq!(*breached_for, min(5.0));
+        }
+        other => panic!("unexpected reasons {other:?}"),
+    }
+    assert_eq!(out.weights(), vec![(0.0, 5), (25.0, 0)]);
+    assert!(matches!(out.verdict, Some(Verdict::Rollback { .. })));
+}
+
+#[test]
+fn for_zero_triggers_on_the_first_breached_evaluation() {
+    let out = run(Case::new().canary(breach_from("rls_errors", 1.0, 33.0, 33.0)));
+    assert_eq!(out.decided_at_min, Some(33.0));
+    assert_eq!(out.reasons()[0].guardrail(), Some("rls_errors"));
+}
+
+#[test]
+fn a_security_trigger_at_minute_59_rolls_back_and_pages() {
+    let out = run(Case::new().canary(breach_from("cross_tenant", 2.0, 59.0, 59.0)));
+    assert_eq!(out.decided_at_min, Some(59.0));
+    let verdict = out.verdict.clone().unwrap();
+    assert!(verdict.is_security());
+    assert_eq!(verdict.exit_code(), 3);
+    assert_eq!(
+        out.count(|a| matches!(
+            a,
+            Action::Notify {
+                severity: Severity::Page,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(out.weights().last(), Some(&(59.0, 0)));
+}
+
+#[test]
+fn no_data_at_the_decision_is_inconclusive_never_promote() {
+    // No traffic to compute a ratio from: NaN from 50 minutes on.
+    let out = run(Case::new()
+        .canary(|g, m| (g == "sse_success" && m >= 50.0).then(|| Reading::value(f64::NAN))));
+    match out.verdict {
+        Some(Verdict::Inconclusive { ref reasons }) => assert_eq!(
+            reasons,
+            &vec![Reason::NoData {
+                guardrail: "sse_success".into(),
+                cause: NoDataCause::NotANumber
+            }]
+        ),
+        ref other => panic!("expected INCONCLUSIVE, got {other:?}"),
+    }
+    assert_eq!(out.verdict.as_ref().unwrap().exit_code(), 4);
+    assert_eq!(out.weights().last(), Some(&(60.0, 0)));
+}
+
+#[test]
+fn a_block_promotion_gate_failing_only_at_the_end_blocks_without_rolling_back_early() {
+    let out = run(Case::new().canary(breach_from("ann_p95", 260.0, 60.0, 60.0)));
+    assert_eq!(out.decided_at_min, Some(60.0));
+    match &out.reasons()[..] {
+        [
+            Reason::FailedAtDecision {
+                guardrail,
+                on_breach,
+                value,
+                ..
+            },
+        ] => {
+            assert_eq!(guardrail, "ann_p95");
+            assert_eq!(*on_breach, OnBreach::BlockPromotion);
+            assert_eq!(*value, 260.0);
+        }
+        other => panic!("unexpected reasons {other:?}"),
+    }
+}
+
+#[test]
+fn a_gate_that_breaches_mid_window_and_recovers_does_not_block() {
+    let out = run(Case::new().canary(breach_from("db_pool", 95.0, 10.0, 40.0)));
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+}
+
+#[test]
+fn an_abort_during_the_burst_rolls_back_and_records_the_operator() {
+    let out = run(Case::new().event(
+        5.5,
+        Event::Abort {
+            by: "alice".into(),
+            reason: "pager storm".into(),
+        },
+    ));
+    assert_eq!(out.decided_at_min, Some(5.5));
+    assert_eq!(out.authorised_by.as_deref(), Some("alice"));
+    assert_eq!(
+        out.reasons(),
+        vec![Reason::Aborted {
+            by: "alice".into(),
+            reason: "pager storm".into()
+        }]
+    );
+    assert_eq!(out.weights(), vec![(0.0, 5), (5.5, 0)]);
+}
+
+#[test]
+fn external_triggers_roll_back_at_once() {
+    let cases: Vec<(Event, Reason, bool)> = vec![
+        (
+            Event::AlertFired {
+                alert: "CanaryTtfvP95".into(),
+                security: false,
+            },
+            Reason::AlertFired {
+                alert: "CanaryTtfvP95".into(),
+                security: false,
+            },
+            false,
+        ),
+        (
+            Event::AlertFired {
+                alert: "CanaryCrossTenant".into(),
+                security: true,
+            },
+            Reason::AlertFired {
+                alert: "CanaryCrossTenant".into(),
+                security: true,
+            },
+            true,
+        ),
+        (
+            Event::IsolationLeak {
+                observer: "user_1".into(),
+                owner: "user_2".into(),
+                arm: ArmRole::Canary,
+            },
+            Reason::IsolationLeak {
+                observer: "user_1".into(),
+                owner: "user_2".into(),
+                arm: ArmRole::Canary,
+            },
+            true,
+        ),
+        (
+            Event::ArmUnhealthy {
+                arm: ArmRole::Canary,
+                detail: "connection refused".into(),
+            },
+            Reason::CanaryUnhealthy {
+                detail: "connection refused".into(),
+            },
+            false,
+        ),
+        (
+            Event::Signal {
+                signal: "SIGTERM".into(),
+            },
+            Reason::Signal {
+                signal: "SIGTERM".into(),
+            },
+            false,
+        ),
+        (
+            Event::TrafficFailed {
+                detail: "verify: weight is 7".into(),
+            },
+            Reason::TrafficFailed {
+                detail: "verify: weight is 7".into(),
+            },
+            false,
+        ),
+    ];
+    for (event, reason, security) in cases {
+        let out = run(Case::new().event(42.0, event.clone()));
+        assert_eq!(out.decided_at_min, Some(42.0), "{event:?}");
+        assert_eq!(out.reasons(), vec![reason], "{event:?}");
+        assert_eq!(out.verdict.unwrap().is_security(), security, "{event:?}");
+    }
+}
+
+#[test]
+fn an_unhealthy_baseline_only_notifies() {
+    let out = run(Case::new().event(
+        20.0,
+        Event::ArmUnhealthy {
+            arm: ArmRole::Baseline,
+            detail: "503".into(),
+        },
+    ));
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert_eq!(
+        out.count(|a| matches!(
+            a,
+            Action::Notify {
+                severity: Severity::Critical,
+                ..
+            }
+        )),
+        1
+    );
+}
+
+#[test]
+fn consecutive_query_errors_roll_back_but_interrupted_ones_do_not() {
+    let err = || Reading::Error {
+        message: "timeout".into(),
+    };
+    let out =
+        run(Case::new()
+            .canary(move |g, m| (g == "ttfv_p95" && (10.0..=12.0).contains(&m)).then(err)));
+    assert_eq!(out.decided_at_min, Some(12.0)); // 10:00, 10:30, 11:00, 11:30, 12:00
+    assert!(matches!(
+        &out.reasons()[..],
+        [Reason::QueryErrors { consecutive: 5, .. }]
+    ));
+
+    let out = run(Case::new().canary(move |g, m| {
+        (g == "ttfv_p95" && (10.0..=11.5).contains(&m)
+            || g == "ttfv_p95" && (12.5..=14.0).contains(&m))
+        .then(|| Reading::Error {
+            message: "timeout".into(),
+        })
+    }));
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+}
+
+#[test]
+fn errors_do_not_reset_a_breach_streak() {
+    // Breach 20:00–22:00, errors 22:30–23:00, breach again from 23:30: triggers at 25:00.
+    let out = run(Case::new().canary(|g, m| {
+        if g != "ttfv_p95" || m < 20.0 {
+            None
+        } else if (22.5..=23.0).contains(&m) {
+            Some(Reading::Error {
+                message: "503".into(),
+            })
+        } else {
+            Some(Reading::value(1700.0))
+        }
+    }));
+    assert_eq!(out.decided_at_min, Some(25.0));
+}
+
+#[test]
+fn no_data_handling_follows_on_no_data() {
+    let none = |g: &str, m: f64| (g == "sse_success" && m >= 30.0).then_some(Reading::NoData);
+    // fail: no data is a breach, and the 5-minute for applies.
+    let mut case = Case::new().canary(none);
+    case.plan.guardrails[2].on_no_data = OnNoData::Fail;
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(35.0));
+    assert_eq!(out.reasons()[0].guardrail(), Some("sse_success"));
+    // ignore: no data passes.
+    let mut case = Case::new().canary(none);
+    case.plan.guardrails[2].on_no_data = OnNoData::Ignore;
+    assert_eq!(run(case).verdict, Some(Verdict::Promote));
+}
+
+#[test]
+fn too_few_samples_count_as_no_data() {
+    let mut case = Case::new().canary(|g, _| {
+        (g == "ttfv_p95").then_some(Reading::Value {
+            value: 900.0,
+            samples: Some(5.0),
+        })
+    });
+    case.plan.guardrails[0].min_samples = Some(20.0);
+    case.plan.guardrails[0].samples_query = Some("count".into());
+    let out = run(case);
+    assert_eq!(
+        out.reasons(),
+        vec![Reason::NoData {
+            guardrail: "ttfv_p95".into(),
+            cause: NoDataCause::InsufficientSamples {
+                got: 5.0,
+                need: 20.0
+            }
+        }]
+    );
+}
+
+#[test]
+fn the_burst_must_meet_its_bar_and_must_happen() {
+    let mut case = Case::new();
+    case.burst = Some((100, 93));
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(6.0)); // reported one minute after T+5
+    assert!(matches!(
+        &out.reasons()[..],
+        [Reason::BurstBelowBar {
+            successful: 93,
+            total: 100,
+            ..
+        }]
+    ));
+
+    let mut case = Case::new();
+    case.burst = None;
+    let out = run(case);
+    assert!(matches!(out.verdict, Some(Verdict::Inconclusive { .. })));
+    assert_eq!(out.reasons(), vec![Reason::BurstMissing]);
+}
+
+#[test]
+fn isolation_probes_must_have_run_clean() {
+    let mut case = Case::new();
+    case.probes_clean = false;
+    let out = run(case);
+    assert_eq!(out.reasons(), vec![Reason::ProbesMissing]);
+    assert!(matches!(out.verdict, Some(Verdict::Inconclusive { .. })));
+}
+
+#[test]
+fn manual_approval_promotes_with_the_approver_or_times_out() {
+    let mut case = Case::new().event(61.0, Event::Approve { by: "bob".into() });
+    case.plan.approval = Approval::Manual { timeout: min(30.0) };
+    let out = run(case);
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert_eq!(out.authorised_by.as_deref(), Some("bob"));
+    assert_eq!(out.decided_at_min, Some(61.0));
+    assert_eq!(out.count(|a| matches!(a, Action::AwaitApproval { .. })), 1);
+
+    let mut case = Case::new();
+    case.plan.approval = Approval::Manual { timeout: min(30.0) };
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(90.0));
+    assert_eq!(
+        out.reasons(),
+        vec![Reason::ApprovalTimedOut { waited: min(30.0) }]
+    );
+
+    // A breach while waiting still rolls back.
+    let mut case = Case::new().canary(breach_from("rls_errors", 3.0, 70.0, 70.0));
+    case.plan.approval = Approval::Manual { timeout: min(30.0) };
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(70.0));
+    assert_eq!(out.reasons()[0].guardrail(), Some("rls_errors"));
+}
+
+#[test]
+fn holding_an_inconclusive_canary_waits_for_an_operator() {
+    let nan = |g: &str, m: f64| (g == "sse_success" && m >= 55.0).then(|| Reading::value(f64::NAN));
+    let mut case = Case::new()
+        .canary(nan)
+        .event(65.0, Event::Approve { by: "carol".into() });
+    case.plan.on_inconclusive = OnInconclusive::Hold { timeout: min(15.0) };
+    let out = run(case);
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert_eq!(out.authorised_by.as_deref(), Some("carol"));
+
+    let mut case = Case::new().canary(nan);
+    case.plan.on_inconclusive = OnInconclusive::Hold { timeout: min(15.0) };
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(75.0));
+    assert!(matches!(out.verdict, Some(Verdict::Inconclusive { .. })));
+    assert!(
+        out.reasons()
+            .contains(&Reason::ApprovalTimedOut { waited: min(15.0) })
+    );
+    assert_eq!(out.weights().last(), Some(&(75.0, 0)));
+}
+
+#[test]
+fn progressive_steps_change_weight_at_each_boundary() {
+    let mut case = Case::new();
+    case.plan.steps = vec![
+        Step {
+            weight: 5,
+            hold: min(20.0),
+        },
+        Step {
+            weight: 25,
+            hold: min(20.0),
+        },
+        Step {
+            weight: 50,
+            hold: min(20.0),
+        },
+    ];
+    let out = run(case);
+    assert_eq!(
+        out.weights(),
+        vec![(0.0, 5), (20.0, 25), (40.0, 50), (60.0, 100)]
+    );
+    let changes: Vec<WeightChange> = out
+        .actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::SetWeight { change, .. } => Some(*change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            WeightChange::Step { index: 0 },
+            WeightChange::Step { index: 1 },
+            WeightChange::Step { index: 2 },
+            WeightChange::Promote
+        ]
+    );
+}
+
+#[test]
+fn a_late_runtime_skips_missed_rounds_but_never_the_final_one() {
+    let mut case = Case::new();
+    case.wake_every = Some(7.0); // wakes at 7, 14, ..., 56, 63
+    let out = run(case);
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    let rounds: Vec<f64> = out
+        .actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Evaluate { round } => Some((round - T0) as f64 / 60_000.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds.last(), Some(&60.0));
+    assert!(rounds.windows(2).all(|w| w[0] < w[1]));
+    // Snapshots still cover every checkpoint, each from the first round at or after it.
+    assert_eq!(out.count(|a| matches!(a, Action::Snapshot { .. })), 3);
+}
+
+#[test]
+fn warnings_never_change_the_verdict() {
+    let mut case = Case::new().canary(breach_from("errors_warn", 9.0, 10.0, 20.0));
+    case.plan
+        .guardrails
+        .push(guardrail("errors_warn", "q7", "< 5", 1.0, OnBreach::Warn));
+    let out = run(case);
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    assert!(
+        out.count(
+            |a| matches!(a, Action::Notify { message, .. } if message.starts_with("warning only"))
+        ) >= 1
+    );
+}
+
+#[test]
+fn the_journal_replays_to_the_same_actions_and_verdict_bit_for_bit() {
+    for case in [
+        Case::new(),
+        Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 60.0)),
+        Case::new()
+            .canary(|g, m| (g == "sse_success" && m >= 50.0).then(|| Reading::value(f64::NAN))),
+        Case::new().event(
+            5.5,
+            Event::Abort {
+                by: "alice".into(),
+                reason: "x".into(),
+            },
+        ),
+    ] {
+        let plan = case.plan.clone();
+        let out = run(case);
+        let mut text = journal::line(&journal::Header {
+            format: journal::FORMAT,
+            run_id: "r1".into(),
+            plan: plan.clone(),
+        });
+        for input in &out.inputs {
+            text.push_str(&journal::line(input));
+        }
+        let parsed = journal::parse(&text).unwrap();
+        assert!(!parsed.torn_tail);
+        assert_eq!(parsed.header.plan, plan);
+        let replayed = canary_core::engine::replay(parsed.header.plan, &parsed.inputs).unwrap();
+        let original: Vec<String> = out.actions.iter().map(|(_, a)| journal::line(a)).collect();
+        let again: Vec<String> = replayed
+            .actions
+            .iter()
+            .map(|(_, a)| journal::line(a))
+            .collect();
+        assert_eq!(original, again);
+        assert_eq!(replayed.decision.map(|d| d.verdict), out.verdict);
+    }
+}
+
+#[test]
+fn a_torn_last_line_is_reported_not_fatal() {
+    let mut text = journal::line(&journal::Header {
+        format: journal::FORMAT,
+        run_id: "r1".into(),
+        plan: runbook(),
+    });
+    text.push_str(&journal::line(&Input::Start { at: T0 }));
+    text.push_str("{\"input\":\"tick\",\"at\":17600");
+    let parsed = journal::parse(&text).unwrap();
+    assert!(parsed.torn_tail);
+    assert_eq!(parsed.inputs.len(), 1);
+    // A bad line in the middle is an error with its line number.
+    let bad = text.replace("{\"input\":\"start\"", "{\"input\":\"stort\"") + "\n";
+    let err = journal::parse(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("journal line 2:"), "{err}");
+}
+
+#[test]
+fn time_never_goes_back_and_the_run_must_start_first() {
+    let mut e = Engine::new(runbook()).unwrap();
+    assert!(e.apply(&Input::Tick { at: T0 }).is_err());
+    e.apply(&Input::Start { at: T0 }).unwrap();
+    assert!(e.apply(&Input::Tick { at: T0 - 1 }).is_err());
+    assert!(e.apply(&Input::Start { at: T0 }).is_err());
+    let err = e
+        .apply(&Input::Observations {
+            at: T0 + 1,
+            round: T0 + 7,
+            readings: vec![],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("not asked for"), "{err}");
+}
+
+#[test]
+fn invalid_plans_are_refused() {
+    let mut p = runbook();
+    p.steps = vec![
+        Step {
+            weight: 50,
+            hold: min(10.0),
+        },
+        Step {
+            weight: 25,
+            hold: min(10.0),
+        },
+    ];
+    assert!(
+        Engine::new(p)
+            .unwrap_err()
+            .to_string()
+            .contains("does not increase")
+    );
+    let mut p = runbook();
+    p.checkpoints.push(min(90.0));
+    assert!(
+        Engine::new(p)
+            .unwrap_err()
+            .to_string()
+            .contains("past the end of the window")
+    );
+}
