@@ -1,0 +1,357 @@
+//! `canary backtest`: run the engine over historical Prometheus data and report what it would
+//! have decided, and when.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use canary_core::duration::{self, Human};
+use canary_core::engine::{Action, Input, Status};
+use canary_core::plan::{Approval, OnInconclusive, Step};
+use canary_core::verdict::Reason;
+use canary_core::{Engine, Millis, Secret, Verdict};
+use canary_providers::metrics::MetricSource;
+use canary_providers::metrics::prometheus::{PrometheusConfig, PrometheusSource};
+use serde::Serialize;
+
+use crate::commands::validate::load_config;
+use crate::config::Needs;
+use crate::config::settings::MetricsSettings;
+use crate::observe::{observe, scope_guardrails};
+use crate::output::Format;
+
+/// Replay a guardrail plan over history: "would this plan have caught last Tuesday's incident,
+/// and when?" Evaluates each guardrail per arm at every step and prints the timeline and the
+/// verdict. The burst, probes and approvals do not apply to history and are left out.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  canary backtest -c canary.toml --prometheus http://prometheus:9090 --from 2026-11-17T14:00:00Z
+  canary backtest -c canary.toml --from 1763388000 --to 1763391600 --step 1m --output json
+
+Exit codes as `canary run`: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error.")]
+pub struct BacktestArgs {
+    /// The configuration file (its plan and guardrails are replayed).
+    #[arg(short, long, default_value = "canary.toml")]
+    config: PathBuf,
+    /// Prometheus API to read history from (default: the config's [metrics] url and token).
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// Environment variable holding a bearer token for --prometheus.
+    #[arg(long, value_name = "VAR")]
+    token_env: Option<String>,
+    /// Start of the window: RFC 3339 (2026-11-17T14:00:00Z) or unix seconds.
+    #[arg(long)]
+    from: String,
+    /// End of the window (default: --from plus the plan's duration).
+    #[arg(long)]
+    to: Option<String>,
+    /// Evaluation step (default: the plan's evaluation_interval).
+    #[arg(long)]
+    step: Option<String>,
+    /// Per-query timeout.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Parses RFC 3339 or unix seconds into milliseconds since the epoch.
+pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() {
+            return Ok((secs * 1000.0).round() as Millis);
+        }
+    }
+    let ts: jiff::Timestamp = s.parse().with_context(|| {
+        format!("{s:?} is not a time: use RFC 3339 (2026-11-17T14:00:00Z) or unix seconds")
+    })?;
+    Ok(ts.as_millisecond())
+}
+
+fn rfc3339(t: Millis) -> String {
+    jiff::Timestamp::from_millisecond(t).map_or_else(|_| t.to_string(), |ts| ts.to_string())
+}
+
+#[derive(Serialize)]
+struct GuardrailPoint {
+    name: String,
+    status: &'static str,
+    #[serde(with = "canary_core::json_float::option")]
+    canary: Option<f64>,
+    #[serde(with = "canary_core::json_float::option")]
+    baseline: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct TimelineRound {
+    /// Seconds from --from.
+    t: f64,
+    guardrails: Vec<GuardrailPoint>,
+}
+
+#[derive(Serialize)]
+struct EventLine {
+    t: f64,
+    severity: canary_core::Severity,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ReasonOut {
+    message: String,
+    #[serde(flatten)]
+    reason: Reason,
+}
+
+#[derive(Serialize)]
+struct Report {
+    service: String,
+    prometheus: String,
+    from: String,
+    to: String,
+    step: String,
+    verdict: &'static str,
+    reasons: Vec<ReasonOut>,
+    /// Seconds from --from at which a rollback condition was met, or null.
+    triggered_at: Option<f64>,
+    /// Seconds from --from at which the engine decided.
+    decided_at: Option<f64>,
+    events: Vec<EventLine>,
+    timeline: Vec<TimelineRound>,
+}
+
+pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
+    let needs = Needs {
+        metrics: args.prometheus.is_none(),
+        ..Needs::PLAN
+    };
+    let config = load_config(&args.config, needs)?;
+    let timeout = duration::parse(&args.timeout).context("--timeout")?;
+    let source = match (&args.prometheus, &config.metrics) {
+        (Some(url), _) => {
+            let token = match &args.token_env {
+                Some(var) => {
+                    Some(Secret::new(std::env::var(var).with_context(|| {
+                        format!("--token-env {var}: the variable is not set")
+                    })?))
+                }
+                None => None,
+            };
+            PrometheusSource::new(PrometheusConfig {
+                url: url.clone(),
+                token,
+                timeout,
+            })?
+        }
+        (None, Some(MetricsSettings::Prometheus { url, token, .. })) => {
+            PrometheusSource::new(PrometheusConfig {
+                url: url.clone(),
+                token: token.clone(),
+                timeout,
+            })?
+        }
+        (None, _) => bail!(
+            "backtest reads history from a Prometheus API: pass --prometheus URL (the config's [metrics] source is not prometheus)"
+        ),
+    };
+
+    let from = parse_time(&args.from).context("--from")?;
+    // An unreachable or unauthorised API is an error, not a verdict about the canary.
+    let info = source.build_info().await?;
+    tracing::debug!(prometheus = %source.url(), version = %info.version, "history source");
+    let mut plan = config.plan.clone();
+    let to = match &args.to {
+        Some(t) => parse_time(t).context("--to")?,
+        None => from + plan.window().as_millis() as Millis,
+    };
+    if to <= from {
+        bail!("--to must be after --from");
+    }
+    if let Some(step) = &args.step {
+        plan.evaluation_interval = duration::parse(step).context("--step")?;
+        if plan.evaluation_interval.is_zero() {
+            bail!("--step must be longer than 0");
+        }
+    }
+    // History has no burst, no probes and no operator: judge the guardrails alone.
+    let window = Duration::from_millis((to - from) as u64);
+    plan.steps = vec![Step {
+        weight: plan.steps[0].weight,
+        hold: window,
+    }];
+    plan.checkpoints.retain(|c| *c <= window);
+    plan.burst = None;
+    plan.probes = false;
+    plan.approval = Approval::Auto;
+    plan.on_inconclusive = OnInconclusive::Rollback;
+    plan.check_log_interval = plan.check_log_interval.min(window);
+
+    let guardrails = scope_guardrails(&plan, None)?;
+    let mut engine = Engine::new(plan.clone())?;
+    let secs = |t: Millis| (t - from) as f64 / 1000.0;
+    let mut timeline = Vec::new();
+    let mut events = Vec::new();
+    let mut queue = engine.apply(&Input::Start { at: from })?;
+    let max_rounds =
+        (window.as_millis() / plan.evaluation_interval.as_millis().max(1)) as usize + 2;
+    let mut rounds = 0usize;
+    loop {
+        while !queue.is_empty() {
+            let action = queue.remove(0);
+            match action {
+                Action::Evaluate { round } => {
+                    rounds += 1;
+                    if rounds > max_rounds {
+                        bail!("internal: more evaluation rounds than the window holds");
+                    }
+                    let result = observe(&source as &dyn MetricSource, &guardrails, round).await;
+                    for r in &result.raw {
+                        if let Err(e) = &r.result {
+                            tracing::debug!(guardrail = %r.guardrail, arm = %r.arm, error = %e, "query failed");
+                        }
+                    }
+                    let more = engine.apply(&Input::Observations {
+                        at: round,
+                        round,
+                        readings: result.readings,
+                    })?;
+                    timeline.push(TimelineRound {
+                        t: secs(round),
+                        guardrails: engine
+                            .status()
+                            .guardrails
+                            .into_iter()
+                            .map(|g| GuardrailPoint {
+                                status: g.status.label(),
+                                canary: g.canary.as_ref().and_then(|r| r.as_value()),
+                                baseline: g.baseline.as_ref().and_then(|r| r.as_value()),
+                                name: g.name,
+                            })
+                            .collect(),
+                    });
+                    queue.extend(more);
+                }
+                Action::Notify { severity, message } => events.push(EventLine {
+                    t: secs(engine.status().elapsed_ms + from),
+                    severity,
+                    message,
+                }),
+                _ => {}
+            }
+        }
+        if engine.is_decided() {
+            break;
+        }
+        match engine.next_wakeup() {
+            Some(next) if next <= to => queue = engine.apply(&Input::Tick { at: next })?,
+            _ => break,
+        }
+    }
+
+    let decision = engine
+        .decision()
+        .cloned()
+        .context("the engine did not reach a decision within the window")?;
+    let triggered_at = match &decision.verdict {
+        Verdict::Rollback { reasons } => Some(
+            reasons
+                .iter()
+                .filter_map(|r| match r {
+                    Reason::GuardrailTriggered { at, .. } => Some(secs(*at)),
+                    _ => None,
+                })
+                .fold(secs(decision.at), f64::min),
+        ),
+        _ => None,
+    };
+    let report = Report {
+        service: plan.service.clone(),
+        prometheus: source.url().to_owned(),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        step: duration::format(plan.evaluation_interval),
+        verdict: decision.verdict.name(),
+        reasons: decision
+            .verdict
+            .reasons()
+            .iter()
+            .map(|r| ReasonOut {
+                message: r.to_string(),
+                reason: r.clone(),
+            })
+            .collect(),
+        triggered_at,
+        decided_at: Some(secs(decision.at)),
+        events,
+        timeline,
+    };
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render_text(&report, &plan)),
+    }
+    Ok(decision.verdict.exit_code())
+}
+
+fn offset(t: f64) -> String {
+    format!("T+{}", Human(Duration::from_millis((t * 1000.0) as u64)))
+}
+
+/// The timeline as one strip per guardrail (✓ pass, ✗ breach, ? no data/error), the events,
+/// and the verdict.
+fn render_text(report: &Report, plan: &canary_core::Plan) -> String {
+    let mut out = format!(
+        "backtest of {} over {} → {} (every {}, {} rounds) from {}\n\n",
+        report.service,
+        report.from,
+        report.to,
+        report.step,
+        report.timeline.len(),
+        report.prometheus
+    );
+    const WIDTH: usize = 60;
+    let n = report.timeline.len().max(1);
+    let per_col = n.div_ceil(WIDTH);
+    for (i, g) in plan.guardrails.iter().enumerate() {
+        let mut strip = String::new();
+        for chunk in report.timeline.chunks(per_col) {
+            // The worst status in each column: breach, then no data/error, then pass.
+            let statuses: Vec<&str> = chunk
+                .iter()
+                .filter_map(|r| r.guardrails.get(i).map(|p| p.status))
+                .collect();
+            let mark = if statuses.contains(&Status::Breach.label()) {
+                '✗'
+            } else if statuses.iter().all(|s| *s == Status::Pass.label()) {
+                '✓'
+            } else {
+                '?'
+            };
+            strip.push(mark);
+        }
+        out.push_str(&format!("  {:<14} {strip}  must {}\n", g.name, g.must));
+    }
+    out.push_str(&format!(
+        "  {:<14} one mark per {} ({} per column)\n",
+        "", report.step, per_col
+    ));
+    if !report.events.is_empty() {
+        out.push_str("\nevents:\n");
+        for e in &report.events {
+            out.push_str(&format!("  {:<10} {}\n", offset(e.t), e.message));
+        }
+    }
+    out.push_str(&format!(
+        "\nverdict: {}{}\n",
+        report.verdict,
+        report
+            .decided_at
+            .map_or(String::new(), |t| format!(" at {}", offset(t)))
+    ));
+    for r in &report.reasons {
+        out.push_str(&format!("  - {}\n", r.message));
+    }
+    if let Some(t) = report.triggered_at {
+        out.push_str(&format!("  triggered at {}\n", offset(t)));
+    }
+    out
+}

@@ -1,0 +1,1132 @@
+//! `canary.toml`: parse (stage one, [`raw`]), then resolve into the engine's [`Plan`] and the
+//! typed settings of each integration (stage two, [`settings`]).
+//!
+//! Every problem is collected before reporting, each with file:line:col and a fix; all missing
+//! variables are listed together. A command resolves only the sections it needs ([`Needs`]), so
+//! `canary backtest` never asks for a Grafana token.
+
+pub mod diagnostic;
+pub mod env;
+pub mod raw;
+// The integration settings are resolved and checked by `validate` today; the commands that act
+// on them (`run`, `preflight`, `traffic`, `load`) read them as they land.
+#[allow(dead_code)]
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use canary_core::plan::{
+    Approval, Arm, Arms, BurstPlan, Comparator, Guardrail, OnBreach, OnInconclusive, OnNoData,
+    Plan, PlanError, Step, Threshold,
+};
+use canary_core::{ArmRole, duration};
+use canary_promql::ArmSelector;
+use toml::Spanned;
+
+use diagnostic::{ConfigErrors, Diagnostic, did_you_mean};
+use env::Env;
+use raw::{RawConfig, Text};
+use settings::*;
+
+/// The commented runbook configuration `canary init` writes.
+pub const INIT_TEMPLATE: &str = include_str!("canary.init.toml");
+
+/// Which sections a command resolves (and therefore which variables it needs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub traffic: bool,
+    pub metrics: bool,
+    pub grafana: bool,
+    pub alertmanager: bool,
+    pub load: bool,
+    pub notify: bool,
+    pub evidence: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        traffic: true,
+        metrics: true,
+        grafana: true,
+        alertmanager: true,
+        load: true,
+        notify: true,
+        evidence: true,
+    };
+    /// The plan only.
+    pub const PLAN: Needs = Needs {
+        traffic: false,
+        metrics: false,
+        grafana: false,
+        alertmanager: false,
+        load: false,
+        notify: false,
+        evidence: false,
+    };
+}
+
+/// A resolved configuration.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // see `settings`
+pub struct Config {
+    pub file: PathBuf,
+    /// SHA-256 of the file's bytes, recorded in the evidence.
+    pub sha256: String,
+    pub plan: Plan,
+    pub cooldown: Duration,
+    pub state_dir: PathBuf,
+    /// Direct addresses of the arms, when configured.
+    pub baseline_url: Option<String>,
+    pub canary_url: Option<String>,
+    pub traffic: Option<TrafficSettings>,
+    pub metrics: Option<MetricsSettings>,
+    pub grafana: Option<GrafanaSettings>,
+    pub alertmanager: Option<AlertmanagerSettings>,
+    pub load: Option<LoadSettings>,
+    pub notify: Vec<NotifySettings>,
+    pub evidence: Option<EvidenceSettings>,
+    /// Things worth saying that do not stop the command.
+    pub warnings: Vec<String>,
+    /// Every variable the resolved sections referenced.
+    pub variables: Vec<String>,
+}
+
+/// Loads and resolves `path`. `env` supplies variables (see [`Env::load`]).
+pub fn load(path: &Path, needs: Needs, env: Env) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        source: String::new(),
+        diagnostics: vec![Diagnostic {
+            span: None,
+            message: format!("cannot read the configuration: {e}"),
+            help: Some("create one with `canary init --out canary.toml`".into()),
+        }],
+    })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut config = resolve_text(&file, &source, &base, needs, env)?;
+    config.file = path.to_path_buf();
+    Ok(config)
+}
+
+/// Resolves configuration text; `base` is the directory relative paths are taken from.
+pub fn resolve_text(
+    file: &str,
+    source: &str,
+    base: &Path,
+    needs: Needs,
+    env: Env,
+) -> Result<Config, ConfigErrors> {
+    let fail = |diagnostics: Vec<Diagnostic>| ConfigErrors {
+        file: file.to_owned(),
+        source: source.to_owned(),
+        diagnostics,
+    };
+    let raw: RawConfig =
+        toml::from_str(source).map_err(|e| fail(vec![diagnostic::from_toml(&e)]))?;
+    let mut r = Resolver {
+        env,
+        diagnostics: Vec::new(),
+        base: base.to_path_buf(),
+    };
+    let config = r.resolve(&raw, needs, source);
+    if !r.env.missing().is_empty() {
+        // One error for all of them, each with where it is first used.
+        let missing = r.env.missing();
+        let width = missing.keys().map(String::len).max().unwrap_or(0);
+        let mut message = format!(
+            "{} variable{} not set{}:",
+            missing.len(),
+            if missing.len() == 1 { " is" } else { "s are" },
+            r.env.file.as_ref().map_or(String::new(), |f| format!(
+                " (in the environment or {})",
+                f.display()
+            ))
+        );
+        for (name, spans) in missing {
+            let (line, col) = spans
+                .first()
+                .map_or((0, 0), |s| diagnostic::line_col(source, s.start));
+            message.push_str(&format!(
+                "\n    {name:<width$}  used at {file}:{line}:{col}"
+            ));
+        }
+        r.diagnostics.push(Diagnostic {
+            span: None,
+            message,
+            help: Some(format!(
+                "export them, or put NAME=value lines in {} next to the config (chmod 600, never commit it)",
+                env::ENV_FILE
+            )),
+        });
+    }
+    match config {
+        Some(config) if r.diagnostics.is_empty() => Ok(config),
+        _ => Err(fail(r.diagnostics)),
+    }
+}
+
+struct Resolver {
+    env: Env,
+    diagnostics: Vec<Diagnostic>,
+    base: PathBuf,
+}
+
+fn span_of<T>(s: &Spanned<T>) -> Range<usize> {
+    s.span()
+}
+
+impl Resolver {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::at(span, message).help(help));
+    }
+
+    fn duration(&mut self, text: &Text) -> Option<Duration> {
+        match duration::parse(text.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    span_of(text),
+                    format!("{:?} is not a duration", text.get_ref()),
+                    match e {
+                        duration::DurationError::Empty => {
+                            "write a number and a unit, such as \"5m\" or \"30s\"".to_owned()
+                        }
+                        duration::DurationError::Invalid { .. } => {
+                            "write a whole number followed by a unit (ms, s, m, h, d, w), largest unit first, such as \"90s\", \"1h30m\" or \"100ms\"".to_owned()
+                        }
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn duration_or(&mut self, text: &Option<Text>, default: Duration) -> Option<Duration> {
+        match text {
+            Some(t) => self.duration(t),
+            None => Some(default),
+        }
+    }
+
+    /// One of `options`, with a did-you-mean.
+    fn choose<'o>(&mut self, text: &Text, what: &str, options: &[&'o str]) -> Option<&'o str> {
+        let value = text.get_ref().as_str();
+        if let Some(found) = options.iter().find(|o| **o == value) {
+            return Some(found);
+        }
+        let help = match did_you_mean(value, options.iter().copied()) {
+            Some(best) => format!(
+                "did you mean \"{best}\"? ({what} is one of {})",
+                options.join(", ")
+            ),
+            None => format!("{what} is one of {}", options.join(", ")),
+        };
+        self.error(span_of(text), format!("unknown {what} {value:?}"), help);
+        None
+    }
+
+    /// A key that `context` requires.
+    fn require<'t>(
+        &mut self,
+        value: &'t Option<Text>,
+        table_span: &Range<usize>,
+        key: &str,
+        context: &str,
+    ) -> Option<&'t Text> {
+        if value.is_none() {
+            self.error(
+                table_span.clone(),
+                format!("{context} needs `{key}`"),
+                format!("add `{key} = \"...\"` to this table"),
+            );
+        }
+        value.as_ref()
+    }
+
+    fn path(&mut self, text: &Text) -> PathBuf {
+        let p = PathBuf::from(self.env.expand(text));
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn socket_addr(&mut self, text: &Text) -> Option<SocketAddr> {
+        let value = self.env.expand(text);
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    span_of(text),
+                    format!("{value:?} is not an address"),
+                    "write IP:PORT, such as \"127.0.0.1:8080\"",
+                );
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, text: &Text) -> String {
+        let value = self.env.expand(text);
+        // An empty value comes from a missing variable, which is reported on its own.
+        if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+            self.error(
+                span_of(text),
+                format!("{value:?} is not an http(s) URL"),
+                "write a URL starting with http:// or https://",
+            );
+        }
+        value
+    }
+
+    fn resolve(&mut self, raw: &RawConfig, needs: Needs, source: &str) -> Option<Config> {
+        let plan = self.plan(raw);
+        let run = raw.run.get_ref();
+        let cooldown = self.duration_or(&run.cooldown, Duration::from_secs(24 * 3600));
+        let state_dir = match &run.state_dir {
+            Some(t) => self.path(t),
+            None => self.base.join(".canary"),
+        };
+        let arms = raw.arms.get_ref();
+        let baseline_url = arms.baseline.get_ref().url.as_ref().map(|u| self.url(u));
+        let canary_url = arms.canary.get_ref().url.as_ref().map(|u| self.url(u));
+
+        let traffic = match (&raw.traffic, needs.traffic) {
+            (Some(t), true) => self.traffic(t, baseline_url.as_deref(), canary_url.as_deref()),
+            _ => None,
+        };
+        let metrics = match (&raw.metrics, needs.metrics) {
+            (Some(m), true) => self.metrics(m),
+            _ => None,
+        };
+        let grafana = match (&raw.grafana, needs.grafana) {
+            (Some(g), true) => {
+                let g = g.get_ref();
+                Some(GrafanaSettings {
+                    url: self.url(&g.url),
+                    token: self.env.secret(&g.token),
+                    folder: g.folder.as_ref().map(|f| self.env.expand(f)),
+                })
+            }
+            _ => None,
+        };
+        let alertmanager = match (&raw.alertmanager, needs.alertmanager) {
+            (Some(a), true) => {
+                let a = a.get_ref();
+                Some(AlertmanagerSettings {
+                    url: self.url(&a.url),
+                    token: a.token.as_ref().map(|t| self.env.secret(t)),
+                    webhook_url: a.webhook_url.as_ref().map(|t| self.env.secret(t)),
+                })
+            }
+            _ => None,
+        };
+        let load = match (&raw.load, needs.load) {
+            (Some(l), true) => self.load(l, plan.as_ref()),
+            _ => None,
+        };
+        let notify = if needs.notify {
+            raw.notify.iter().filter_map(|n| self.notify(n)).collect()
+        } else {
+            Vec::new()
+        };
+        let evidence = if needs.evidence {
+            let e = raw.evidence.as_ref().map(|e| e.get_ref());
+            Some(EvidenceSettings {
+                dir: match e.and_then(|e| e.dir.as_ref()) {
+                    Some(d) => self.path(d),
+                    None => self.base.join("canary-evidence"),
+                },
+                signing_key: e
+                    .and_then(|e| e.signing_key.as_ref())
+                    .map(|k| self.env.secret(k)),
+                commit: e.and_then(|e| e.commit).unwrap_or(false),
+            })
+        } else {
+            None
+        };
+
+        let mut plan = plan?;
+        plan.probes = raw.load.as_ref().is_some_and(|l| {
+            l.get_ref()
+                .users
+                .iter()
+                .filter(|u| u.get_ref().marker.is_some())
+                .count()
+                >= 2
+        });
+        let mut warnings = std::mem::take(&mut self.env.warnings);
+        if raw.load.is_some() && !plan.probes {
+            warnings.push(
+                "no isolation probes: give at least two [[load.users]] a `marker` (a secret string only that user's data contains) to prove tenant isolation actively".to_owned(),
+            );
+        }
+        Some(Config {
+            file: PathBuf::new(),
+            sha256: sha256_hex(source.as_bytes()),
+            plan,
+            cooldown: cooldown?,
+            state_dir,
+            baseline_url,
+            canary_url,
+            traffic,
+            metrics,
+            grafana,
+            alertmanager,
+            load,
+            notify,
+            evidence,
+            warnings,
+            variables: self.env.used.iter().cloned().collect(),
+        })
+    }
+
+    fn plan(&mut self, raw: &RawConfig) -> Option<Plan> {
+        let run = raw.run.get_ref();
+        let service = run.service.get_ref().trim().to_owned();
+        if service.is_empty() {
+            self.error(
+                span_of(&run.service),
+                "the service name is empty",
+                "name the service being canaried, e.g. service = \"relay\"",
+            );
+        }
+        let evaluation_interval =
+            self.duration_or(&run.evaluation_interval, Duration::from_secs(30));
+        let check_log_interval =
+            self.duration_or(&run.check_log_interval, Duration::from_secs(300));
+        let arms = self.arms(raw);
+        let steps = self.steps(raw);
+        let window: Option<Duration> = steps.as_ref().map(|s| s.iter().map(|s| s.hold).sum());
+
+        if let (Some(text), Some(window)) = (&run.duration, window)
+            && let Some(d) = self.duration(text)
+            && d != window
+        {
+            self.error(
+                span_of(text),
+                format!(
+                    "run.duration is {} but the steps hold for {} in total",
+                    duration::format(d),
+                    duration::format(window)
+                ),
+                "make the [[steps]] holds add up to the duration (or drop `duration`)",
+            );
+        }
+
+        let mut checkpoints = Vec::new();
+        if let Some(list) = &run.checkpoints {
+            for c in list.get_ref() {
+                let Some(at) = self.duration(c) else { continue };
+                if let Some(window) = window
+                    && at > window
+                {
+                    self.error(
+                        span_of(c),
+                        format!(
+                            "checkpoint {} is past the end of the window ({})",
+                            duration::format(at),
+                            duration::format(window)
+                        ),
+                        format!(
+                            "use an offset up to {}, or lengthen the steps",
+                            duration::format(window)
+                        ),
+                    );
+                }
+                checkpoints.push(at);
+            }
+            checkpoints.sort();
+            checkpoints.dedup();
+        }
+
+        let approval = match &run.approval {
+            None => Some(Approval::Auto),
+            Some(t) => match self.choose(t, "approval", &["auto", "manual"]) {
+                Some("manual") => self
+                    .duration_or(&run.approval_timeout, Duration::from_secs(1800))
+                    .map(|timeout| Approval::Manual { timeout }),
+                Some(_) => Some(Approval::Auto),
+                None => None,
+            },
+        };
+        let on_inconclusive = match &run.on_inconclusive {
+            None => Some(OnInconclusive::Rollback),
+            Some(t) => match self.choose(t, "on_inconclusive", &["rollback", "hold"]) {
+                Some("hold") => self
+                    .duration_or(&run.hold_timeout, Duration::from_secs(1800))
+                    .map(|timeout| OnInconclusive::Hold { timeout }),
+                Some(_) => Some(OnInconclusive::Rollback),
+                None => None,
+            },
+        };
+        let max_query_errors = match &run.max_query_errors {
+            None => Some(5),
+            Some(n) if (0..=1000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.error(
+                    span_of(n),
+                    format!("max_query_errors {} is out of range", n.get_ref()),
+                    "use 0 (never roll back on query errors) up to 1000",
+                );
+                None
+            }
+        };
+        let guardrails = self.guardrails(raw);
+        let burst = match &raw.load {
+            Some(load) => self.burst(load, window),
+            None => Some(None),
+        };
+
+        let plan = Plan {
+            service,
+            arms: arms?,
+            steps: steps?,
+            evaluation_interval: evaluation_interval?,
+            check_log_interval: check_log_interval?,
+            checkpoints,
+            guardrails: guardrails?,
+            burst: burst?,
+            probes: false,
+            approval: approval?,
+            on_inconclusive: on_inconclusive?,
+            max_query_errors: max_query_errors?,
+        };
+        if !self.diagnostics.is_empty() {
+            return None;
+        }
+        // Whatever the field checks above let through, the engine's own rules still apply.
+        if let Err(e) = plan.check() {
+            let span = match &e {
+                PlanError::ZeroInterval => run.evaluation_interval.as_ref().map(span_of),
+                PlanError::ZeroCheckLogInterval => run.check_log_interval.as_ref().map(span_of),
+                _ => None,
+            }
+            .unwrap_or_else(|| span_of(&raw.run));
+            self.error(
+                span,
+                e.to_string(),
+                "fix the value and run `canary validate` again",
+            );
+            return None;
+        }
+        Some(plan)
+    }
+
+    fn arms(&mut self, raw: &RawConfig) -> Option<Arms> {
+        let arms = raw.arms.get_ref();
+        let mut arm = |role: ArmRole, a: &Spanned<raw::RawArm>| -> Option<Arm> {
+            let a = a.get_ref();
+            if let Err(e) = ArmSelector::parse(a.selector.get_ref()) {
+                self.error(
+                    span_of(&a.selector),
+                    format!("the {role} selector does not parse: {e}"),
+                    "write label matchers in braces, such as '{version=\"r1\"}'",
+                );
+                return None;
+            }
+            Some(Arm {
+                name: a.name.get_ref().clone(),
+                selector: a.selector.get_ref().clone(),
+            })
+        };
+        let baseline = arm(ArmRole::Baseline, &arms.baseline);
+        let canary = arm(ArmRole::Canary, &arms.canary);
+        let (baseline, canary) = (baseline?, canary?);
+        if baseline.selector.replace(' ', "") == canary.selector.replace(' ', "") {
+            self.error(
+                span_of(&arms.canary.get_ref().selector),
+                "the canary and the baseline have the same selector",
+                "each arm must select its own series, e.g. {version=\"r1\"} and {version=\"r0.5\"}",
+            );
+            return None;
+        }
+        Some(Arms { baseline, canary })
+    }
+
+    fn steps(&mut self, raw: &RawConfig) -> Option<Vec<Step>> {
+        if raw.steps.is_empty() {
+            self.error(
+                span_of(&raw.run),
+                "the traffic plan has no steps",
+                "add a [[steps]] table with `weight = 5` and `hold = \"60m\"`",
+            );
+            return None;
+        }
+        let mut steps = Vec::new();
+        let mut ok = true;
+        let mut previous: Option<i64> = None;
+        for s in &raw.steps {
+            let st = s.get_ref();
+            let weight = *st.weight.get_ref();
+            if !(0..=100).contains(&weight) {
+                self.error(
+                    span_of(&st.weight),
+                    format!("weight {weight} is outside 0–100"),
+                    "weights are the percentage of traffic sent to the canary, from 0 to 100",
+                );
+                ok = false;
+            } else if let Some(p) = previous
+                && weight <= p
+            {
+                self.error(
+                    span_of(&st.weight),
+                    format!("weight {weight} does not increase on the previous step's {p}"),
+                    "steps must increase, e.g. 5, 25, 50; the decision comes after the last one",
+                );
+                ok = false;
+            }
+            previous = Some(weight);
+            match self.duration(&st.hold) {
+                Some(hold) if hold.is_zero() => {
+                    self.error(
+                        span_of(&st.hold),
+                        "a step's hold must be longer than 0",
+                        "hold for at least one evaluation interval, e.g. \"5m\"",
+                    );
+                    ok = false;
+                }
+                Some(hold) => steps.push(Step {
+                    weight: weight.clamp(0, 100) as u8,
+                    hold,
+                }),
+                None => ok = false,
+            }
+        }
+        ok.then_some(steps)
+    }
+
+    fn guardrails(&mut self, raw: &RawConfig) -> Option<Vec<Guardrail>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for g in &raw.guardrails {
+            let gr = g.get_ref();
+            let name = gr.name.get_ref().clone();
+            if out.iter().any(|o: &Guardrail| o.name == name) {
+                self.error(
+                    span_of(&gr.name),
+                    format!("a second guardrail is named {name:?}"),
+                    "guardrail names must be unique: they name alerts, panels and artifacts",
+                );
+                ok = false;
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.error(
+                    span_of(&gr.name),
+                    format!("{name:?} is not a usable guardrail name"),
+                    "use letters, digits, '_' and '-', e.g. \"ttfv_p95\"",
+                );
+                ok = false;
+            }
+            let query_ok = self.promql(&gr.query, "query");
+            let samples_ok = gr
+                .samples
+                .as_ref()
+                .is_none_or(|s| self.promql(s, "samples"));
+            let must = match gr.must.get_ref().parse::<Threshold>() {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    let ops: Vec<&str> = Comparator::ALL.iter().map(|c| c.symbol()).collect();
+                    self.error(
+                        span_of(&gr.must),
+                        format!("{:?} is not a condition", gr.must.get_ref()),
+                        format!(
+                            "write a comparator ({}) and a number, such as \"< 1500\" or \">= 99.6\"",
+                            ops.join(" ")
+                        ),
+                    );
+                    None
+                }
+            };
+            let for_ = self.duration_or(&gr.for_, Duration::ZERO);
+            let on_breach = match &gr.on_breach {
+                None => Some(OnBreach::Rollback),
+                Some(t) => self
+                    .choose(
+                        t,
+                        "on_breach",
+                        &["rollback", "security-rollback", "block-promotion", "warn"],
+                    )
+                    .map(|c| match c {
+                        "security-rollback" => OnBreach::SecurityRollback,
+                        "block-promotion" => OnBreach::BlockPromotion,
+                        "warn" => OnBreach::Warn,
+                        _ => OnBreach::Rollback,
+                    }),
+            };
+            let on_no_data = match &gr.on_no_data {
+                None => Some(OnNoData::Inconclusive),
+                Some(t) => self
+                    .choose(t, "on_no_data", &["inconclusive", "fail", "ignore"])
+                    .map(|c| match c {
+                        "fail" => OnNoData::Fail,
+                        "ignore" => OnNoData::Ignore,
+                        _ => OnNoData::Inconclusive,
+                    }),
+            };
+            if gr.min_samples.is_some() != gr.samples.is_some() {
+                let span = gr
+                    .min_samples
+                    .as_ref()
+                    .map(span_of)
+                    .or_else(|| gr.samples.as_ref().map(span_of))
+                    .unwrap_or_else(|| span_of(g));
+                self.error(
+                    span,
+                    "min_samples and samples go together",
+                    "`samples` is a PromQL query counting the observations behind the value (e.g. 'sum(increase(ttfv_ms_count[5m]))'); `min_samples` the count below which the value counts as no data",
+                );
+                ok = false;
+            }
+            if let Some(m) = &gr.min_samples
+                && !(*m.get_ref() >= 0.0)
+            {
+                self.error(
+                    span_of(m),
+                    "min_samples must be 0 or more",
+                    "e.g. min_samples = 20 for a p95",
+                );
+                ok = false;
+            }
+            match (must, for_, on_breach, on_no_data) {
+                (Some(must), Some(for_), Some(on_breach), Some(on_no_data))
+                    if query_ok && samples_ok =>
+                {
+                    out.push(Guardrail {
+                        name,
+                        query: gr.query.get_ref().clone(),
+                        must,
+                        for_,
+                        on_breach,
+                        on_no_data,
+                        min_samples: gr.min_samples.as_ref().map(|m| *m.get_ref()),
+                        samples_query: gr.samples.as_ref().map(|s| s.get_ref().clone()),
+                    })
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn promql(&mut self, text: &Text, key: &str) -> bool {
+        match canary_promql::rewrite::parse(text.get_ref()) {
+            Ok(_) => true,
+            Err(e) => {
+                let msg = match e {
+                    canary_promql::RewriteError::Parse(m) => m,
+                    other => other.to_string(),
+                };
+                self.error(
+                    span_of(text),
+                    format!("the {key} is not valid PromQL: {msg}"),
+                    "check it in Prometheus' expression browser or with `canary query`",
+                );
+                false
+            }
+        }
+    }
+
+    fn burst(
+        &mut self,
+        load: &Spanned<raw::RawLoad>,
+        window: Option<Duration>,
+    ) -> Option<Option<BurstPlan>> {
+        let l = load.get_ref();
+        let at = self.duration_or(&l.at, Duration::from_secs(300))?;
+        if let Some(window) = window
+            && at >= window
+        {
+            let span = l.at.as_ref().map_or_else(|| span_of(load), span_of);
+            self.error(
+                span,
+                format!(
+                    "the burst at {} starts after the window ends ({})",
+                    duration::format(at),
+                    duration::format(window)
+                ),
+                "the runbook runs it at T+5: at = \"5m\"",
+            );
+            return None;
+        }
+        let min_success_percent = match &l.min_success_rate {
+            None => 99.0,
+            Some(r) if (0.0..=100.0).contains(r.get_ref()) => *r.get_ref(),
+            Some(r) => {
+                self.error(
+                    span_of(r),
+                    format!("min_success_rate {} is not a percentage", r.get_ref()),
+                    "use a number from 0 to 100, e.g. 99.0",
+                );
+                return None;
+            }
+        };
+        Some(Some(BurstPlan {
+            at,
+            min_success_percent,
+        }))
+    }
+
+    fn traffic(
+        &mut self,
+        t: &Spanned<raw::RawTraffic>,
+        baseline_url: Option<&str>,
+        canary_url: Option<&str>,
+    ) -> Option<TrafficSettings> {
+        let span = span_of(t);
+        let t = t.get_ref();
+        let provider = self.choose(
+            &t.provider,
+            "traffic provider",
+            &["embedded", "haproxy", "nginx", "command"],
+        )?;
+        let timeout = self.duration_or(&t.timeout, Duration::from_secs(30))?;
+        let ctx = format!("provider \"{provider}\"");
+        match provider {
+            "command" => {
+                let set = self.require(&t.set, &span, "set", &ctx)?;
+                let set_text = self.env.expand(set);
+                if !set_text.contains("{canary}") {
+                    self.error(
+                        span_of(set),
+                        "the set command never mentions {canary}",
+                        "put {canary} (and {baseline}) where the percentages go, e.g. --traffic-split main:{canary},r0.5-hotfix:{baseline}",
+                    );
+                }
+                let verify = t.verify.as_ref().map(|v| self.env.expand(v));
+                let verify_regex = t.verify_regex.as_ref().map(|r| {
+                    let text = self.env.expand(r);
+                    let probe = text.replace("{canary}", "5").replace("{baseline}", "95");
+                    if let Err(e) = regex::Regex::new(&probe) {
+                        self.error(
+                            span_of(r),
+                            format!("verify_regex is not a regular expression: {e}"),
+                            "see https://docs.rs/regex for the syntax",
+                        );
+                    }
+                    text
+                });
+                if verify.is_some() != verify_regex.is_some() {
+                    self.error(
+                        span,
+                        "verify and verify_regex go together",
+                        "verify is a command printing the current split; verify_regex must match its output when the split is right",
+                    );
+                }
+                let env = t
+                    .env
+                    .iter()
+                    .map(|name| {
+                        let var = Spanned::new(span_of(name), format!("${{{}}}", name.get_ref()));
+                        (name.get_ref().clone(), self.env.secret(&var))
+                    })
+                    .collect();
+                Some(TrafficSettings::Command {
+                    set: set_text,
+                    verify,
+                    verify_regex,
+                    env,
+                    timeout,
+                })
+            }
+            "haproxy" => {
+                let endpoint = match (&t.socket, &t.address) {
+                    (Some(s), None) => HaproxyEndpoint::Unix(self.path(s)),
+                    (None, Some(a)) => HaproxyEndpoint::Tcp(self.env.expand(a)),
+                    _ => {
+                        self.error(
+                            span,
+                            "provider \"haproxy\" needs exactly one of `socket` (a unix socket path) or `address` (host:port of the runtime API)",
+                            "e.g. socket = \"/run/haproxy/admin.sock\" with `stats socket ... level admin` in haproxy.cfg",
+                        );
+                        return None;
+                    }
+                };
+                let backend = self
+                    .require(&t.backend, &span, "backend", &ctx)
+                    .map(|v| self.env.expand(v));
+                let canary_server = self
+                    .require(&t.canary_server, &span, "canary_server", &ctx)
+                    .map(|v| self.env.expand(v));
+                let baseline_server = self
+                    .require(&t.baseline_server, &span, "baseline_server", &ctx)
+                    .map(|v| self.env.expand(v));
+                Some(TrafficSettings::Haproxy {
+                    endpoint,
+                    backend: backend?,
+                    canary_server: canary_server?,
+                    baseline_server: baseline_server?,
+                    timeout,
+                })
+            }
+            "nginx" => {
+                let file = self
+                    .require(&t.upstream_file, &span, "upstream_file", &ctx)
+                    .map(|v| self.path(v));
+                let upstream = self
+                    .require(&t.upstream, &span, "upstream", &ctx)
+                    .map(|v| self.env.expand(v));
+                let canary_addr = self
+                    .require(&t.canary_addr, &span, "canary_addr", &ctx)
+                    .map(|v| self.env.expand(v));
+                let baseline_addr = self
+                    .require(&t.baseline_addr, &span, "baseline_addr", &ctx)
+                    .map(|v| self.env.expand(v));
+                Some(TrafficSettings::Nginx {
+                    upstream_file: file?,
+                    upstream: upstream?,
+                    canary_addr: canary_addr?,
+                    baseline_addr: baseline_addr?,
+                    test_command: t
+                        .test_command
+                        .as_ref()
+                        .map_or_else(|| "nginx -t".to_owned(), |c| self.env.expand(c)),
+                    reload_command: t
+                        .reload_command
+                        .as_ref()
+                        .map_or_else(|| "nginx -s reload".to_owned(), |c| self.env.expand(c)),
+                    timeout,
+                })
+            }
+            _ => {
+                let listen = match &t.listen {
+                    Some(l) => self.socket_addr(l),
+                    None => "127.0.0.1:8080".parse().ok(),
+                };
+                let admin = match &t.admin {
+                    Some(a) => self.socket_addr(a),
+                    None => "127.0.0.1:9901".parse().ok(),
+                };
+                let sticky = match &t.split {
+                    None => Some(false),
+                    Some(s) => self
+                        .choose(s, "split", &["random", "sticky"])
+                        .map(|s| s == "sticky"),
+                };
+                let (Some(baseline_url), Some(canary_url)) = (baseline_url, canary_url) else {
+                    self.error(
+                        span,
+                        "provider \"embedded\" needs the arms' addresses",
+                        "add `url = \"http://...\"` to [arms.baseline] and [arms.canary]: the proxy forwards to them",
+                    );
+                    return None;
+                };
+                Some(TrafficSettings::Embedded {
+                    listen: listen?,
+                    admin: admin?,
+                    token: t.token.as_ref().map(|k| self.env.secret(k)),
+                    sticky: sticky?,
+                    baseline_url: baseline_url.to_owned(),
+                    canary_url: canary_url.to_owned(),
+                })
+            }
+        }
+    }
+
+    fn metrics(&mut self, m: &Spanned<raw::RawMetrics>) -> Option<MetricsSettings> {
+        let span = span_of(m);
+        let m = m.get_ref();
+        let source = self.choose(&m.source, "metrics source", &["prometheus", "embedded"])?;
+        match source {
+            "prometheus" => {
+                let url = self.require(&m.url, &span, "url", "source \"prometheus\"")?;
+                let url = self.url(url);
+                Some(MetricsSettings::Prometheus {
+                    url,
+                    token: m.token.as_ref().map(|t| self.env.secret(t)),
+                    timeout: self.duration_or(&m.timeout, Duration::from_secs(10))?,
+                })
+            }
+            _ => {
+                let scrape_interval =
+                    self.duration_or(&m.scrape_interval, Duration::from_secs(5))?;
+                let mut targets = Vec::new();
+                for t in &m.targets {
+                    let tt = t.get_ref();
+                    let arm = match &tt.arm {
+                        None => None,
+                        Some(a) => match self.choose(a, "arm", &["baseline", "canary"])? {
+                            "canary" => Some(ArmRole::Canary),
+                            _ => Some(ArmRole::Baseline),
+                        },
+                    };
+                    targets.push(ScrapeTarget {
+                        url: self.url(&tt.url),
+                        arm,
+                        job: tt
+                            .job
+                            .as_ref()
+                            .map_or_else(String::new, |j| self.env.expand(j)),
+                    });
+                }
+                Some(MetricsSettings::Embedded {
+                    scrape_interval,
+                    targets,
+                })
+            }
+        }
+    }
+
+    fn load(&mut self, l: &Spanned<raw::RawLoad>, plan: Option<&Plan>) -> Option<LoadSettings> {
+        let span = span_of(l);
+        let l = l.get_ref();
+        let target = match &l.target {
+            None => Some(LoadTarget::Lb),
+            Some(t) => self
+                .choose(t, "load target", &["lb", "canary", "both"])
+                .map(|t| match t {
+                    "canary" => LoadTarget::Canary,
+                    "both" => LoadTarget::Both,
+                    _ => LoadTarget::Lb,
+                }),
+        };
+        let requests_per_user = match &l.requests_per_user {
+            None => Some(20),
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.error(
+                    span_of(n),
+                    format!("requests_per_user {} is out of range", n.get_ref()),
+                    "use 1 or more (the runbook: 20)",
+                );
+                None
+            }
+        };
+        let expect_status = match &l.expect_status {
+            None => Some(200),
+            Some(n) if (100..=599).contains(n.get_ref()) => Some(*n.get_ref() as u16),
+            Some(n) => {
+                self.error(
+                    span_of(n),
+                    format!("{} is not an HTTP status", n.get_ref()),
+                    "use a status code such as 200",
+                );
+                None
+            }
+        };
+        if l.users.is_empty() {
+            self.error(
+                span.clone(),
+                "the load burst has no users",
+                "add [[load.users]] tables with `name` and `token` (the runbook: five users, API_TOKEN_USER_1..5)",
+            );
+        }
+        let users: Vec<LoadUser> = l
+            .users
+            .iter()
+            .map(|u| {
+                let u = u.get_ref();
+                LoadUser {
+                    name: u.name.get_ref().clone(),
+                    token: self.env.secret(&u.token),
+                    marker: u.marker.as_ref().map(|m| self.env.secret(m)),
+                }
+            })
+            .collect();
+        let pause = self.duration_or(&l.pause, Duration::from_millis(100));
+        let url = self.url(&l.url);
+        if target != Some(LoadTarget::Lb) && plan.is_some() {
+            // Canary-targeted load needs a way to reach the canary: checked where it is used.
+        }
+        Some(LoadSettings {
+            at: plan.and_then(|p| p.burst.as_ref().map(|b| b.at)).unwrap_or(Duration::from_secs(300)),
+            url,
+            method: l.method.as_ref().map_or_else(|| "POST".to_owned(), |m| m.get_ref().to_ascii_uppercase()),
+            path: l.path.as_ref().map_or_else(|| "/api/v1/memory/query".to_owned(), |p| p.get_ref().clone()),
+            requests_per_user: requests_per_user?,
+            pause: pause?,
+            target: target?,
+            min_success_rate: l.min_success_rate.as_ref().map_or(99.0, |r| *r.get_ref()),
+            expect_status: expect_status?,
+            body: l.body.as_ref().map_or_else(
+                || r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 5000}"#.to_owned(),
+                |b| b.get_ref().clone(),
+            ),
+            queries: if l.queries.is_empty() {
+                vec!["status of the release".to_owned()]
+            } else {
+                l.queries.iter().map(|q| q.get_ref().clone()).collect()
+            },
+            users,
+        })
+    }
+
+    fn notify(&mut self, n: &Spanned<raw::RawNotify>) -> Option<NotifySettings> {
+        let span = span_of(n);
+        let n = n.get_ref();
+        let kind = self.choose(
+            &n.kind,
+            "notifier kind",
+            &["slack", "pagerduty", "email", "webhook"],
+        )?;
+        let mut on = Vec::new();
+        for o in &n.on {
+            match NotifyOn::parse(o.get_ref()) {
+                Some(x) => on.push(x),
+                None => {
+                    let _ = self.choose(o, "notification event", &NotifyOn::NAMES);
+                }
+            }
+        }
+        if n.on.is_empty() {
+            on = vec![NotifyOn::Breach, NotifyOn::Decision];
+        }
+        let ctx = format!("notifier \"{kind}\"");
+        let channel = match kind {
+            "slack" => NotifyChannel::Slack {
+                webhook: self
+                    .require(&n.webhook, &span, "webhook", &ctx)
+                    .map(|w| self.env.secret(w))?,
+                channel: n.channel.as_ref().map(|c| c.get_ref().clone()),
+            },
+            "pagerduty" => NotifyChannel::PagerDuty {
+                routing_key: self
+                    .require(&n.routing_key, &span, "routing_key", &ctx)
+                    .map(|k| self.env.secret(k))?,
+            },
+            "email" => {
+                let smtp = self
+                    .require(&n.smtp, &span, "smtp", &ctx)
+                    .map(|s| self.env.expand(s));
+                let from = self
+                    .require(&n.from, &span, "from", &ctx)
+                    .map(|s| self.env.expand(s));
+                if n.to.is_empty() {
+                    self.error(
+                        span.clone(),
+                        "notifier \"email\" needs `to`",
+                        "add to = [\"deployment-lead@company.com\"]",
+                    );
+                }
+                NotifyChannel::Email {
+                    smtp: smtp?,
+                    password: n.password.as_ref().map(|p| self.env.secret(p)),
+                    from: from?,
+                    to: n.to.iter().map(|t| self.env.expand(t)).collect(),
+                }
+            }
+            _ => NotifyChannel::Webhook {
+                url: self
+                    .require(&n.url, &span, "url", &ctx)
+                    .map(|u| self.env.secret(u))?,
+            },
+        };
+        Some(NotifySettings { channel, on })
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,207 @@
+//! Stage one of the configuration: `canary.toml` as written, with the span of every value so
+//! that each later error can point at file:line:col. No interpretation happens here beyond TOML
+//! types; unknown keys are rejected (with a did-you-mean, see `diagnostic`).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub run: Spanned<RawRun>,
+    pub arms: Spanned<RawArms>,
+    #[serde(default)]
+    pub steps: Vec<Spanned<RawStep>>,
+    pub traffic: Option<Spanned<RawTraffic>>,
+    pub metrics: Option<Spanned<RawMetrics>>,
+    pub grafana: Option<Spanned<RawGrafana>>,
+    pub alertmanager: Option<Spanned<RawAlertmanager>>,
+    pub load: Option<Spanned<RawLoad>>,
+    #[serde(default)]
+    pub guardrails: Vec<Spanned<RawGuardrail>>,
+    #[serde(default)]
+    pub notify: Vec<Spanned<RawNotify>>,
+    pub evidence: Option<Spanned<RawEvidence>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub service: Text,
+    pub duration: Option<Text>,
+    pub evaluation_interval: Option<Text>,
+    pub check_log_interval: Option<Text>,
+    pub checkpoints: Option<Spanned<Vec<Text>>>,
+    pub cooldown: Option<Text>,
+    pub approval: Option<Text>,
+    pub approval_timeout: Option<Text>,
+    pub on_inconclusive: Option<Text>,
+    pub hold_timeout: Option<Text>,
+    pub max_query_errors: Option<Spanned<i64>>,
+    pub state_dir: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArms {
+    pub baseline: Spanned<RawArm>,
+    pub canary: Spanned<RawArm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArm {
+    pub name: Text,
+    pub selector: Text,
+    /// The arm's own address, bypassing the load balancer (canary-targeted load, health checks,
+    /// the embedded proxy's upstream).
+    pub url: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub weight: Spanned<i64>,
+    pub hold: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraffic {
+    pub provider: Text,
+    pub timeout: Option<Text>,
+    // command
+    pub set: Option<Text>,
+    pub verify: Option<Text>,
+    pub verify_regex: Option<Text>,
+    #[serde(default)]
+    pub env: Vec<Text>,
+    // haproxy
+    pub socket: Option<Text>,
+    pub address: Option<Text>,
+    pub backend: Option<Text>,
+    pub canary_server: Option<Text>,
+    pub baseline_server: Option<Text>,
+    // nginx
+    pub upstream_file: Option<Text>,
+    pub upstream: Option<Text>,
+    pub canary_addr: Option<Text>,
+    pub baseline_addr: Option<Text>,
+    pub test_command: Option<Text>,
+    pub reload_command: Option<Text>,
+    // embedded
+    pub listen: Option<Text>,
+    pub admin: Option<Text>,
+    pub token: Option<Text>,
+    pub split: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub source: Text,
+    pub url: Option<Text>,
+    pub token: Option<Text>,
+    pub timeout: Option<Text>,
+    pub scrape_interval: Option<Text>,
+    #[serde(default)]
+    pub targets: Vec<Spanned<RawTarget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: Text,
+    /// `baseline` or `canary`: the arm's selector labels are attached to its samples.
+    pub arm: Option<Text>,
+    pub job: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrafana {
+    pub url: Text,
+    pub token: Text,
+    pub folder: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanager {
+    pub url: Text,
+    pub token: Option<Text>,
+    pub webhook_url: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoad {
+    pub at: Option<Text>,
+    pub url: Text,
+    pub method: Option<Text>,
+    pub path: Option<Text>,
+    pub requests_per_user: Option<Spanned<i64>>,
+    pub pause: Option<Text>,
+    pub target: Option<Text>,
+    pub min_success_rate: Option<Spanned<f64>>,
+    pub expect_status: Option<Spanned<i64>>,
+    pub body: Option<Text>,
+    #[serde(default)]
+    pub queries: Vec<Text>,
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Text,
+    pub token: Text,
+    /// A secret marker only this user's memories contain (isolation probes).
+    pub marker: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardrail {
+    pub name: Text,
+    pub query: Text,
+    pub must: Text,
+    #[serde(rename = "for")]
+    pub for_: Option<Text>,
+    pub on_breach: Option<Text>,
+    pub on_no_data: Option<Text>,
+    pub min_samples: Option<Spanned<f64>>,
+    pub samples: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub kind: Text,
+    #[serde(default)]
+    pub on: Vec<Text>,
+    // slack
+    pub webhook: Option<Text>,
+    pub channel: Option<Text>,
+    // pagerduty
+    pub routing_key: Option<Text>,
+    // email
+    pub smtp: Option<Text>,
+    pub password: Option<Text>,
+    pub from: Option<Text>,
+    #[serde(default)]
+    pub to: Vec<Text>,
+    // webhook
+    pub url: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvidence {
+    pub dir: Option<Text>,
+    pub signing_key: Option<Text>,
+    pub commit: Option<bool>,
+}

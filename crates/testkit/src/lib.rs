@@ -1,0 +1,248 @@
+//! Test support shared by every crate's integration tests: real servers started on loopback
+//! ports the test picks, waited for by condition (never by sleeping a guessed time), and killed
+//! when the handle drops.
+//!
+//! Blocking std code on purpose: usable from plain `#[test]`s and from inside `#[tokio::test]`
+//! (call it before or outside the async work, or via `spawn_blocking`).
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure here is a test failure
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `condition` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(v) = condition() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: `(status, body)`. For readiness checks and
+/// simple assertions; tests of real behaviour use a real client.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, &[], b"")
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`): `(status, body)`. Chunked bodies are
+/// decoded.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {head:?}")))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A child process killed (and reaped) on drop, with its output captured to a file in its
+/// directory so a failing test can show it.
+pub struct Process {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout and stderr appended to `<dir>/<name>.log`.
+    pub fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {name} ({cmd:?}): {e} — run scripts/test.sh --install")
+            });
+        Process {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    /// The captured output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the process output if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}:\n{}", self.name, self.output());
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Prometheus (Debian's `prometheus`), serving history built with `promtool tsdb
+/// create-blocks-from openmetrics`, on a loopback port. No scraping.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Builds blocks from `openmetrics` (must end with `# EOF`) and starts Prometheus on them.
+    /// Returns once `/-/ready` answers and the data is queryable.
+    pub fn with_history(openmetrics: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let om = dir.path().join("history.om");
+        std::fs::write(&om, openmetrics).expect("write history");
+        let data = dir.path().join("data");
+        let out = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&om)
+            .arg(&data)
+            .output()
+            .expect("promtool is installed (scripts/test.sh --install)");
+        assert!(
+            out.status.success(),
+            "promtool create-blocks-from openmetrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::start(dir, &data, "global:\n  scrape_interval: 1h\n")
+    }
+
+    /// Starts Prometheus with `config` (YAML text) and storage at `data`, inside `dir`.
+    pub fn start(dir: tempfile::TempDir, data: &Path, config: &str) -> Prometheus {
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config).expect("write prometheus.yml");
+        for _attempt in 0..3 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            let mut cmd = Command::new("prometheus");
+            cmd.arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--storage.tsdb.retention.time=100y")
+                .arg("--web.enable-lifecycle")
+                .arg("--log.level=warn");
+            let mut process = Process::spawn("prometheus", dir.path(), cmd);
+            let ready = wait_for_ready(&mut process, addr, "/-/ready", Duration::from_secs(60));
+            if ready {
+                return Prometheus {
+                    addr,
+                    process,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("prometheus did not start after three attempts");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+}
+
+/// Waits until `path` answers 200; `false` if the process died (e.g. port taken), panics on
+/// timeout.
+fn wait_for_ready(process: &mut Process, addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = process.child.try_wait() {
+            if process.output().contains("address already in use") {
+                return false;
+            }
+            panic!(
+                "{} exited during startup:\n{}",
+                process.name,
+                process.output()
+            );
+        }
+        if let Ok((200, _)) = http_get(addr, path) {
+            return true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready on {addr}{path} after {timeout:?}:\n{}",
+            process.name,
+            process.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
