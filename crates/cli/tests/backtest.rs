@@ -4,6 +4,8 @@
 //! the canary's time to first value degrades from minute 20; in the second, both arms are
 //! healthy. The runbook's own configuration (`canary init`) is replayed over each.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
 use std::fmt::Write;
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! configuration, rendered with file:line:col and a fix (snapshot-tested), the runbook encoded
 //! exactly, variables resolved from `.env.canary`, and secrets never printed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -931,7 +931,7 @@ impl Engine {
                 } else {
                     100.0 * *successful as f64 / *total as f64
                 };
-                (percent < plan.min_success_percent).then(|| Reason::BurstBelowBar {
+                (percent < plan.min_success_percent).then_some(Reason::BurstBelowBar {
                     successful: *successful,
                     total: *total,
                     required_percent: plan.min_success_percent,

@@ -426,7 +426,7 @@ impl Plan {
     /// The runbook's checkpoint label for an offset: `T15` for 15 minutes.
     pub fn checkpoint_label(offset: Duration) -> String {
         let secs = offset.as_secs();
-        if secs % 60 == 0 {
+        if secs.is_multiple_of(60) {
             format!("T{}", secs / 60)
         } else {
             format!("T{}", duration::format(offset))

@@ -3,6 +3,8 @@
 //! Every case is data: a plan, what each guardrail reads over time, and events at given minutes.
 //! `run` plays it through the engine the way the runtime would and returns what happened.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
 use std::time::Duration;
 
 use canary_core::engine::{Action, GuardrailReading, Input, Reading, Severity, WeightChange};
@@ -599,8 +601,7 @@ fn consecutive_query_errors_roll_back_but_interrupted_ones_do_not() {
     ));
 
     let out = run(Case::new().canary(move |g, m| {
-        (g == "ttfv_p95" && (10.0..=11.5).contains(&m)
-            || g == "ttfv_p95" && (12.5..=14.0).contains(&m))
+        (g == "ttfv_p95" && ((10.0..=11.5).contains(&m) || (12.5..=14.0).contains(&m)))
         .then(|| Reading::Error {
             message: "timeout".into(),
         })
@@ -922,4 +923,75 @@ fn invalid_plans_are_refused() {
             .to_string()
             .contains("past the end of the window")
     );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A reading for guardrail `g` chosen by `choice`: mostly healthy, sometimes breaching,
+    /// missing, NaN or failing.
+    fn reading(g: &str, choice: u8) -> Option<Reading> {
+        match choice % 10 {
+            0..=5 => None,
+            6 => Some(Reading::value(match g {
+                "ttfv_p95" => 2500.0,
+                "sse_success" => 90.0,
+                "ann_p95" => 400.0,
+                "db_pool" => 95.0,
+                _ => 1.0,
+            })),
+            7 => Some(Reading::NoData),
+            8 => Some(Reading::value(f64::NAN)),
+            _ => Some(Reading::Error {
+                message: "boom".into(),
+            }),
+        }
+    }
+
+    fn case_from(table: Vec<Vec<u8>>) -> Case {
+        let names: Vec<String> = runbook()
+            .guardrails
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        Case::new().canary(move |g, m| {
+            let round = (m * 2.0).round() as usize; // one row per 30 s round
+            let col = names.iter().position(|n| n == g)?;
+            table
+                .get(round % table.len().max(1))
+                .and_then(|row| row.get(col))
+                .and_then(|c| reading(g, *c))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn replay_reproduces_every_run(table in prop::collection::vec(prop::collection::vec(0u8..40, 6), 1..150)) {
+            let plan = runbook();
+            let out = run(case_from(table));
+            let replayed = canary_core::engine::replay(plan, &out.inputs).unwrap();
+            let original: Vec<String> = out.actions.iter().map(|(_, a)| journal::line(a)).collect();
+            let again: Vec<String> = replayed.actions.iter().map(|(_, a)| journal::line(a)).collect();
+            prop_assert_eq!(original, again);
+            prop_assert_eq!(replayed.decision.map(|d| d.verdict), out.verdict);
+        }
+
+        #[test]
+        fn promote_means_every_gate_passed_at_the_end(table in prop::collection::vec(prop::collection::vec(0u8..40, 6), 1..150)) {
+            let mut engine_out = run(case_from(table));
+            if engine_out.verdict == Some(Verdict::Promote) {
+                let decision = engine_out.actions.drain(..).find_map(|(_, a)| match a {
+                    Action::Decide(d) => Some(d),
+                    _ => None,
+                }).unwrap();
+                for g in &decision.guardrails {
+                    prop_assert_eq!(&g.status, &canary_core::engine::Status::Pass, "{} did not pass", g.name);
+                    prop_assert!(!g.triggered);
+                }
+            }
+        }
+    }
 }
