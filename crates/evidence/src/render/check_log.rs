@@ -1,0 +1,28 @@
+//! `CANARY_METRICS_CHECK_<ts>.log`: the runbook's periodic check, one ✓/✗ line per guardrail per
+//! check, each stamped with its offset and instant.
+
+use canary_core::Millis;
+use canary_core::engine::GuardrailSummary;
+
+use super::RunContext;
+use crate::stamp;
+
+/// The lines of one check (no newlines): `T+05:00 2025-10-19T14:05:00Z ✓ ttfv_p95 canary …`.
+pub fn check_lines(start: Millis, round: Millis, guardrails: &[GuardrailSummary]) -> Vec<String> {
+    let when = format!("{} {}", stamp::offset(start, round), stamp::rfc3339(round));
+    guardrails
+        .iter()
+        .map(|g| format!("{when} {}", g.check_line()))
+        .collect()
+}
+
+/// The line a check log holds when the run ended before its first check was due.
+pub fn no_check_due(ctx: &RunContext, ended: Millis, first_due: Millis) -> String {
+    format!(
+        "{} {} no check was due: the run ended at {} before the first check at {}",
+        stamp::offset(ctx.started, ended),
+        stamp::rfc3339(ended),
+        stamp::offset(ctx.started, ended),
+        stamp::offset(ctx.started, first_due)
+    )
+}

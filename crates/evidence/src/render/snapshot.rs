@@ -1,0 +1,130 @@
+//! `CANARY_SNAPSHOT_<label>_<ts>.json`: a checkpoint (T+15, T+30, T+60) — every guardrail's
+//! state and readings, and the raw query results behind them for each arm, in the Prometheus
+//! HTTP API's JSON shape (`{"status": "success", "data": {"resultType": …, "result": […]}}`).
+
+use canary_core::duration::Human;
+use canary_core::engine::GuardrailSummary;
+use canary_core::{ArmRole, Millis};
+use serde::Serialize;
+
+use super::RunContext;
+use crate::stamp;
+
+/// Version of the snapshot format.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// What one query returned for one arm, as the metric source answered it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RawQuery {
+    pub guardrail: String,
+    pub arm: ArmRole,
+    /// The query as sent (scoped to the arm).
+    pub query: String,
+    /// The response in the Prometheus API's shape, or `{"status": "error", "error": …}`.
+    pub response: serde_json::Value,
+}
+
+/// One checkpoint's contents.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// The engine's checkpoint label (`T15`).
+    pub label: &'a str,
+    /// The evaluation round the snapshot shows.
+    pub round: Millis,
+    /// The engine's guardrail summaries at that round.
+    pub guardrails: &'a [GuardrailSummary],
+    /// Raw results of that round, any order.
+    pub raw: &'a [RawQuery],
+    /// Said when something is missing (e.g. raw results lost to a controller restart).
+    pub note: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    artifact: &'static str,
+    format: u32,
+    run_id: &'a str,
+    label: &'a str,
+    started: String,
+    round: String,
+    round_ms: Millis,
+    offset: String,
+    offset_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+    guardrails: Vec<GuardrailDoc<'a>>,
+    /// Raw results for guardrails not in the summaries (e.g. sample-count queries' owners
+    /// renamed): kept rather than dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    other_raw: Vec<&'a RawQuery>,
+}
+
+#[derive(Serialize)]
+struct GuardrailDoc<'a> {
+    name: &'a str,
+    status: &'static str,
+    summary: &'a GuardrailSummary,
+    raw: ByArm<'a>,
+}
+
+#[derive(Serialize)]
+struct ByArm<'a> {
+    canary: Vec<RawEntry<'a>>,
+    baseline: Vec<RawEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct RawEntry<'a> {
+    query: &'a str,
+    response: &'a serde_json::Value,
+}
+
+/// Renders a snapshot as pretty JSON with a trailing newline.
+pub fn snapshot_json(ctx: &RunContext, s: &Snapshot<'_>) -> String {
+    let offset_ms = s.round.saturating_sub(ctx.started);
+    let entries = |name: &str, arm: ArmRole| -> Vec<RawEntry<'_>> {
+        s.raw
+            .iter()
+            .filter(|r| r.guardrail == name && r.arm == arm)
+            .map(|r| RawEntry {
+                query: &r.query,
+                response: &r.response,
+            })
+            .collect()
+    };
+    let doc = Doc {
+        artifact: "CANARY_SNAPSHOT",
+        format: SNAPSHOT_FORMAT,
+        run_id: &ctx.run_id,
+        label: s.label,
+        started: stamp::rfc3339(ctx.started),
+        round: stamp::rfc3339(s.round),
+        round_ms: s.round,
+        offset: Human(std::time::Duration::from_millis(offset_ms.max(0) as u64)).to_string(),
+        offset_ms,
+        note: s.note,
+        guardrails: s
+            .guardrails
+            .iter()
+            .map(|g| GuardrailDoc {
+                name: &g.name,
+                status: g.status.label(),
+                summary: g,
+                raw: ByArm {
+                    canary: entries(&g.name, ArmRole::Canary),
+                    baseline: entries(&g.name, ArmRole::Baseline),
+                },
+            })
+            .collect(),
+        other_raw: s
+            .raw
+            .iter()
+            .filter(|r| !s.guardrails.iter().any(|g| g.name == r.guardrail))
+            .collect(),
+    };
+    // Summaries serialise their floats through `json_float` and raw results are JSON values
+    // already: serialisation cannot fail.
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,60 @@
+//! How the evidence writes time: the run stamp in artifact names, RFC 3339 instants, and the
+//! runbook's `T+mm:ss` offsets from the start of the window.
+//!
+//! Every time arrives as [`Millis`] (milliseconds since the Unix epoch) from the caller; nothing
+//! here reads a clock.
+
+use canary_core::Millis;
+use jiff::Timestamp;
+
+/// The run stamp used in artifact names: the run's start in UTC as `YYYYMMDDTHHMMSSZ`
+/// (`20251019T140000Z`). `None` when `at` is outside the years 0001–9999.
+pub fn run_stamp(at: Millis) -> Option<String> {
+    let ts = Timestamp::from_millisecond(at).ok()?;
+    Some(ts.strftime("%Y%m%dT%H%M%SZ").to_string())
+}
+
+/// `at` as RFC 3339 in UTC: `2025-10-19T14:00:00Z`, or `2025-10-19T14:00:00.120Z` when the
+/// milliseconds are not zero. Outside the representable range it falls back to
+/// `<ms> ms since the epoch`, so a renderer never fails on a bad clock.
+pub fn rfc3339(at: Millis) -> String {
+    match Timestamp::from_millisecond(at) {
+        Ok(ts) if at.rem_euclid(1000) == 0 => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => format!("{at} ms since the epoch"),
+    }
+}
+
+/// The runbook's offset from the start: `T+05:00`, `T+60:00`, `T+75:30` (minutes are not
+/// wrapped into hours; sub-second parts are dropped). Before the start: `T-00:05`.
+pub fn offset(start: Millis, at: Millis) -> String {
+    let delta = at.saturating_sub(start);
+    let sign = if delta < 0 { '-' } else { '+' };
+    let secs = delta.unsigned_abs() / 1000;
+    format!("T{sign}{:02}:{:02}", secs / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Millis = 1_760_882_400_000; // 2025-10-19T14:00:00Z
+
+    #[test]
+    fn stamps_and_offsets_read_as_the_runbook_writes_them() {
+        assert_eq!(run_stamp(T0).as_deref(), Some("20251019T140000Z"));
+        assert_eq!(run_stamp(T0 + 1_999).as_deref(), Some("20251019T140001Z"));
+        assert_eq!(run_stamp(i64::MAX), None);
+        assert_eq!(rfc3339(T0), "2025-10-19T14:00:00Z");
+        assert_eq!(rfc3339(T0 + 250), "2025-10-19T14:00:00.250Z");
+        assert_eq!(rfc3339(T0 - 1), "2025-10-19T13:59:59.999Z");
+        assert_eq!(
+            rfc3339(i64::MAX),
+            format!("{} ms since the epoch", i64::MAX)
+        );
+        assert_eq!(offset(T0, T0), "T+00:00");
+        assert_eq!(offset(T0, T0 + 5 * 60_000 + 999), "T+05:00");
+        assert_eq!(offset(T0, T0 + 75 * 60_000 + 30_000), "T+75:30");
+        assert_eq!(offset(T0, T0 - 5_000), "T-00:05");
+    }
+}

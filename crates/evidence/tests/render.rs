@@ -1,0 +1,375 @@
+//! Every rendered artifact, snapshot-tested byte for byte (insta). The runs behind them are real
+//! engine runs on a virtual clock, so a change in the engine's output shows up here too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use canary_core::engine::Reading;
+use canary_core::journal;
+use canary_core::{ArmRole, Event};
+use canary_evidence::facts::RunFacts;
+use canary_evidence::manifest::FileEntry;
+use canary_evidence::render::alerts::{AlertRule, AlertmanagerAlerts, Alerts, alerts};
+use canary_evidence::render::check_log::{check_lines, no_check_due};
+use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard, dashboards};
+use canary_evidence::render::decision::{DecisionRecord, decision_final, outcome_final};
+use canary_evidence::render::load::{summary_not_run, transcript_not_run};
+use canary_evidence::render::snapshot::{Snapshot, snapshot_json};
+use canary_evidence::render::traffic::lb_diff;
+use canary_evidence::report::{ReportInput, report_html};
+use canary_evidence::{FinalTraffic, RawQuery, RunContext, TrafficChange, Verification};
+use common::*;
+
+fn ctx() -> RunContext {
+    RunContext {
+        run_id: "relay-20251019T140000Z".into(),
+        started: T0,
+    }
+}
+
+/// Runs `scenario` (without sealing) and returns the facts its journal yields.
+fn facts_of(scenario: Scenario) -> RunFacts {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runner = Runner::start(tmp.path(), scenario);
+    assert!(runner.run_until(200.0));
+    let text = std::fs::read_to_string(runner.bundle.dir().join("journal.jsonl")).unwrap();
+    RunFacts::derive(&journal::parse(&text).unwrap()).unwrap()
+}
+
+fn ttfv_breach() -> Scenario {
+    Scenario::healthy()
+        .canary(|g, m| (g == "ttfv_p95" && m >= 20.0).then(|| Reading::value(2400.0)))
+}
+
+fn verified(canary: u8, at: i64) -> Verification {
+    Verification::Verified {
+        at,
+        observed: format!("canary {canary} % / baseline {} %", 100 - canary),
+    }
+}
+
+#[test]
+fn lb_diff_artifact() {
+    let describe = |w: u8| {
+        format!(
+            "backend relay\n  server main weight {w}\n  server r0.5-hotfix weight {}\n  option httpchk GET /healthz\n",
+            100 - w
+        )
+    };
+    let changes = [
+        TrafficChange {
+            provider: "haproxy".into(),
+            from_percent: 0,
+            to_percent: 5,
+            why: "step 1".into(),
+            before: describe(0),
+            after: describe(5),
+            applied_at: T0 + 120,
+            verification: verified(5, T0 + 340),
+        },
+        TrafficChange {
+            provider: "haproxy".into(),
+            from_percent: 5,
+            to_percent: 0,
+            why: "rollback".into(),
+            before: describe(5),
+            after: describe(5),
+            applied_at: at_min(25.0),
+            verification: Verification::Failed {
+                at: at_min(25.5),
+                detail: "read back canary 5 % after 5 attempts (socket /run/haproxy.sock refused)"
+                    .into(),
+            },
+        },
+    ];
+    insta::assert_snapshot!("lb_diff", lb_diff(&ctx(), &changes));
+}
+
+#[test]
+fn dashboards_artifact_with_grafana_and_without() {
+    let grafana = Dashboards::Grafana {
+        grafana_url: "https://grafana.prod.internal".into(),
+        dashboards: vec![GrafanaDashboard {
+            uid: "canary-relay-20251019t140000z".into(),
+            title: "canary relay main vs r0.5-hotfix".into(),
+            url: "https://grafana.prod.internal/d/canary-relay-20251019t140000z/canary-relay"
+                .into(),
+            panels: vec![
+                "TTFV p50/p95".into(),
+                "RLS errors".into(),
+                "SSE success".into(),
+                "ANN p50/p95/p99".into(),
+                "Reranker skips".into(),
+                "DB pool".into(),
+            ],
+        }],
+    };
+    insta::assert_snapshot!("dashboards_grafana", dashboards(&ctx(), &grafana));
+    let live = Dashboards::Live {
+        url: "http://127.0.0.1:9464/".into(),
+        why: "no [grafana] section in canary.toml".into(),
+    };
+    insta::assert_snapshot!("dashboards_live", dashboards(&ctx(), &live));
+}
+
+#[test]
+fn alerts_artifact_with_alertmanager_and_without() {
+    let am = Alerts::Alertmanager(AlertmanagerAlerts {
+        alertmanager_url: "https://alertmanager.prod.internal".into(),
+        rules_location: "/etc/prometheus/rules/canary-relay-20251019T140000Z.yml".into(),
+        rules: vec![
+            AlertRule {
+                alert: "CanaryTtfvP95Breach".into(),
+                id: Some("canary-relay/CanaryTtfvP95Breach".into()),
+                guardrail: "ttfv_p95".into(),
+                expr: r#"histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket{version="r1"}[5m]))) >= 1500"#.into(),
+                for_: Duration::from_secs(300),
+                severity: "critical".into(),
+                action: "rollback".into(),
+            },
+            AlertRule {
+                alert: "CanaryCrossTenant".into(),
+                id: None,
+                guardrail: "cross_tenant".into(),
+                expr: r#"sum(increase(memory_cross_tenant_attempts_total{version="r1"}[1m])) != 0"#.into(),
+                for_: Duration::ZERO,
+                severity: "page".into(),
+                action: "security-rollback".into(),
+            },
+        ],
+        receiver: "canary-relay-20251019T140000Z".into(),
+        route: r#"canary_run="relay-20251019T140000Z""#.into(),
+    });
+    insta::assert_snapshot!("alerts_alertmanager", alerts(&ctx(), &am));
+    let engine = Alerts::Engine {
+        why: "no [alertmanager] section in canary.toml".into(),
+        guardrails: plan().guardrails,
+    };
+    insta::assert_snapshot!("alerts_engine", alerts(&ctx(), &engine));
+}
+
+#[test]
+fn check_log_lines() {
+    let facts = facts_of(ttfv_breach());
+    let mut text = String::new();
+    for (round, guardrails) in &facts.checks {
+        for line in check_lines(T0, *round, guardrails) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    text.push_str(&no_check_due(&ctx(), at_min(2.0), at_min(5.0)));
+    insta::assert_snapshot!("check_log", text);
+}
+
+#[test]
+fn load_artifacts_when_the_burst_did_not_run() {
+    let why = "the run ended (ROLLBACK) at T+02:00, before the burst was due at T+05:00";
+    insta::assert_snapshot!(
+        "load_not_run",
+        format!(
+            "{}\n---\n{}",
+            transcript_not_run(why),
+            summary_not_run(&ctx(), why)
+        )
+    );
+}
+
+#[test]
+fn snapshot_artifact_holds_summaries_and_raw_results_per_arm() {
+    let facts = facts_of(Scenario::healthy());
+    let checkpoint = &facts.checkpoints[0];
+    assert_eq!(checkpoint.label, "T15");
+    let mut raw = Vec::new();
+    for g in &checkpoint.guardrails {
+        for (arm, reading) in [
+            (ArmRole::Canary, g.canary.clone().unwrap()),
+            (ArmRole::Baseline, g.baseline.clone().unwrap()),
+        ] {
+            raw.push(RawQuery {
+                guardrail: g.name.clone(),
+                arm,
+                query: format!("{}{{arm={arm}}}", g.name),
+                response: prometheus_response(&reading, checkpoint.round),
+            });
+        }
+    }
+    raw.push(RawQuery {
+        guardrail: "retired_guardrail".into(),
+        arm: ArmRole::Canary,
+        query: "up".into(),
+        response: serde_json::json!({"error": "bad_data: parse error", "status": "error"}),
+    });
+    let text = snapshot_json(
+        &ctx(),
+        &Snapshot {
+            label: &checkpoint.label,
+            round: checkpoint.round,
+            guardrails: &checkpoint.guardrails,
+            raw: &raw,
+            note: None,
+        },
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(parsed["offset"], "15m");
+    assert_eq!(
+        parsed["guardrails"][0]["raw"]["canary"][0]["response"]["status"],
+        "success"
+    );
+    insta::assert_snapshot!("snapshot_t15", text);
+}
+
+fn record_files<'a>(
+    facts: &'a RunFacts,
+    traffic: &'a FinalTraffic,
+    signer: &'a (String, String),
+    cooldown_override: Option<&'a str>,
+) -> DecisionRecord<'a> {
+    DecisionRecord {
+        facts,
+        decision: facts.decision.as_ref().unwrap(),
+        traffic,
+        config_sha256: CONFIG_SHA,
+        signer_fingerprint: &signer.0,
+        signer_public_key: &signer.1,
+        cooldown_override,
+    }
+}
+
+fn signer_ids() -> (String, String) {
+    let s = fixed_signer();
+    (s.fingerprint(), s.public_hex())
+}
+
+#[test]
+fn decision_and_promotion_files_after_a_promote() {
+    let facts = facts_of(Scenario::healthy());
+    let traffic = FinalTraffic {
+        canary_percent: 100,
+        verification: verified(100, at_min(60.0) + 220),
+    };
+    let ids = signer_ids();
+    let record = record_files(&facts, &traffic, &ids, None);
+    insta::assert_snapshot!("decision_promote", decision_final(&ctx(), &record));
+    insta::assert_snapshot!("promotion_final", outcome_final(&ctx(), &record));
+}
+
+#[test]
+fn decision_and_rollback_files_after_a_rollback() {
+    let facts = facts_of(ttfv_breach());
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: verified(0, at_min(25.0) + 220),
+    };
+    let ids = signer_ids();
+    let record = record_files(
+        &facts,
+        &traffic,
+        &ids,
+        Some("hotfix for the RLS regression, approved by bob"),
+    );
+    insta::assert_snapshot!("decision_rollback", decision_final(&ctx(), &record));
+    insta::assert_snapshot!("rollback_final", outcome_final(&ctx(), &record));
+}
+
+#[test]
+fn rollback_file_after_an_inconclusive_verdict_and_an_unverified_rollback() {
+    let facts = facts_of(
+        Scenario::healthy().canary(|g, m| (g == "db_pool" && m >= 55.0).then_some(Reading::NoData)),
+    );
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: Verification::Failed {
+            at: at_min(61.0),
+            detail: "the load balancer still reports canary 5 %".into(),
+        },
+    };
+    let ids = signer_ids();
+    let record = record_files(&facts, &traffic, &ids, None);
+    insta::assert_snapshot!(
+        "rollback_final_inconclusive",
+        outcome_final(&ctx(), &record)
+    );
+}
+
+#[test]
+fn decision_file_lists_a_cross_tenant_leak() {
+    let scenario = Scenario::healthy().event(
+        12.0,
+        Event::IsolationLeak {
+            observer: "user-2".into(),
+            owner: "user-4".into(),
+            arm: ArmRole::Canary,
+        },
+    );
+    let facts = facts_of(scenario);
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: verified(0, at_min(12.0) + 220),
+    };
+    let ids = signer_ids();
+    let record = record_files(&facts, &traffic, &ids, None);
+    insta::assert_snapshot!("decision_leak", decision_final(&ctx(), &record));
+}
+
+#[test]
+fn decision_file_after_a_burst_below_its_bar() {
+    let mut scenario = Scenario::healthy();
+    scenario.burst = (100, 97);
+    let facts = facts_of(scenario);
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: verified(0, at_min(6.0) + 220),
+    };
+    let ids = signer_ids();
+    let record = record_files(&facts, &traffic, &ids, None);
+    insta::assert_snapshot!("decision_burst_below_bar", decision_final(&ctx(), &record));
+}
+
+#[test]
+fn report_html_is_self_contained_and_escaped() {
+    let mut facts = facts_of(ttfv_breach());
+    // Text from the run that must not become markup.
+    facts.plan.service = "relay<script>alert(1)</script>".into();
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: verified(0, at_min(25.0) + 220),
+    };
+    let artifacts = vec![
+        FileEntry {
+            name: "CANARY_DECISION_FINAL.txt".into(),
+            sha256: "ab".repeat(32),
+            bytes: 2048,
+        },
+        FileEntry {
+            name: "journal.jsonl".into(),
+            sha256: "cd".repeat(32),
+            bytes: 40960,
+        },
+    ];
+    let fp = fixed_signer().fingerprint();
+    let html = report_html(
+        &ctx(),
+        &ReportInput {
+            facts: &facts,
+            decision: facts.decision.as_ref().unwrap(),
+            traffic: &traffic,
+            artifacts: &artifacts,
+            signer_fingerprint: &fp,
+            cooldown_override: None,
+        },
+    );
+    assert!(!html.contains("<script"), "unescaped text in the report");
+    assert!(html.contains("relay&lt;script&gt;"));
+    for external in ["http://", "https://", " src=", " href=", "@import", "url("] {
+        assert!(
+            !html.contains(external),
+            "the report must not fetch anything: {external}"
+        );
+    }
+    assert_eq!(html.matches("<svg ").count(), facts.plan.guardrails.len());
+    insta::assert_snapshot!("report_rollback", html);
+}
