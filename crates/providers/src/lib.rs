@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod traffic;
 
 /// A boxed, sendable future: what the provider traits return so they can be used as trait
 /// objects (`Box<dyn MetricSource>`, `Box<dyn TrafficRouter>`).
