@@ -1,2 +1,39 @@
-//! `relay-demo`: the reference Relay memory service (DESIGN §10).
+//! `relay-demo`: the reference Relay memory-query service (DESIGN §10), the target canaries run
+//! against — a faithful, small implementation of relay's memory API with row-level security,
+//! at-rest encryption, ANN search, a reranker and SSE streaming, instrumented under the runbook's
+//! metric names, with fault knobs that make it misbehave the way a bad release would.
+//!
+//! Entry points: [`serve`] (run until a shutdown future resolves), [`spawn`] (run in-process and
+//! get the bound address back), [`tokens`] and [`seed_markers`] (what the canary's load burst
+//! and isolation probes need), and [`Cli`]/[`cli_main`] (the command line, embeddable).
+//!
+//! Code map: `api` (routes, validation, the query pipeline and SSE stream), `store` (the
+//! `memory_chunks` table and its RLS), `tenancy` (user hashes, sealing), `ann` (per-tenant
+//! HNSW), `embedding`, `rerank`, `pool` (bounded store connections), `metrics`, `fault`,
+//! `seed`, `auth`, `sse` (framing), `server` (start/stop), `cli`.
 #![forbid(unsafe_code)]
+
+pub mod ann;
+mod api;
+pub mod auth;
+mod cli;
+pub mod embedding;
+pub mod fault;
+pub mod metrics;
+mod pool;
+pub mod rerank;
+pub mod seed;
+mod server;
+mod sse;
+pub mod store;
+pub mod tenancy;
+
+pub use api::{DEFAULT_TIMEOUT_MS, DEFAULT_TOP_K, MAX_TIMEOUT_MS, MAX_TOP_K};
+pub use auth::{DEVELOPMENT_JWT_SECRET, mint_token};
+pub use cli::{
+    Cli, CliError, Command, DATA_SECRET_ENV, JWT_SECRET_ENV, ServeArgs, TokensArgs, cli_main,
+    run as run_cli, shutdown_signal, token_variable, tokens,
+};
+pub use fault::{Fault, FaultKind, FaultParseError};
+pub use seed::{marker_for, seed_markers, seed_queries, seed_users};
+pub use server::{RunningServer, ServeError, ServeOptions, serve, spawn};

@@ -1,0 +1,139 @@
+//! The reranker: BM25 over the ANN candidates, blended with their vector similarity, under a
+//! time budget. A rerank that cannot finish within its budget is abandoned and the ANN order is
+//! kept — the request still answers, and the skip is counted.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::embedding::{is_stopword, tokens};
+
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+/// Weight of the vector similarity in the final score; the rest is the squashed BM25 score.
+const SIMILARITY_WEIGHT: f32 = 0.6;
+
+/// What happened to a rerank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RerankOutcome {
+    /// Scores were blended and candidates reordered.
+    Applied,
+    /// Not attempted: the request had no time left for it.
+    SkippedNoTime,
+    /// Started but ran past its budget; abandoned.
+    TimedOut,
+}
+
+/// A candidate to rerank: its text and its vector similarity.
+pub trait Candidate {
+    /// The text scored against the query.
+    fn text(&self) -> &str;
+    /// The ANN similarity.
+    fn similarity(&self) -> f32;
+    /// Stores the final score.
+    fn set_score(&mut self, score: f32);
+}
+
+/// Reranks `candidates` for `query` within `budget`, best first. On any outcome other than
+/// [`RerankOutcome::Applied`], candidates keep the ANN order and their similarity as score.
+pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration) -> RerankOutcome {
+    let started = Instant::now();
+    for c in candidates.iter_mut() {
+        let s = c.similarity();
+        c.set_score(s);
+    }
+    if budget.is_zero() {
+        return RerankOutcome::SkippedNoTime;
+    }
+    let query_terms: Vec<String> = tokens(query)
+        .into_iter()
+        .filter(|t| !is_stopword(t))
+        .collect();
+    if query_terms.is_empty() || candidates.is_empty() {
+        return RerankOutcome::Applied;
+    }
+    let mut docs: Vec<HashMap<String, u32>> = Vec::with_capacity(candidates.len());
+    let mut lengths = Vec::with_capacity(candidates.len());
+    for c in candidates.iter() {
+        if started.elapsed() > budget {
+            return RerankOutcome::TimedOut;
+        }
+        let words = tokens(c.text());
+        lengths.push(words.len() as f32);
+        let mut tf = HashMap::new();
+        for w in words {
+            *tf.entry(w).or_insert(0u32) += 1;
+        }
+        docs.push(tf);
+    }
+    let n = docs.len() as f32;
+    let avg_len = (lengths.iter().sum::<f32>() / n).max(1.0);
+    let idf: Vec<f32> = query_terms
+        .iter()
+        .map(|t| {
+            let df = docs.iter().filter(|d| d.contains_key(t)).count() as f32;
+            ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+        })
+        .collect();
+    let mut scores = Vec::with_capacity(candidates.len());
+    for (doc, len) in docs.iter().zip(&lengths) {
+        if started.elapsed() > budget {
+            return RerankOutcome::TimedOut;
+        }
+        let bm25: f32 = query_terms
+            .iter()
+            .zip(&idf)
+            .map(|(t, idf)| {
+                let tf = doc.get(t).copied().unwrap_or(0) as f32;
+                idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg_len))
+            })
+            .sum();
+        scores.push(bm25 / (bm25 + 2.0));
+    }
+    for (c, lexical) in candidates.iter_mut().zip(scores) {
+        let blended = SIMILARITY_WEIGHT * c.similarity() + (1.0 - SIMILARITY_WEIGHT) * lexical;
+        c.set_score(blended);
+    }
+    RerankOutcome::Applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Doc(&'static str, f32, f32);
+    impl Candidate for Doc {
+        fn text(&self) -> &str {
+            self.0
+        }
+        fn similarity(&self) -> f32 {
+            self.1
+        }
+        fn set_score(&mut self, score: f32) {
+            self.2 = score;
+        }
+    }
+
+    #[test]
+    fn lexical_match_lifts_a_candidate() {
+        let mut docs = [
+            Doc("likes green tea in the morning", 0.50, 0.0),
+            Doc("dentist appointment on tuesday", 0.49, 0.0),
+        ];
+        assert_eq!(
+            rerank("when is the dentist", &mut docs, Duration::from_millis(50)),
+            RerankOutcome::Applied
+        );
+        assert!(docs[1].2 > docs[0].2, "{docs:?}");
+    }
+
+    #[test]
+    fn zero_budget_skips_and_keeps_similarity() {
+        let mut docs = [Doc("a b c", 0.7, 0.0)];
+        assert_eq!(
+            rerank("b", &mut docs, Duration::ZERO),
+            RerankOutcome::SkippedNoTime
+        );
+        assert_eq!(docs[0].2, 0.7);
+    }
+}

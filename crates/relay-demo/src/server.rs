@@ -1,0 +1,289 @@
+//! Starting and stopping a relay-demo instance: options, seeding, the pool-saturation job, and
+//! graceful shutdown that lets open streams finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::auth::{Authenticator, DEVELOPMENT_JWT_SECRET};
+use crate::fault::{Fault, FaultKind, FaultSchedule, LeakCatcher};
+use crate::metrics::RelayMetrics;
+use crate::pool::ConnectionPool;
+use crate::seed::{DEFAULT_MEMORIES_PER_USER, seed_memories};
+use crate::store::{MemoryStore, StoreError};
+use crate::tenancy::TenantKeys;
+
+/// Data secret used when `RELAY_DATA_KEY` is not set. Development only.
+pub const DEVELOPMENT_DATA_SECRET: &str = "relay-demo-development-data-key-not-for-production";
+
+/// How to run an instance.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Value of the `version` label on every metric and of the `x-relay-version` header.
+    pub version_label: String,
+    /// Load the seed users, memories and markers at start.
+    pub seed: bool,
+    /// Memories per seeded user (the first holds the user's marker).
+    pub seed_memories_per_user: usize,
+    /// Faults to inject.
+    pub faults: Vec<Fault>,
+    /// HS256 signing secret; `None` uses [`DEVELOPMENT_JWT_SECRET`] with a warning.
+    pub jwt_secret: Option<String>,
+    /// Secret the user-hash and at-rest keys derive from; `None` uses
+    /// [`DEVELOPMENT_DATA_SECRET`] with a warning.
+    pub data_secret: Option<String>,
+    /// Queries in flight at once; beyond it the service answers 503.
+    pub max_concurrency: usize,
+    /// Store connections.
+    pub pool_size: usize,
+    /// Longest wait for a store connection before answering 503.
+    pub pool_acquire_timeout: Duration,
+    /// Time budget of the reranker.
+    pub rerank_budget: Duration,
+    /// Share of foreign rows the final check still catches under the `tenant-leak` fault.
+    pub leak_catch_share: f64,
+    /// When the fault onsets are counted from; `None` means when the instance starts.
+    pub started_at: Option<Instant>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            version_label: "r1".to_owned(),
+            seed: false,
+            seed_memories_per_user: DEFAULT_MEMORIES_PER_USER,
+            faults: Vec::new(),
+            jwt_secret: None,
+            data_secret: None,
+            max_concurrency: 256,
+            pool_size: 16,
+            pool_acquire_timeout: Duration::from_secs(2),
+            rerank_budget: Duration::from_millis(25),
+            leak_catch_share: 0.5,
+            started_at: None,
+        }
+    }
+}
+
+/// Why an instance could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick another --listen address")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Accepting or serving connections failed.
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Seeding the store failed.
+    #[error("seeding the store failed: {0}")]
+    Seed(#[from] StoreError),
+    /// A background task panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets open streams finish, and returns.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = bind(opts.listen).await?;
+    run(listener, opts, shutdown, None).await
+}
+
+/// An instance running in this process (tests, the canary demo).
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, waits for open streams to finish, and returns how the server ended.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| ServeError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts an instance on a background task of the current runtime. Returns once it is seeded and
+/// accepting connections.
+pub async fn spawn(opts: ServeOptions) -> Result<RunningServer, ServeError> {
+    let listener = bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        listener,
+        opts,
+        async move {
+            let _ = rx.await;
+        },
+        Some(ready_tx),
+    ));
+    if ready_rx.await.is_err() {
+        // The task ended before it was ready: report its error.
+        return match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(ServeError::Task("server stopped during start".to_owned())),
+            Err(e) => Err(ServeError::Task(e.to_string())),
+        };
+    }
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn run(
+    listener: TcpListener,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<oneshot::Sender<()>>,
+) -> Result<(), ServeError> {
+    let started = opts.started_at.unwrap_or_else(Instant::now);
+    let jwt_secret = opts.jwt_secret.clone().unwrap_or_else(|| {
+        tracing::warn!("RELAY_JWT_SECRET not set: using the fixed development signing secret");
+        DEVELOPMENT_JWT_SECRET.to_owned()
+    });
+    let data_secret = opts.data_secret.clone().unwrap_or_else(|| {
+        tracing::warn!("RELAY_DATA_KEY not set: using the fixed development data key");
+        DEVELOPMENT_DATA_SECRET.to_owned()
+    });
+    let metrics = RelayMetrics::new(&opts.version_label);
+    let store = Arc::new(MemoryStore::new(TenantKeys::derive(data_secret.as_bytes())));
+    if opts.seed {
+        let per_user = opts.seed_memories_per_user;
+        let seed_store = Arc::clone(&store);
+        let report = tokio::task::spawn_blocking(move || seed_store.load(seed_memories(per_user)))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??;
+        tracing::info!(
+            rows = report.rows,
+            ingest_ms = report.ingest.as_millis() as u64,
+            index_build_ms = report.index_build.as_millis() as u64,
+            "seed data loaded"
+        );
+    }
+    metrics
+        .memory_chunks_row_count
+        .set(store.row_count() as i64);
+    let pool = ConnectionPool::new(
+        opts.pool_size,
+        opts.pool_acquire_timeout,
+        metrics.db_connection_pool_utilization.clone(),
+    );
+    let faults = FaultSchedule::new(&opts.faults, started);
+    let stop_jobs = CancellationToken::new();
+    for fault in faults.of_kind(FaultKind::PoolSaturation) {
+        tokio::spawn(hold_pool(pool.clone(), fault, started, stop_jobs.clone()));
+    }
+    let state = Arc::new(AppState {
+        version: opts.version_label.clone(),
+        store,
+        auth: Authenticator::new(&jwt_secret),
+        metrics,
+        pool,
+        admission: Arc::new(Semaphore::new(opts.max_concurrency.max(1))),
+        faults,
+        leak_catcher: LeakCatcher::new(opts.leak_catch_share),
+        rerank_budget: opts.rerank_budget,
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        version = %opts.version_label,
+        faults = %opts.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        "relay-demo listening"
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    stop_jobs.cancel();
+    tracing::info!(%addr, "relay-demo stopped");
+    result.map_err(ServeError::Io)
+}
+
+/// The `pool-saturation` fault: from its onset, a runaway job holds `rate × size` connections
+/// (at most `size − 1`, so the service degrades instead of stopping) until shutdown.
+async fn hold_pool(pool: ConnectionPool, fault: Fault, started: Instant, stop: CancellationToken) {
+    let onset = started + fault.onset;
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep_until(onset.into()) => {}
+    }
+    let size = pool.size();
+    let held = ((fault.rate * size as f64).round() as usize).min(size.saturating_sub(1));
+    if held == 0 {
+        tracing::warn!(
+            size,
+            rate = fault.rate,
+            "pool-saturation holds no connection at this pool size and rate"
+        );
+        return;
+    }
+    let connections = tokio::select! {
+        () = stop.cancelled() => return,
+        c = pool.acquire_many(held, Duration::from_secs(24 * 3600)) => c,
+    };
+    match connections {
+        Ok(connections) => {
+            tracing::warn!(
+                held,
+                size,
+                "pool-saturation fault active: runaway job holds connections"
+            );
+            stop.cancelled().await;
+            drop(connections);
+        }
+        Err(error) => tracing::warn!(%error, "pool-saturation job could not take connections"),
+    }
+}
