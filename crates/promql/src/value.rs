@@ -189,10 +189,27 @@ pub fn parse_value(s: &str) -> Option<f64> {
     }
 }
 
-fn seconds(t: Millis) -> serde_json::Number {
-    // Prometheus writes timestamps as seconds with millisecond precision: 1435781451.781.
-    let secs = t as f64 / 1000.0;
-    serde_json::Number::from_f64(secs).unwrap_or_else(|| serde_json::Number::from(0))
+fn seconds(t: Millis) -> Box<serde_json::value::RawValue> {
+    // Prometheus (`jsonutil.MarshalTimestamp`) writes whole seconds, then `.` and three digits
+    // of milliseconds when there are any: 1435781451, 1435781451.781, 1435781451.500.
+    let sign = if t < 0 { "-" } else { "" };
+    let ms = t.unsigned_abs();
+    let text = if ms.is_multiple_of(1000) {
+        format!("{sign}{}", ms / 1000)
+    } else {
+        format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
+    };
+    // The text is always a valid JSON number.
+    serde_json::value::RawValue::from_string(text)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+}
+
+/// Scalars and strings carry their time as Go's `strconv.FormatFloat(t/1000, 'f', -1, 64)`:
+/// 1435781451, 1435781451.5 (unlike vector and matrix points).
+fn scalar_seconds(t: Millis) -> Box<serde_json::value::RawValue> {
+    let text = format!("{}", t as f64 / 1000.0);
+    serde_json::value::RawValue::from_string(text)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 fn millis<E: de::Error>(secs: f64) -> Result<Millis, E> {
@@ -249,13 +266,13 @@ pub struct QueryData(pub Value);
 
 impl Serialize for QueryData {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Scalar<'a>(#[serde(with = "point_json")] &'a Point);
         let mut map = s.serialize_map(Some(2))?;
         map.serialize_entry("resultType", self.0.result_type())?;
         match &self.0 {
-            Value::Scalar(p) => map.serialize_entry("result", &Scalar(p))?,
-            Value::String { t, v } => map.serialize_entry("result", &(seconds(*t), v))?,
+            Value::Scalar(p) => {
+                map.serialize_entry("result", &(scalar_seconds(p.t), format_value(p.v)))?
+            }
+            Value::String { t, v } => map.serialize_entry("result", &(scalar_seconds(*t), v))?,
             Value::Vector(samples) => map.serialize_entry("result", samples)?,
             Value::Matrix(series) => map.serialize_entry("result", series)?,
         }
@@ -340,6 +357,30 @@ mod tests {
             }
             other => panic!("expected vector, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn timestamps_format_like_prometheus() {
+        let point = |t| {
+            api_response_json(&Value::Vector(vec![Sample {
+                metric: Labels::default(),
+                point: Point { t, v: 1.0 },
+            }]))
+        };
+        assert!(point(1_700_000_016_000).contains("[1700000016,"));
+        assert!(point(1_700_000_016_500).contains("[1700000016.500,"));
+        assert!(point(1_700_000_016_007).contains("[1700000016.007,"));
+        let scalar = |t| api_response_json(&Value::Scalar(Point { t, v: 2.0 }));
+        assert!(scalar(1_700_000_016_500).contains(r#""result":[1700000016.5,"2"]"#));
+        assert!(scalar(1_700_000_016_000).contains(r#""result":[1700000016,"2"]"#));
+        let string = api_response_json(&Value::String {
+            t: 1_500,
+            v: "abc".into(),
+        });
+        assert_eq!(
+            string,
+            r#"{"status":"success","data":{"resultType":"string","result":[1.5,"abc"]}}"#
+        );
     }
 
     #[test]

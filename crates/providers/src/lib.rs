@@ -2,7 +2,12 @@
 //! Prometheus rules, Alertmanager, Grafana and notifiers.
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
+pub mod grafana;
 pub mod metrics;
+pub mod notify;
+pub mod rules;
+pub mod scrape;
 pub mod traffic;
 
 /// A boxed, sendable future: what the provider traits return so they can be used as trait

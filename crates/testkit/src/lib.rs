@@ -152,6 +152,10 @@ impl Drop for Process {
     }
 }
 
+/// One series for [`Prometheus::remote_write`]: its labels (including `__name__`) and its
+/// samples `(milliseconds, value)` in time order.
+pub type RemoteSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
 /// A real Prometheus (Debian's `prometheus`), serving history built with `promtool tsdb
 /// create-blocks-from openmetrics`, on a loopback port. No scraping.
 pub struct Prometheus {
@@ -164,27 +168,59 @@ impl Prometheus {
     /// Builds blocks from `openmetrics` (must end with `# EOF`) and starts Prometheus on them.
     /// Returns once `/-/ready` answers and the data is queryable.
     pub fn with_history(openmetrics: &str) -> Prometheus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let om = dir.path().join("history.om");
-        std::fs::write(&om, openmetrics).expect("write history");
-        let data = dir.path().join("data");
-        let out = Command::new("promtool")
-            .args(["tsdb", "create-blocks-from", "openmetrics"])
-            .arg(&om)
-            .arg(&data)
-            .output()
-            .expect("promtool is installed (scripts/test.sh --install)");
-        assert!(
-            out.status.success(),
-            "promtool create-blocks-from openmetrics failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (dir, data) = blocks_from_openmetrics(openmetrics);
         Self::start(dir, &data, "global:\n  scrape_interval: 1h\n")
+    }
+
+    /// [`Prometheus::with_history`] that also accepts remote writes
+    /// (`--web.enable-remote-write-receiver`), see [`Prometheus::remote_write`]. Remote-written
+    /// samples must be newer than the history's last block.
+    pub fn with_history_writable(openmetrics: &str) -> Prometheus {
+        let (dir, data) = blocks_from_openmetrics(openmetrics);
+        Self::start_with_flags(
+            dir,
+            &data,
+            "global:\n  scrape_interval: 1h\n",
+            &["--web.enable-remote-write-receiver"],
+        )
+    }
+
+    /// `POST /api/v1/write` (remote write 1.0: protobuf, snappy): appends `series`, each a label
+    /// set (including `__name__`) and samples `(ms, value)` in time order. Values are written
+    /// bit for bit, so a staleness marker (`f64::from_bits(0x7ff0000000000002)`) stays one —
+    /// the only way to get markers into a Prometheus without scraping.
+    pub fn remote_write(&self, series: &[RemoteSeries]) {
+        let body = remote_write::snappy_block(&remote_write::write_request(series));
+        let (status, text) = http_request(
+            self.addr,
+            "POST",
+            "/api/v1/write",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ],
+            &body,
+        )
+        .expect("remote write");
+        assert!(
+            (200..300).contains(&status),
+            "remote write answered {status}: {text}"
+        );
     }
 
     /// Starts Prometheus with `config` (YAML text) and storage at `data`, inside `dir`.
     pub fn start(dir: tempfile::TempDir, data: &Path, config: &str) -> Prometheus {
+        Self::start_with_flags(dir, data, config, &[])
+    }
+
+    /// [`Prometheus::start`] with extra command-line flags.
+    pub fn start_with_flags(
+        dir: tempfile::TempDir,
+        data: &Path,
+        config: &str,
+        flags: &[&str],
+    ) -> Prometheus {
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(&cfg, config).expect("write prometheus.yml");
         for _attempt in 0..3 {
@@ -196,7 +232,8 @@ impl Prometheus {
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--storage.tsdb.retention.time=100y")
                 .arg("--web.enable-lifecycle")
-                .arg("--log.level=warn");
+                .arg("--log.level=warn")
+                .args(flags);
             let mut process = Process::spawn("prometheus", dir.path(), cmd);
             let ready = wait_for_ready(&mut process, addr, "/-/ready", Duration::from_secs(60));
             if ready {
@@ -217,6 +254,28 @@ impl Prometheus {
     pub fn output(&self) -> String {
         self.process.output()
     }
+}
+
+/// Writes `openmetrics` to a fresh directory and builds TSDB blocks from it with `promtool tsdb
+/// create-blocks-from openmetrics`: `(directory, data path)`.
+fn blocks_from_openmetrics(openmetrics: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = dir.path().join("history.om");
+    std::fs::write(&om, openmetrics).expect("write history");
+    let data = dir.path().join("data");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&data)
+        .output()
+        .expect("promtool is installed (scripts/test.sh --install)");
+    assert!(
+        out.status.success(),
+        "promtool create-blocks-from openmetrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, data)
 }
 
 /// Waits until `path` answers 200; `false` if the process died (e.g. port taken), panics on
@@ -244,5 +303,122 @@ fn wait_for_ready(process: &mut Process, addr: SocketAddr, path: &str, timeout: 
             process.output()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The remote-write wire format, written by hand to keep test dependencies at zero: protobuf
+/// `prometheus.WriteRequest` and an all-literal snappy block (valid snappy, just uncompressed).
+mod remote_write {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+
+    pub fn write_request(series: &[super::RemoteSeries]) -> Vec<u8> {
+        let mut req = Vec::new();
+        for (labels, samples) in series {
+            let mut ts = Vec::new();
+            let mut sorted = labels.clone();
+            sorted.sort();
+            for (name, value) in &sorted {
+                let mut l = Vec::new();
+                bytes_field(&mut l, 1, name.as_bytes());
+                bytes_field(&mut l, 2, value.as_bytes());
+                bytes_field(&mut ts, 1, &l);
+            }
+            for (t, v) in samples {
+                let mut s = Vec::new();
+                s.push((1 << 3) | 1); // value: fixed64
+                s.extend_from_slice(&v.to_bits().to_le_bytes());
+                varint(&mut s, 2 << 3); // timestamp: varint
+                varint(&mut s, *t as u64);
+                bytes_field(&mut ts, 2, &s);
+            }
+            bytes_field(&mut req, 1, &ts);
+        }
+        req
+    }
+
+    pub fn snappy_block(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + data.len() / 60_000 * 3 + 8);
+        varint(&mut out, data.len() as u64);
+        for chunk in data.chunks(65_536) {
+            let n = chunk.len() - 1;
+            if n < 60 {
+                out.push((n as u8) << 2);
+            } else if n < 256 {
+                out.push(60 << 2);
+                out.push(n as u8);
+            } else {
+                out.push(61 << 2);
+                out.extend_from_slice(&(n as u16).to_le_bytes());
+            }
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) running `config` (alertmanager.yml
+/// text) on a loopback port, clustering off, killed on drop.
+pub struct Alertmanager {
+    pub addr: SocketAddr,
+    process: Process,
+    dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Writes `config` and starts Alertmanager on it; returns once `/-/ready` answers.
+    /// Panics with Alertmanager's output if the configuration is refused.
+    pub fn start(config: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config)
+    }
+
+    /// [`Alertmanager::start`] in a directory the test prepared (e.g. holding credential files
+    /// the configuration references).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Alertmanager {
+        let cfg = dir.path().join("alertmanager.yml");
+        std::fs::write(&cfg, config).expect("write alertmanager.yml");
+        for _attempt in 0..3 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            let mut cmd = Command::new("prometheus-alertmanager");
+            cmd.arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--cluster.listen-address=")
+                .arg("--log.level=warn");
+            let mut process = Process::spawn("alertmanager", dir.path(), cmd);
+            if wait_for_ready(&mut process, addr, "/-/ready", Duration::from_secs(60)) {
+                return Alertmanager { addr, process, dir };
+            }
+        }
+        panic!("alertmanager did not start after three attempts");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory holding its configuration and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn output(&self) -> String {
+        self.process.output()
     }
 }

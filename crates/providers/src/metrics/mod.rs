@@ -4,6 +4,7 @@
 //! implementations are [`prometheus::PrometheusSource`] (HTTP API v1: Prometheus, Thanos, Mimir,
 //! VictoriaMetrics) and the embedded store.
 
+pub mod embedded;
 pub mod prometheus;
 
 use canary_promql::{Millis, Value};
