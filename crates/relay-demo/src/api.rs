@@ -517,7 +517,22 @@ struct QueryStream {
     cut_after: Option<usize>,
     first_value_sent: bool,
     phase: StreamPhase,
+    /// The `done` event was produced.
+    completed: bool,
     _admission: OwnedSemaphorePermit,
+}
+
+/// A stream is counted when it ends, whatever the reason — `done`, timeout, a cut, or the client
+/// going away — so `sse_complete_total / sse_total` is the share of finished streams that
+/// completed. Counting at the start instead would make every in-flight stream look failed for as
+/// long as it runs, biasing the ratio down under slow streams.
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        if self.completed {
+            self.state.metrics.sse_complete.inc();
+        }
+        self.state.metrics.sse.inc();
+    }
 }
 
 fn sse_response(
@@ -528,7 +543,6 @@ fn sse_response(
     timeout_ms: u64,
     admission: OwnedSemaphorePermit,
 ) -> Response {
-    state.metrics.sse.inc();
     let timed_out = hits.is_none();
     let hits = hits.unwrap_or_default();
     let total = hits.len();
@@ -559,6 +573,7 @@ fn sse_response(
         cut_after,
         first_value_sent: false,
         phase: StreamPhase::Results,
+        completed: false,
         _admission: admission,
     };
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
@@ -614,9 +629,8 @@ impl QueryStream {
                             "latency_ms": self.received.elapsed().as_millis() as u64,
                         })
                         .to_string();
-                        let frame = self.event("done", &data);
-                        self.state.metrics.sse_complete.inc();
-                        frame
+                        self.completed = true;
+                        self.event("done", &data)
                     }
                 };
                 if !self.first_value_sent {

@@ -46,9 +46,10 @@ pub struct RelayMetrics {
     registry: Arc<Registry>,
     /// `ttfv_ms`: time from request arrival to the first SSE event carrying data.
     pub ttfv_ms: Histogram,
-    /// `sse_total`: SSE streams opened.
+    /// `sse_total`: SSE streams that ended, whatever the outcome (counted at the end so that
+    /// in-flight streams never count as failures).
     pub sse: Counter,
-    /// `sse_complete_total`: SSE streams that delivered their `done` event.
+    /// `sse_complete_total`: SSE streams that ended after delivering their `done` event.
     pub sse_complete: Counter,
     /// `sse_stream_timeout_total`: SSE streams ended by `timeout_ms`.
     pub sse_stream_timeout: Counter,
@@ -99,10 +100,14 @@ impl RelayMetrics {
             "Time to first value: request arrival to the first SSE event carrying data, in milliseconds",
             ttfv_ms.clone(),
         );
-        registry.register("sse", "SSE streams opened", sse.clone());
+        registry.register(
+            "sse",
+            "SSE streams that ended, whatever the outcome",
+            sse.clone(),
+        );
         registry.register(
             "sse_complete",
-            "SSE streams that delivered their done event",
+            "SSE streams that ended after delivering their done event",
             sse_complete.clone(),
         );
         registry.register(
