@@ -4,8 +4,11 @@
 
 mod commands;
 mod config;
+mod control;
 mod observe;
 mod output;
+mod run;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -32,7 +35,25 @@ struct Cli {
 enum Command {
     Init(commands::init::InitArgs),
     Validate(commands::validate::ValidateArgs),
+    Preflight(commands::run::PreflightArgs),
+    Run(commands::run::RunArgs),
+    Demo(commands::demo::DemoArgs),
+    Resume(commands::run::ResumeArgs),
+    Status(commands::operator::StatusArgs),
+    Abort(commands::operator::AbortArgs),
+    Approve(commands::operator::ApproveArgs),
     Backtest(commands::backtest::BacktestArgs),
+    Query(commands::query::QueryArgs),
+    Traffic(commands::traffic::TrafficArgs),
+    Proxy(commands::proxy::ProxyArgs),
+    Load(commands::load::LoadArgs),
+    Render(commands::render::RenderArgs),
+    Verify(commands::evidence::VerifyArgs),
+    Keygen(commands::evidence::KeygenArgs),
+    History(commands::evidence::HistoryArgs),
+    /// Run the reference Relay memory service (what `canary demo` canaries).
+    #[command(name = "relay-demo", subcommand)]
+    RelayDemo(relay_demo::Command),
 }
 
 fn init_logging(verbose: u8) {
@@ -45,12 +66,15 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(ansi)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if terminal::interactive() {
+        builder.with_writer(terminal::StatusAwareStderr).init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,7 +94,26 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => commands::init::run(args),
             Command::Validate(args) => commands::validate::run(args),
+            Command::Preflight(args) => commands::run::preflight_cmd(args).await,
+            Command::Run(args) => commands::run::run_cmd(args).await,
+            Command::Resume(args) => commands::run::resume_cmd(args).await,
+            Command::Status(args) => commands::operator::status(args).await,
+            Command::Abort(args) => commands::operator::abort(args).await,
+            Command::Approve(args) => commands::operator::approve(args).await,
             Command::Backtest(args) => commands::backtest::run(args).await,
+            Command::Query(args) => commands::query::run(args).await,
+            Command::Traffic(args) => commands::traffic::run(args).await,
+            Command::Proxy(args) => commands::proxy::run(args).await,
+            Command::Load(args) => commands::load::run(args).await,
+            Command::Render(args) => commands::render::run(args),
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Verify(args) => commands::evidence::verify_cmd(args),
+            Command::Keygen(args) => commands::evidence::keygen(args),
+            Command::History(args) => commands::evidence::history(args),
+            Command::RelayDemo(command) => relay_demo::run_cli(relay_demo::Cli { command })
+                .await
+                .map(|()| 0)
+                .map_err(anyhow::Error::from),
         }
     });
     match result {

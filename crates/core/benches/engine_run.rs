@@ -60,6 +60,7 @@ fn plan() -> Plan {
         approval: Approval::Auto,
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 5,
+        time_scale: 1.0,
     }
 }
 

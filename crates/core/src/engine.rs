@@ -814,7 +814,7 @@ impl Engine {
             let at = self.plan.checkpoints[self.checkpoints_done];
             self.checkpoints_done += 1;
             out.push(Action::Snapshot {
-                label: Plan::checkpoint_label(at),
+                label: self.plan.checkpoint_label(at),
                 round,
                 guardrails: self.summaries(),
             });

@@ -281,6 +281,15 @@ pub struct Plan {
     pub on_inconclusive: OnInconclusive,
     /// Consecutive query errors of one guardrail that roll back (the source is not trustworthy).
     pub max_query_errors: u32,
+    /// How many times faster than the runbook's clock this plan runs (1 in production; the
+    /// demo's compressed clock otherwise). Names that follow the runbook — checkpoint labels
+    /// such as `T15` — are in runbook time.
+    #[serde(default = "real_time")]
+    pub time_scale: f64,
+}
+
+fn real_time() -> f64 {
+    1.0
 }
 
 /// A plan that contradicts itself. The CLI reports these with file positions; the engine refuses
@@ -396,6 +405,7 @@ impl Plan {
             }
         };
         let mut plan = self.clone();
+        plan.time_scale = self.time_scale * factor;
         for step in &mut plan.steps {
             step.hold = scale(step.hold);
         }
@@ -423,8 +433,11 @@ impl Plan {
         plan
     }
 
-    /// The runbook's checkpoint label for an offset: `T15` for 15 minutes.
-    pub fn checkpoint_label(offset: Duration) -> String {
+    /// The runbook's checkpoint label for an offset of this plan: `T15` for 15 runbook minutes
+    /// (15 minutes, or 15 seconds on a 60-times compressed clock).
+    pub fn checkpoint_label(&self, offset: Duration) -> String {
+        let offset = Duration::from_secs_f64(offset.as_secs_f64() * self.time_scale).as_millis();
+        let offset = Duration::from_millis(((offset as f64 / 1000.0).round() * 1000.0) as u64);
         let secs = offset.as_secs();
         if secs.is_multiple_of(60) {
             format!("T{}", secs / 60)

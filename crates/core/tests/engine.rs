@@ -77,6 +77,7 @@ fn runbook() -> Plan {
         approval: Approval::Auto,
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 5,
+        time_scale: 1.0,
     }
 }
 
@@ -601,9 +602,10 @@ fn consecutive_query_errors_roll_back_but_interrupted_ones_do_not() {
     ));
 
     let out = run(Case::new().canary(move |g, m| {
-        (g == "ttfv_p95" && ((10.0..=11.5).contains(&m) || (12.5..=14.0).contains(&m)))
-        .then(|| Reading::Error {
-            message: "timeout".into(),
+        (g == "ttfv_p95" && ((10.0..=11.5).contains(&m) || (12.5..=14.0).contains(&m))).then(|| {
+            Reading::Error {
+                message: "timeout".into(),
+            }
         })
     }));
     assert_eq!(out.verdict, Some(Verdict::Promote));

@@ -47,6 +47,9 @@ pub enum Artifact {
     Journal,
     /// `report.html`.
     Report,
+    /// `CANARY_ISOLATION_PROBES_<ts>.json`: every isolation-probe run and any leak it found.
+    /// Present when the plan runs probes.
+    IsolationProbes,
 }
 
 impl Artifact {
@@ -65,6 +68,7 @@ impl Artifact {
             Artifact::RollbackFinal => ROLLBACK_FINAL.to_owned(),
             Artifact::Journal => JOURNAL.to_owned(),
             Artifact::Report => REPORT.to_owned(),
+            Artifact::IsolationProbes => format!("CANARY_ISOLATION_PROBES_{stamp}.json"),
         }
     }
 

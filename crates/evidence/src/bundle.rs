@@ -336,6 +336,17 @@ impl Bundle {
         self.write(&Artifact::LoadSummary, &bytes)
     }
 
+    /// Writes `CANARY_ISOLATION_PROBES_<ts>.json`: the probe runs so far (rewritten after each
+    /// run, atomically).
+    pub fn write_probe_report<T: Serialize + ?Sized>(&self, report: &T) -> Result<(), BundleError> {
+        let mut bytes = serde_json::to_vec_pretty(report).map_err(|source| BundleError::Json {
+            what: "the isolation probe report",
+            source,
+        })?;
+        bytes.push(b'\n');
+        self.write(&Artifact::IsolationProbes, &bytes)
+    }
+
     /// Opens `canary_load_burst_<ts>.log` for the burst's transcript, one fsynced line per
     /// request. The log is independent of the bundle (it can move to the burst's task).
     pub fn burst_transcript(&self) -> Result<AppendLog, BundleError> {

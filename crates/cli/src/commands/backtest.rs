@@ -57,10 +57,10 @@ pub struct BacktestArgs {
 
 /// Parses RFC 3339 or unix seconds into milliseconds since the epoch.
 pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() {
-            return Ok((secs * 1000.0).round() as Millis);
-        }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0).round() as Millis);
     }
     let ts: jiff::Timestamp = s.parse().with_context(|| {
         format!("{s:?} is not a time: use RFC 3339 (2026-11-17T14:00:00Z) or unix seconds")

@@ -275,7 +275,7 @@ impl Resolver {
     fn url(&mut self, text: &Text) -> String {
         let value = self.env.expand(text);
         // An empty value comes from a missing variable, which is reported on its own.
-        if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+        if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
             self.error(
                 span_of(text),
                 format!("{value:?} is not an http(s) URL"),
@@ -298,7 +298,7 @@ impl Resolver {
         let canary_url = arms.canary.get_ref().url.as_ref().map(|u| self.url(u));
 
         let traffic = match (&raw.traffic, needs.traffic) {
-            (Some(t), true) => self.traffic(t, baseline_url.as_deref(), canary_url.as_deref()),
+            (Some(t), true) => self.traffic(t),
             _ => None,
         };
         let metrics = match (&raw.metrics, needs.metrics) {
@@ -497,6 +497,7 @@ impl Resolver {
             approval: approval?,
             on_inconclusive: on_inconclusive?,
             max_query_errors: max_query_errors?,
+            time_scale: 1.0,
         };
         if !self.diagnostics.is_empty() {
             return None;
@@ -689,7 +690,7 @@ impl Resolver {
                 ok = false;
             }
             if let Some(m) = &gr.min_samples
-                && !(*m.get_ref() >= 0.0)
+                && (m.get_ref().is_nan() || *m.get_ref() < 0.0)
             {
                 self.error(
                     span_of(m),
@@ -777,12 +778,7 @@ impl Resolver {
         }))
     }
 
-    fn traffic(
-        &mut self,
-        t: &Spanned<raw::RawTraffic>,
-        baseline_url: Option<&str>,
-        canary_url: Option<&str>,
-    ) -> Option<TrafficSettings> {
+    fn traffic(&mut self, t: &Spanned<raw::RawTraffic>) -> Option<TrafficSettings> {
         let span = span_of(t);
         let t = t.get_ref();
         let provider = self.choose(
@@ -803,26 +799,26 @@ impl Resolver {
                         "put {canary} (and {baseline}) where the percentages go, e.g. --traffic-split main:{canary},r0.5-hotfix:{baseline}",
                     );
                 }
-                let verify = t.verify.as_ref().map(|v| self.env.expand(v));
-                let verify_regex = t.verify_regex.as_ref().map(|r| {
+                let verify = self
+                    .require(&t.verify, &span, "verify", &ctx)
+                    .map(|v| self.env.expand(v));
+                let verify_regex = self.require(&t.verify_regex, &span, "verify_regex", &ctx).map(|r| {
                     let text = self.env.expand(r);
-                    let probe = text.replace("{canary}", "5").replace("{baseline}", "95");
-                    if let Err(e) = regex::Regex::new(&probe) {
-                        self.error(
+                    match regex::Regex::new(&text) {
+                        Err(e) => self.error(
                             span_of(r),
                             format!("verify_regex is not a regular expression: {e}"),
                             "see https://docs.rs/regex for the syntax",
-                        );
+                        ),
+                        Ok(re) if !re.capture_names().any(|n| n == Some("canary")) => self.error(
+                            span_of(r),
+                            "verify_regex has no group named `canary`",
+                            "capture the canary's percentage from the verify command's output, e.g. 'main:(?P<canary>\\d+)'",
+                        ),
+                        Ok(_) => {}
                     }
                     text
                 });
-                if verify.is_some() != verify_regex.is_some() {
-                    self.error(
-                        span,
-                        "verify and verify_regex go together",
-                        "verify is a command printing the current split; verify_regex must match its output when the split is right",
-                    );
-                }
                 let env = t
                     .env
                     .iter()
@@ -833,8 +829,8 @@ impl Resolver {
                     .collect();
                 Some(TrafficSettings::Command {
                     set: set_text,
-                    verify,
-                    verify_regex,
+                    verify: verify?,
+                    verify_regex: verify_regex?,
                     env,
                     timeout,
                 })
@@ -866,7 +862,6 @@ impl Resolver {
                     backend: backend?,
                     canary_server: canary_server?,
                     baseline_server: baseline_server?,
-                    timeout,
                 })
             }
             "nginx" => {
@@ -895,39 +890,21 @@ impl Resolver {
                         .reload_command
                         .as_ref()
                         .map_or_else(|| "nginx -s reload".to_owned(), |c| self.env.expand(c)),
-                    timeout,
                 })
             }
             _ => {
-                let listen = match &t.listen {
-                    Some(l) => self.socket_addr(l),
-                    None => "127.0.0.1:8080".parse().ok(),
-                };
                 let admin = match &t.admin {
                     Some(a) => self.socket_addr(a),
                     None => "127.0.0.1:9901".parse().ok(),
                 };
-                let sticky = match &t.split {
-                    None => Some(false),
-                    Some(s) => self
-                        .choose(s, "split", &["random", "sticky"])
-                        .map(|s| s == "sticky"),
-                };
-                let (Some(baseline_url), Some(canary_url)) = (baseline_url, canary_url) else {
-                    self.error(
-                        span,
-                        "provider \"embedded\" needs the arms' addresses",
-                        "add `url = \"http://...\"` to [arms.baseline] and [arms.canary]: the proxy forwards to them",
-                    );
-                    return None;
-                };
+                let token = self
+                    .require(&t.token, &span, "token", &ctx)
+                    .map(|k| self.env.secret(k));
+                let lease = self.duration_or(&t.lease, Duration::from_secs(15));
                 Some(TrafficSettings::Embedded {
-                    listen: listen?,
                     admin: admin?,
-                    token: t.token.as_ref().map(|k| self.env.secret(k)),
-                    sticky: sticky?,
-                    baseline_url: baseline_url.to_owned(),
-                    canary_url: canary_url.to_owned(),
+                    token: token?,
+                    lease: lease?,
                 })
             }
         }

@@ -91,11 +91,12 @@ pub struct RawTraffic {
     pub baseline_addr: Option<Text>,
     pub test_command: Option<Text>,
     pub reload_command: Option<Text>,
-    // embedded
-    pub listen: Option<Text>,
+    // embedded (a running `canary proxy`)
     pub admin: Option<Text>,
     pub token: Option<Text>,
-    pub split: Option<Text>,
+    /// The dead man's switch: the proxy returns to 0 % canary if the controller does not renew
+    /// its lease within this long.
+    pub lease: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use canary_core::{ArmRole, Secret};
+pub use canary_providers::traffic::HaproxyEndpoint;
 
 /// How the traffic split is changed and read back.
 #[derive(Debug, Clone)]
@@ -13,8 +14,9 @@ pub enum TrafficSettings {
     /// Shell templates with `{canary}` / `{baseline}` percentages.
     Command {
         set: String,
-        verify: Option<String>,
-        verify_regex: Option<String>,
+        verify: String,
+        /// Must capture the canary's percentage in a group named `canary`.
+        verify_regex: String,
         /// Passed to the commands' environment.
         env: Vec<(String, Secret)>,
         timeout: Duration,
@@ -25,7 +27,6 @@ pub enum TrafficSettings {
         backend: String,
         canary_server: String,
         baseline_server: String,
-        timeout: Duration,
     },
     /// An nginx upstream include file, tested and reloaded.
     Nginx {
@@ -35,16 +36,13 @@ pub enum TrafficSettings {
         baseline_addr: String,
         test_command: String,
         reload_command: String,
-        timeout: Duration,
     },
-    /// canary's own proxy.
+    /// canary's own proxy (`canary proxy`), through its admin API.
     Embedded {
-        listen: SocketAddr,
         admin: SocketAddr,
-        token: Option<Secret>,
-        sticky: bool,
-        baseline_url: String,
-        canary_url: String,
+        token: Secret,
+        /// The lease the controller holds; the proxy falls back to the baseline when it lapses.
+        lease: Duration,
     },
 }
 
@@ -57,12 +55,6 @@ impl TrafficSettings {
             TrafficSettings::Embedded { .. } => "embedded",
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum HaproxyEndpoint {
-    Unix(PathBuf),
-    Tcp(String),
 }
 
 /// Where guardrail queries run.

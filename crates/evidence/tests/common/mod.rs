@@ -108,6 +108,7 @@ pub fn plan() -> Plan {
         approval: Approval::Auto,
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 3,
+        time_scale: 1.0,
     }
 }
 

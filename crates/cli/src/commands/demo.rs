@@ -1,0 +1,606 @@
+//! `canary demo`: the whole runbook on one machine with no infrastructure.
+//!
+//! Starts two `relay-demo` processes (baseline r0.5, canary r1, seeded, the canary with any
+//! `--fault`), the embedded proxy as its own process (so it outlives a dead controller and its
+//! lease can lapse), the embedded metrics store scraping both services, and steady background
+//! traffic from the seeded users; then runs the `canary init` runbook through the same code path
+//! as `canary run`, on a clock compressed `--time-scale` times.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use canary_core::{Plan, Secret, Verdict};
+use canary_evidence::render::alerts::Alerts;
+use canary_evidence::render::dashboards::Dashboards;
+use canary_evidence::{Signer, verify};
+use canary_load::{CanaryRoute, Mode, OpenLoop, ProbeSpec, ProbeUser, Scenario, Targeting, User};
+use canary_promql::{EvalOptions, Store};
+use canary_providers::metrics::MetricSource;
+use canary_providers::metrics::embedded::EmbeddedSource;
+use canary_providers::scrape::{ScrapeConfig, ScrapeTarget, Scraper};
+use canary_providers::traffic::{EmbeddedRouter, EmbeddedRouterConfig, TrafficRouter};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::config::{self, INIT_TEMPLATE, Needs, env::Env};
+use crate::observe::scope_guardrails;
+use crate::output::Format;
+use crate::run::delegates::LoadDelegates;
+use crate::run::wiring::{health_watch, lease_keeper};
+use crate::run::{self, RunOptions, Wiring, random_token};
+
+/// Run the whole runbook against two local relay-demo services (baseline r0.5, canary r1)
+/// behind the embedded proxy, with embedded metrics, on a compressed clock: the 60-minute
+/// canary takes about a minute. Ends with PROMOTE — or, with --fault, ROLLBACK for the right
+/// reason — and a signed evidence bundle.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  canary demo                               healthy canary: PROMOTE in about a minute
+  canary demo --fault slow-ttfv             TTFV p95 over 1500 ms for 5 runbook minutes: ROLLBACK
+  canary demo --fault tenant-leak@20m       a cross-tenant leak from T+20: SECURITY ROLLBACK
+  canary demo --fault sse-drop:0.2 --time-scale 30
+
+Faults: slow-ttfv, sse-drop, rls-errors, tenant-leak, slow-ann, pool-saturation, as
+KIND[:rate][@onset] with the onset in runbook time (20m = T+20).
+Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error.")]
+pub struct DemoArgs {
+    /// Make the canary misbehave: KIND[:rate][@onset] (repeatable).
+    #[arg(long = "fault", value_name = "KIND[:rate][@onset]")]
+    faults: Vec<String>,
+    /// How many times faster than real time the runbook runs (every duration, including PromQL
+    /// range windows, is divided by it).
+    #[arg(long, default_value_t = 60.0)]
+    time_scale: f64,
+    /// Where the evidence bundle goes.
+    #[arg(long, default_value = "canary-evidence")]
+    evidence_dir: PathBuf,
+    /// Run history, cooldowns and the demo's signing key.
+    #[arg(long, default_value = ".canary")]
+    state_dir: PathBuf,
+    /// Background traffic through the proxy, requests per second (on top of the burst).
+    #[arg(long, default_value_t = 16.0)]
+    background_rps: f64,
+    /// Background traffic pinned to the canary, requests per second, so that its percentiles
+    /// rest on enough samples at a 5 % split.
+    #[arg(long, default_value_t = 8.0)]
+    canary_rps: f64,
+    /// Memories seeded per user in each service.
+    #[arg(long, default_value_t = 200)]
+    seed_per_user: usize,
+    /// Run even though the cooldown after an earlier rollback is active (demo runs share the
+    /// state directory's history; the demo's cooldown is compressed like its clock).
+    #[arg(long, requires = "reason")]
+    override_cooldown: bool,
+    /// Why the cooldown is overridden; recorded in the evidence.
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// A child process of the demo, killed when dropped.
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?)
+}
+
+fn spawn(
+    name: &'static str,
+    work: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Service> {
+    let exe = std::env::current_exe().context("cannot find the canary executable")?;
+    let log = work.join(format!("{name}.log"));
+    let out =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    Ok(Service { name, child, log })
+}
+
+/// Waits until `url` answers 200, the process is still alive, or fails after `timeout`.
+async fn wait_ready(service: &mut Service, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = service.child.try_wait()? {
+            bail!(
+                "{} exited ({status}) while starting:\n{}",
+                service.name,
+                service.output()
+            );
+        }
+        if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not become ready at {url} within {timeout:?}:\n{}",
+                service.name,
+                service.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Parses a demo fault, with the onset in runbook time (a bare number means minutes), and
+/// returns it with the onset compressed for the service's wall clock.
+fn demo_fault(text: &str, time_scale: f64) -> anyhow::Result<relay_demo::Fault> {
+    let text = match text.split_once('@') {
+        Some((head, onset)) if onset.parse::<f64>().is_ok() => format!("{head}@{onset}m"),
+        _ => text.to_owned(),
+    };
+    let mut fault: relay_demo::Fault = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--fault {text:?}: {e}"))?;
+    fault.onset = Duration::from_secs_f64(fault.onset.as_secs_f64() / time_scale);
+    Ok(fault)
+}
+
+/// The demo's signing key: made once and kept (mode 600) in the state directory, so every demo
+/// bundle is signed by the same key.
+fn demo_signer(state_dir: &Path) -> anyhow::Result<Signer> {
+    let path = state_dir.join("demo-signing.key");
+    if !path.exists() {
+        std::fs::create_dir_all(state_dir)?;
+        let pair = canary_evidence::generate_keypair()?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut f, pair.secret_hex.expose().as_bytes())?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Signer::from_secret(&Secret::new(text.trim()))?)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
+        bail!("--time-scale must be 1 or more (60 runs the 60-minute window in a minute)");
+    }
+    let scale = args.time_scale;
+    let faults = args
+        .faults
+        .iter()
+        .map(|f| demo_fault(f, scale))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // The runbook exactly as `canary init` writes it, on the compressed clock.
+    let template = config::resolve_text(
+        "canary init",
+        INIT_TEMPLATE,
+        Path::new("."),
+        Needs::PLAN,
+        Env::offline(),
+    )?;
+    let mut plan: Plan = template.plan.compressed(scale);
+    // The seeded users carry secret markers: the demo proves isolation actively.
+    plan.probes = true;
+    let guardrails = scope_guardrails(&plan, Some(scale))?;
+
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / scale);
+    let options = RunOptions {
+        override_cooldown: if args.override_cooldown {
+            args.reason.clone()
+        } else {
+            None
+        },
+        commit: None,
+    };
+    // Refuse before starting anything.
+    run::check_cooldown(
+        &canary_evidence::History::open(&args.state_dir)?,
+        &plan.service,
+        cooldown,
+        &options,
+    )?;
+    let work = args.state_dir.join("demo");
+    std::fs::create_dir_all(&work)?;
+
+    // Secrets of this demo: generated (or taken from the environment, so a test can check none
+    // leaks), passed to children through the environment only.
+    let secret = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map_or_else(random_token, Secret::new)
+    };
+    let jwt_secret = secret(relay_demo::JWT_SECRET_ENV);
+    let data_key = secret(relay_demo::DATA_SECRET_ENV);
+    let proxy_token = secret("CANARY_PROXY_TOKEN");
+    let child_env = [
+        (relay_demo::JWT_SECRET_ENV, jwt_secret.expose()),
+        (relay_demo::DATA_SECRET_ENV, data_key.expose()),
+    ];
+
+    eprintln!(
+        "canary demo: starting relay-demo r0.5 (baseline) and r1 (canary), the proxy and the metrics store…"
+    );
+    let baseline_addr = free_addr()?;
+    let canary_addr = free_addr()?;
+    let relay_args = |addr: SocketAddr, version: &str, faults: &[relay_demo::Fault]| {
+        let mut a = vec![
+            "relay-demo".to_owned(),
+            "serve".to_owned(),
+            "--seed".to_owned(),
+            "--seed-per-user".to_owned(),
+            args.seed_per_user.to_string(),
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--version-label".to_owned(),
+            version.to_owned(),
+        ];
+        for f in faults {
+            a.push("--fault".to_owned());
+            a.push(f.to_string());
+        }
+        a
+    };
+    let mut baseline = spawn(
+        "relay-r0.5",
+        &work,
+        &relay_args(baseline_addr, "r0.5", &[]),
+        &child_env,
+    )?;
+    let baseline_url = format!("http://{baseline_addr}");
+    let canary_url = format!("http://{canary_addr}");
+
+    let ready_file = work.join("proxy.ready");
+    let _ = std::fs::remove_file(&ready_file);
+    let proxy_args = vec![
+        "proxy".to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--admin".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--baseline".to_owned(),
+        baseline_url.clone(),
+        "--canary".to_owned(),
+        canary_url.clone(),
+        "--weight".to_owned(),
+        "0".to_owned(),
+        "--threads".to_owned(),
+        "1".to_owned(),
+        "--ready-file".to_owned(),
+        ready_file.display().to_string(),
+    ];
+    let mut proxy = spawn(
+        "proxy",
+        &work,
+        &proxy_args,
+        &[("CANARY_PROXY_TOKEN", proxy_token.expose())],
+    )?;
+    wait_ready(
+        &mut baseline,
+        &format!("{baseline_url}/healthz"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let mut canary = spawn(
+        "relay-r1",
+        &work,
+        &relay_args(canary_addr, "r1", &faults),
+        &child_env,
+    )?;
+    wait_ready(
+        &mut canary,
+        &format!("{canary_url}/healthz"),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let (proxy_data, proxy_admin) = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                break (
+                    v["data"].as_str().unwrap_or_default().to_owned(),
+                    v["admin"].as_str().unwrap_or_default().to_owned(),
+                );
+            }
+            if let Some(status) = proxy.child.try_wait()? {
+                bail!("the proxy exited ({status}):\n{}", proxy.output());
+            }
+            if Instant::now() > deadline {
+                bail!("the proxy did not start:\n{}", proxy.output());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let proxy_url = format!("http://{proxy_data}");
+
+    // Metrics: the embedded store scrapes both services every 15 runbook seconds.
+    let store = Arc::new(RwLock::new(Store::default()));
+    let scrape_interval = Duration::from_secs_f64((15.0 / scale).max(0.05));
+    let scraper = Scraper::new(
+        ScrapeConfig {
+            targets: vec![
+                ScrapeTarget {
+                    url: format!("{baseline_url}/metrics"),
+                    labels: vec![
+                        ("arm".into(), "baseline".into()),
+                        ("job".into(), "relay".into()),
+                    ],
+                },
+                ScrapeTarget {
+                    url: format!("{canary_url}/metrics"),
+                    labels: vec![
+                        ("arm".into(), "canary".into()),
+                        ("job".into(), "relay".into()),
+                    ],
+                },
+            ],
+            interval: scrape_interval,
+            timeout: scrape_interval.max(Duration::from_millis(200)),
+            retention: Some(Duration::from_secs(3600)),
+        },
+        store.clone(),
+    )?;
+    let source: Arc<dyn MetricSource> = Arc::new(EmbeddedSource::with_options(
+        store,
+        EvalOptions {
+            lookback_delta: (300_000.0 / scale) as i64,
+            default_subquery_step: (60_000.0 / scale).max(1.0) as i64,
+        },
+    ));
+    let (scrape_stop_tx, scrape_stop) = tokio::sync::oneshot::channel::<()>();
+    let scrape_task = tokio::spawn(scraper.run(async move {
+        let _ = scrape_stop.await;
+    }));
+
+    // The seeded users, their tokens and markers.
+    let tokens = relay_demo::tokens(jwt_secret.expose());
+    let markers = relay_demo::seed_markers();
+    let users: Vec<User> = tokens
+        .iter()
+        .map(|(name, token)| User {
+            name: name.clone(),
+            token: Secret::new(token.clone()),
+        })
+        .collect();
+    let probe_users: Vec<ProbeUser> = tokens
+        .iter()
+        .filter_map(|(name, token)| {
+            let marker = markers.iter().find(|(u, _)| u == name)?.1.clone();
+            Some(ProbeUser {
+                name: name.clone(),
+                token: Secret::new(token.clone()),
+                marker: Secret::new(marker),
+            })
+        })
+        .collect();
+    let queries = relay_demo::seed_queries(16);
+
+    // Steady background traffic for the whole window: through the split, and pinned to the
+    // canary so its percentiles rest on enough samples.
+    let window = plan.window() + Duration::from_secs(10);
+    let background = |rate: f64, targeting: Targeting| {
+        let mut s = Scenario::runbook(proxy_url.clone(), users.clone());
+        s.queries = queries.clone();
+        s.body = Some(
+            r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 5000}"#
+                .to_owned(),
+        );
+        s.mode = Mode::OpenLoop(OpenLoop::new(rate, window, 64));
+        s.targeting = targeting;
+        s
+    };
+    let lb_traffic = background(args.background_rps, Targeting::Lb);
+    let canary_traffic = background(args.canary_rps, Targeting::Canary(CanaryRoute::PinHeader));
+    let traffic_tasks = [
+        tokio::spawn(async move {
+            let _ = canary_load::run_burst(&lb_traffic, None).await;
+        }),
+        tokio::spawn(async move {
+            let _ = canary_load::run_burst(&canary_traffic, None).await;
+        }),
+    ];
+
+    // The runbook's burst and probes, through the proxy like production.
+    let mut burst = Scenario::runbook(proxy_url.clone(), users.clone());
+    burst.queries = queries.clone();
+    burst.sample_rules = plan
+        .guardrails
+        .iter()
+        .filter_map(canary_load::SampleRule::for_guardrail)
+        .collect();
+    burst.canary_weight_percent = plan.steps.first().map(|s| f64::from(s.weight));
+    let mut probes = ProbeSpec::new(proxy_url.clone(), probe_users);
+    probes.canary = Some(CanaryRoute::PinHeader);
+
+    // Traffic: the embedded proxy's admin API, its lease renewed while the controller lives, its
+    // health checks turned into events.
+    let embedded = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
+        admin_url: format!("http://{proxy_admin}"),
+        token: proxy_token.expose().to_owned(),
+    })?);
+    let router: Arc<dyn TrafficRouter> = embedded.clone();
+    let (events_tx, events_rx) = mpsc::channel(16);
+    let background_tasks = vec![
+        lease_keeper(embedded.clone(), Duration::from_secs(3)),
+        health_watch(embedded.clone(), events_tx),
+    ];
+    let embedded_for_teardown = embedded.clone();
+
+    let signer = demo_signer(&args.state_dir)?;
+    let live_why =
+        "demo: no Grafana configured; the controller served the live dashboard".to_owned();
+    let alert_guardrails = plan.guardrails.clone();
+    let wiring = Wiring {
+        plan: plan.clone(),
+        guardrails,
+        router,
+        source,
+        delegates: Arc::new(LoadDelegates {
+            scenario: Some(burst),
+            probes: Some(probes),
+            notify: None,
+        }),
+        signer,
+        evidence_dir: args.evidence_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        cooldown,
+        config_sha256: template.sha256.clone(),
+        control_listen: "127.0.0.1:0".parse()?,
+        alert_token: None,
+        background: background_tasks,
+        setup: Box::new(move |_run_id, control_url| {
+            Box::pin(async move {
+                Ok((
+                    Dashboards::Live {
+                        url: format!("{control_url}/"),
+                        why: live_why,
+                    },
+                    Alerts::Engine {
+                        why: "demo: no Alertmanager configured; the engine evaluated every guardrail itself".into(),
+                        guardrails: alert_guardrails,
+                    },
+                ))
+            })
+        }),
+        events: Some(events_rx),
+        teardown: Some(Box::new(move || {
+            Box::pin(async move {
+                if let Err(e) = embedded_for_teardown.release_lease().await {
+                    tracing::warn!(error = %e, "cannot release the proxy lease");
+                }
+            })
+        })),
+    };
+    eprintln!(
+        "canary demo: baseline {baseline_url}, canary {canary_url}{}, proxy {proxy_url}; the 60-minute window runs in {:.0} s",
+        if faults.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", args.faults.join(", "))
+        },
+        plan.window().as_secs_f64()
+    );
+    let finished = run::execute(wiring, options).await;
+
+    for t in &traffic_tasks {
+        t.abort();
+    }
+    let _ = scrape_stop_tx.send(());
+    let _ = scrape_task.await;
+    // The lease was released by the run; stop the services.
+    drop((baseline, canary, proxy));
+    let finished = finished?;
+
+    let report = verify(&finished.bundle, None);
+    let verified = match &report {
+        Ok(_) => "verified".to_owned(),
+        Err(e) => format!("VERIFY FAILED: {e}"),
+    };
+    match args.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "run_id": finished.run_id,
+                "verdict": finished.verdict.name(),
+                "reasons": finished.verdict.reasons().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "authorised_by": finished.authorised_by,
+                "bundle": finished.bundle.display().to_string(),
+                "verified": report.is_ok(),
+                "decision_to_verified_ms": finished.decision_to_verified_ms,
+                "controller": controller_usage(),
+            })
+        ),
+        Format::Text => print_summary(
+            &finished.verdict,
+            &finished.bundle,
+            &finished.run_id,
+            &verified,
+        ),
+    }
+    Ok(finished.verdict.exit_code())
+}
+
+/// CPU time and peak memory of this process (the controller, with the demo's in-process load
+/// generator and metrics store), from /proc.
+fn controller_usage() -> serde_json::Value {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based); `rest` starts at field 3. Linux reports
+    // them in USER_HZ, which is 100 on every architecture Rust supports.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    serde_json::json!({
+        "cpu_seconds": cpu,
+        "peak_rss_mib": kib("VmHWM:").map(|k| k / 1024.0),
+    })
+}
+
+fn print_summary(verdict: &Verdict, bundle: &Path, run_id: &str, verified: &str) {
+    println!();
+    println!("  run        {run_id}");
+    println!("  verdict    {}", verdict.name());
+    for r in verdict.reasons() {
+        println!("  reason     {r}");
+    }
+    println!("  evidence   {} ({verified})", bundle.display());
+    println!(
+        "  decision   {}",
+        bundle.join("CANARY_DECISION_FINAL.txt").display()
+    );
+    println!("  report     {}", bundle.join("report.html").display());
+    println!("  verify     canary verify {}", bundle.display());
+}

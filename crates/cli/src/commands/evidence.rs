@@ -1,0 +1,128 @@
+//! `canary verify`, `canary keygen`, `canary history`: the evidence side of the CLI.
+
+use std::path::PathBuf;
+
+use canary_evidence::{History, generate_keypair, verify};
+
+use crate::commands::validate::load_config;
+use crate::config::Needs;
+use crate::output::Format;
+
+/// Check an evidence bundle: every artifact its outcome requires is present, no byte changed,
+/// the signature is valid (by the pinned key, if given), and the decision follows from the
+/// journal when it is replayed through the engine.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  canary verify canary-evidence/relay-20261126T101500Z-3f2a
+  canary verify DIR --key 6a1f...c3      the bundle must be signed by this public key
+
+Exit codes: 0 verified, 1 not (the reason names the file and the problem).")]
+pub struct VerifyArgs {
+    /// The bundle directory.
+    dir: PathBuf,
+    /// The signer's public key (64 hex characters) the bundle must carry.
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+pub fn verify_cmd(args: VerifyArgs) -> anyhow::Result<i32> {
+    match verify(&args.dir, args.key.as_deref()) {
+        Ok(report) => {
+            match args.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "dir": args.dir.display().to_string(), "report": format!("{report:?}")})
+                ),
+                Format::Text => println!("{}: verified\n{report:#?}", args.dir.display()),
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            match args.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "dir": args.dir.display().to_string(), "error": e.to_string()})
+                ),
+                Format::Text => eprintln!("{e}"),
+            }
+            Ok(1)
+        }
+    }
+}
+
+/// Make an Ed25519 key pair for signing evidence bundles. The secret goes to stdout once:
+/// store it as the variable [evidence] signing_key names (CANARY_SIGNING_KEY); publish the
+/// public key so anyone can `canary verify --key` your bundles.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  canary keygen >> .env.canary && chmod 600 .env.canary")]
+pub struct KeygenArgs {}
+
+pub fn keygen(_args: KeygenArgs) -> anyhow::Result<i32> {
+    let pair = generate_keypair()?;
+    println!("CANARY_SIGNING_KEY={}", pair.secret_hex.expose());
+    eprintln!(
+        "public key (publish it; `canary verify --key` checks against it): {}",
+        pair.public_hex
+    );
+    Ok(0)
+}
+
+/// Past runs of this configuration's state directory, newest first, and any active cooldown.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  canary history -c canary.toml --limit 10")]
+pub struct HistoryArgs {
+    #[arg(short, long, default_value = "canary.toml")]
+    config: PathBuf,
+    /// State directory, instead of the config's run.state_dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
+    let state_dir = match args.state_dir {
+        Some(d) => d,
+        None => load_config(&args.config, Needs::PLAN)?.state_dir,
+    };
+    let history = History::open(&state_dir)?;
+    let runs = history.list(args.limit)?;
+    match args.output {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "run_id": r.run_id,
+                        "service": r.service,
+                        "started": canary_evidence::stamp::rfc3339(r.started),
+                        "finished": r.finished.map(canary_evidence::stamp::rfc3339),
+                        "verdict": r.verdict,
+                        "reasons": r.reasons,
+                        "bundle": r.bundle.display().to_string(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Text => {
+            if runs.is_empty() {
+                println!("no runs recorded in {}", state_dir.display());
+            }
+            for r in &runs {
+                println!(
+                    "{}  {:<12} {:<13} {}",
+                    canary_evidence::stamp::rfc3339(r.started),
+                    r.service,
+                    r.verdict.as_deref().unwrap_or("(unfinished)"),
+                    r.run_id
+                );
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,105 @@
+//! `canary status`, `canary abort`, `canary approve`: talk to the running controller.
+
+use std::path::PathBuf;
+
+use crate::commands::validate::load_config;
+use crate::config::Needs;
+use crate::control::{ControlClient, ControlFile, operator};
+use crate::output::Format;
+
+/// Which run to talk to: the one of the config's service, found through its state directory.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The configuration of the running canary (for its service and state_dir).
+    #[arg(short, long, default_value = "canary.toml")]
+    config: PathBuf,
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<ControlClient> {
+        let config = load_config(&self.config, Needs::PLAN)?;
+        let file = ControlFile::read(&config.state_dir, &config.plan.service)?;
+        Ok(ControlClient::new(file))
+    }
+}
+
+/// Show the running canary: phase, time left, split, each guardrail against its threshold.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  canary status -c canary.toml\n  canary status -c canary.toml --output json"
+)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Roll the running canary back now (traffic to 0 % canary, verified), recording who and why.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  canary abort -c canary.toml --reason \"pager storm in eu-west\""
+)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Why; recorded in the evidence.
+    #[arg(long, default_value = "aborted by an operator")]
+    reason: String,
+}
+
+/// Approve the promotion a run is waiting for (approval = "manual", or on_inconclusive = "hold").
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  canary approve -c canary.toml")]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
+    let client = args.target.client()?;
+    let s = client.status().await?;
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Text => {
+            println!(
+                "run {} of {}: {} — T+{}s of {}s, canary weight {} %{}",
+                s["run_id"].as_str().unwrap_or("?"),
+                s["service"].as_str().unwrap_or("?"),
+                s["phase"].as_str().unwrap_or("?"),
+                s["elapsed_ms"].as_i64().unwrap_or(0) / 1000,
+                s["window_ms"].as_i64().unwrap_or(0) / 1000,
+                s["canary_weight"],
+                s["verdict"]
+                    .as_str()
+                    .map(|v| format!(", verdict {v}"))
+                    .unwrap_or_default()
+            );
+            for g in s["guardrails"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<14} {:<13} canary {:>10}  baseline {:>10}  must {}",
+                    g["name"].as_str().unwrap_or("?"),
+                    g["status"].as_str().unwrap_or("?"),
+                    g["canary"].to_string(),
+                    g["baseline"].to_string(),
+                    g["must"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn abort(args: AbortArgs) -> anyhow::Result<i32> {
+    let client = args.target.client()?;
+    let answer = client.abort(&operator(), &args.reason).await?;
+    eprintln!("run {}: {}", client.run_id(), answer.trim());
+    Ok(0)
+}
+
+pub async fn approve(args: ApproveArgs) -> anyhow::Result<i32> {
+    let client = args.target.client()?;
+    let answer = client.approve(&operator()).await?;
+    eprintln!("run {}: {}", client.run_id(), answer.trim());
+    Ok(0)
+}

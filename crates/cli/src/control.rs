@@ -1,0 +1,359 @@
+//! The running controller's local API: status for `canary status` and the live page, operator
+//! commands (`canary abort`, `canary approve`), and the Alertmanager webhook.
+//!
+//! Reads (`GET /`, `GET /api/status`) need no credential: they carry no secret and the server
+//! binds to loopback by default. Writes need the run's bearer token, which only the controller
+//! and the owner of the state directory (mode 600 file) know. The Alertmanager webhook takes its
+//! own token, so Alertmanager's credential cannot abort or approve.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Json, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use canary_core::Secret;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+/// What the API asks the runtime to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Abort {
+        by: String,
+        reason: String,
+    },
+    Approve {
+        by: String,
+    },
+    /// Alerts labelled with this run that Alertmanager reports firing.
+    Alert {
+        alert: String,
+        security: bool,
+    },
+}
+
+/// Where a running controller can be reached: written to the state directory for the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlFile {
+    pub run_id: String,
+    pub service: String,
+    pub url: String,
+    /// The operator token (the file is mode 600).
+    pub token: String,
+    pub pid: u32,
+}
+
+impl ControlFile {
+    /// `<state_dir>/active/<service>.json`.
+    pub fn path(state_dir: &Path, service: &str) -> PathBuf {
+        state_dir.join("active").join(format!("{service}.json"))
+    }
+
+    /// Writes the file readable by its owner only.
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = Self::path(state_dir, &self.service);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let text = serde_json::to_vec_pretty(self)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::io::Write::write_all(&mut f, &text)?;
+        Ok(path)
+    }
+
+    pub fn read(state_dir: &Path, service: &str) -> anyhow::Result<ControlFile> {
+        let path = Self::path(state_dir, service);
+        let text = std::fs::read(&path).with_context(|| {
+            format!(
+                "no running canary of {service} found ({} does not exist): is `canary run` running with this state_dir?",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a control file", path.display()))
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<serde_json::Value>,
+    operator_token: Arc<Secret>,
+    alert_token: Option<Arc<Secret>>,
+    run_id: Arc<str>,
+}
+
+/// A running control API.
+pub struct ControlServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the API on `listen`. Commands arrive on `commands`; `status` is what reads return.
+pub async fn start(
+    listen: SocketAddr,
+    run_id: &str,
+    operator_token: Secret,
+    alert_token: Option<Secret>,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<serde_json::Value>,
+) -> anyhow::Result<ControlServer> {
+    let state = AppState {
+        commands,
+        status,
+        operator_token: Arc::new(operator_token),
+        alert_token: alert_token.map(Arc::new),
+        run_id: Arc::from(run_id),
+    };
+    let app = Router::new()
+        .route("/", get(live_page))
+        .route("/api/status", get(status_handler))
+        .route("/api/abort", post(abort))
+        .route("/api/approve", post(approve))
+        .route("/api/alertmanager", post(alertmanager))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the control API"))?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "control API stopped");
+        }
+    });
+    Ok(ControlServer { addr, task })
+}
+
+fn authorised(headers: &HeaderMap, token: &Secret) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+}
+
+/// Compares without leaking, through timing, how much of the token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorised() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required: use `canary abort` / `canary approve` on this machine\n",
+    )
+        .into_response()
+}
+
+async fn status_handler(State(s): State<AppState>) -> Response {
+    let value = s.status.borrow().clone();
+    Json(value).into_response()
+}
+
+#[derive(Deserialize)]
+struct AbortBody {
+    by: String,
+    reason: String,
+}
+
+async fn abort(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<AbortBody>,
+) -> Response {
+    if !authorised(&headers, &s.operator_token) {
+        return unauthorised();
+    }
+    match s
+        .commands
+        .send(Command::Abort {
+            by: body.by,
+            reason: body.reason,
+        })
+        .await
+    {
+        Ok(()) => (StatusCode::ACCEPTED, "abort accepted: rolling back\n").into_response(),
+        Err(_) => (StatusCode::GONE, "the run has finished\n").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApproveBody {
+    by: String,
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ApproveBody>,
+) -> Response {
+    if !authorised(&headers, &s.operator_token) {
+        return unauthorised();
+    }
+    match s.commands.send(Command::Approve { by: body.by }).await {
+        Ok(()) => (StatusCode::ACCEPTED, "approval recorded\n").into_response(),
+        Err(_) => (StatusCode::GONE, "the run has finished\n").into_response(),
+    }
+}
+
+/// Alertmanager's webhook (payload version 4): firing alerts labelled `canary_run=<this run>`
+/// roll back; `action="security-rollback"` marks a security alert.
+async fn alertmanager(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match &s.alert_token {
+        Some(token) if !authorised(&headers, token) => return unauthorised(),
+        None if !authorised(&headers, &s.operator_token) => return unauthorised(),
+        _ => {}
+    }
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}\n")).into_response(),
+    };
+    let mut accepted = 0;
+    for alert in payload["alerts"].as_array().into_iter().flatten() {
+        let labels = &alert["labels"];
+        if alert["status"] != "firing" || labels["canary_run"].as_str() != Some(&*s.run_id) {
+            continue;
+        }
+        let name = labels["alertname"].as_str().unwrap_or("unnamed").to_owned();
+        let security = labels["action"].as_str() == Some("security-rollback");
+        if s.commands
+            .send(Command::Alert {
+                alert: name,
+                security,
+            })
+            .await
+            .is_ok()
+        {
+            accepted += 1;
+        }
+    }
+    (
+        StatusCode::OK,
+        format!("{accepted} firing alert(s) for this run\n"),
+    )
+        .into_response()
+}
+
+async fn live_page() -> Html<&'static str> {
+    Html(include_str!("live.html"))
+}
+
+/// A client of a running controller (`canary status|abort|approve`).
+pub struct ControlClient {
+    file: ControlFile,
+    http: reqwest::Client,
+}
+
+impl ControlClient {
+    pub fn new(file: ControlFile) -> Self {
+        ControlClient {
+            file,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.file.run_id
+    }
+
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .http
+            .get(format!("{}/api/status", self.file.url))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "the controller of run {} does not answer at {}",
+                    self.file.run_id, self.file.url
+                )
+            })?;
+        Ok(resp.error_for_status()?.json().await?)
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.file.url))
+            .bearer_auth(&self.file.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "the controller of run {} does not answer at {}",
+                    self.file.run_id, self.file.url
+                )
+            })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("the controller refused ({status}): {}", text.trim());
+        }
+        Ok(text)
+    }
+
+    pub async fn abort(&self, by: &str, reason: &str) -> anyhow::Result<String> {
+        self.post(
+            "/api/abort",
+            serde_json::json!({"by": by, "reason": reason}),
+        )
+        .await
+    }
+
+    pub async fn approve(&self, by: &str) -> anyhow::Result<String> {
+        self.post("/api/approve", serde_json::json!({"by": by}))
+            .await
+    }
+}
+
+/// `user@host` of whoever runs this command, for the evidence.
+pub fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}

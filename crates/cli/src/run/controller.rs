@@ -1,0 +1,696 @@
+//! The controller: drives the engine through a run on the wall clock and carries out its actions.
+//!
+//! One loop owns the engine. Everything else — evaluation rounds, the burst, probes, health
+//! checks, operator commands, Alertmanager callbacks, signals — runs as tasks that send a
+//! [`Message`]; the loop turns each into an engine input, journals it (fsynced) before applying
+//! it, and executes the actions that come out. A slow query therefore never delays an abort: the
+//! round's result is just another message.
+//!
+//! Traffic changes are applied and verified before the loop goes on. A rollback that cannot be
+//! verified is retried until it is, escalating at the highest severity — the controller does not
+//! exit while traffic may still be split.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, WeightChange};
+use canary_core::{ArmRole, Decision, Engine, Millis};
+use canary_evidence::durable::AppendLog;
+use canary_evidence::render::traffic::{FinalTraffic, TrafficChange, Verification};
+use canary_evidence::{Bundle, JournalWriter, RawQuery};
+use canary_providers::BoxFuture;
+use canary_providers::metrics::MetricSource;
+pub use canary_providers::notify::EventKind;
+use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::control::Command;
+use crate::observe::{ScopedGuardrail, observe};
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// What the load burst reports back.
+#[derive(Debug, Clone)]
+pub struct BurstOutcome {
+    pub total: u64,
+    pub successful: u64,
+    /// `CANARY_LOAD_SUMMARY_<ts>.json`'s content.
+    pub summary: serde_json::Value,
+}
+
+/// What one isolation-probe run reports back.
+#[derive(Debug, Clone)]
+pub struct ProbeOutcome {
+    pub pairs: u32,
+    pub leaks: Vec<(String, String, ArmRole)>,
+    /// This run's report, for `CANARY_ISOLATION_PROBES_<ts>.json`.
+    pub report: serde_json::Value,
+}
+
+/// The work the controller delegates, so the same loop drives production, the demo and tests.
+pub trait Delegates: Send + Sync {
+    /// Runs the burst, appending one transcript line per request to `transcript`.
+    fn burst(&self, transcript: AppendLog) -> BoxFuture<'static, anyhow::Result<BurstOutcome>>;
+    /// Runs one round of isolation probes against the canary.
+    fn probes(&self) -> BoxFuture<'static, anyhow::Result<ProbeOutcome>>;
+    /// Tells people (Slack, PagerDuty, email, webhooks). Never fails the run.
+    fn notify(
+        &self,
+        severity: Severity,
+        kind: EventKind,
+        message: String,
+    ) -> BoxFuture<'static, ()>;
+}
+
+/// An input for the loop, from one of its tasks.
+#[derive(Debug)]
+pub enum Message {
+    Round {
+        round: Millis,
+        readings: Vec<GuardrailReading>,
+        raw: Vec<RawQuery>,
+    },
+    Event(Event),
+    Burst(anyhow::Result<BurstOutcome>),
+    Probes(anyhow::Result<ProbeOutcome>),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub traffic: FinalTraffic,
+    /// From the decision (the trigger evaluated) to the final split verified on the load
+    /// balancer.
+    pub decision_to_verified_ms: Option<f64>,
+}
+
+/// A recent notification, for the live page and `canary status`.
+#[derive(Debug, Clone, Serialize)]
+struct RecentEvent {
+    elapsed_ms: i64,
+    severity: Severity,
+    message: String,
+}
+
+/// Everything the loop needs.
+pub struct Controller {
+    pub engine: Engine,
+    pub journal: JournalWriter,
+    pub bundle: Bundle,
+    pub router: Arc<dyn TrafficRouter>,
+    pub source: Arc<dyn MetricSource>,
+    pub guardrails: Arc<Vec<ScopedGuardrail>>,
+    pub delegates: Arc<dyn Delegates>,
+    pub retry: RetryPolicy,
+    /// Where the live status goes (the control API), once it is served.
+    pub status: Option<watch::Sender<serde_json::Value>>,
+    /// Messages from tasks; the controller keeps a sender to give new tasks.
+    pub messages: mpsc::Receiver<Message>,
+    pub sender: mpsc::Sender<Message>,
+    /// The canary weight the load balancer is at, as last verified.
+    pub weight: u8,
+    raw_rounds: HashMap<Millis, Vec<RawQuery>>,
+    recent: VecDeque<RecentEvent>,
+    final_traffic: Option<FinalTraffic>,
+    /// Time of the last input, so inputs never go back in time.
+    pub(crate) last_input: Millis,
+    probe_runs: Vec<serde_json::Value>,
+    /// When the engine decided, for the decision-to-verified-traffic figure.
+    decided: Option<std::time::Instant>,
+    /// Time from the decision to the final traffic change verified.
+    pub decision_to_verified_ms: Option<f64>,
+}
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Engine,
+        journal: JournalWriter,
+        bundle: Bundle,
+        router: Arc<dyn TrafficRouter>,
+        source: Arc<dyn MetricSource>,
+        guardrails: Vec<ScopedGuardrail>,
+        delegates: Arc<dyn Delegates>,
+        weight: u8,
+    ) -> Controller {
+        let (sender, messages) = mpsc::channel(1024);
+        Controller {
+            engine,
+            journal,
+            bundle,
+            router,
+            source,
+            guardrails: Arc::new(guardrails),
+            delegates,
+            retry: RetryPolicy::default(),
+            status: None,
+            messages,
+            sender,
+            weight,
+            raw_rounds: HashMap::new(),
+            recent: VecDeque::new(),
+            final_traffic: None,
+            last_input: 0,
+            probe_runs: Vec::new(),
+            decided: None,
+            decision_to_verified_ms: None,
+        }
+    }
+
+    /// Journals `input`, applies it, and returns the engine's actions.
+    pub(crate) fn feed(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
+        self.journal
+            .append(&input)
+            .context("cannot append to the journal: refusing to act on an unrecorded input")?;
+        let actions = self.engine.apply(&input)?;
+        Ok(actions)
+    }
+
+    /// Starts the run at `at` (or continues a resumed one with `resume_actions`) and drives it to
+    /// a decision with the final traffic applied.
+    pub async fn drive(
+        mut self,
+        first: Vec<Action>,
+        mut commands: mpsc::Receiver<Command>,
+        mut signals: mpsc::Receiver<String>,
+    ) -> anyhow::Result<(Outcome, Bundle, JournalWriter)> {
+        let mut queue: VecDeque<Action> = first.into();
+        loop {
+            while let Some(action) = queue.pop_front() {
+                let more = self.execute(action).await?;
+                queue.extend(more);
+            }
+            self.publish_status();
+            if self.engine.is_decided() {
+                break;
+            }
+            let wake = self.engine.next_wakeup();
+            let sleep = match wake {
+                Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64),
+                None => Duration::from_secs(3600),
+            };
+            enum Incoming {
+                Tick,
+                Message(Message),
+                Command(Command),
+                Signal(String),
+            }
+            let incoming = tokio::select! {
+                _ = tokio::time::sleep(sleep) => Incoming::Tick,
+                Some(message) = self.messages.recv() => Incoming::Message(message),
+                Some(c) = commands.recv() => Incoming::Command(c),
+                Some(signal) = signals.recv() => Incoming::Signal(signal),
+            };
+            // The wall clock may step back (NTP); the engine's time must not.
+            let at = now_ms().max(self.last_input);
+            self.last_input = at;
+            let input = match incoming {
+                Incoming::Tick => Input::Tick { at },
+                Incoming::Message(Message::Round {
+                    round,
+                    readings,
+                    raw,
+                }) => {
+                    self.raw_rounds.insert(round, raw);
+                    Input::Observations {
+                        at,
+                        round,
+                        readings,
+                    }
+                }
+                Incoming::Message(Message::Event(event)) => Input::Event { at, event },
+                Incoming::Message(Message::Burst(result)) => {
+                    let event = self.burst_done(result)?;
+                    Input::Event { at, event }
+                }
+                Incoming::Message(Message::Probes(result)) => {
+                    let events = self.probes_done(result)?;
+                    // Leaks first: each is a security rollback on its own.
+                    let mut last = None;
+                    for event in events {
+                        if let Some(previous) = last.replace(event) {
+                            let actions = self.feed(Input::Event {
+                                at,
+                                event: previous,
+                            })?;
+                            queue.extend(actions);
+                        }
+                    }
+                    match last {
+                        Some(event) => Input::Event { at, event },
+                        None => continue,
+                    }
+                }
+                Incoming::Command(c) => Input::Event {
+                    at,
+                    event: command_event(c),
+                },
+                Incoming::Signal(signal) => Input::Event {
+                    at,
+                    event: Event::Signal { signal },
+                },
+            };
+            let actions = self.feed(input)?;
+            queue.extend(actions);
+        }
+        let decision = self
+            .engine
+            .decision()
+            .cloned()
+            .context("the engine stopped without a decision")?;
+        let traffic = self.final_traffic.clone().unwrap_or(FinalTraffic {
+            canary_percent: self.weight,
+            verification: Verification::NotChecked {
+                why: "no final traffic change was made".into(),
+            },
+        });
+        Ok((
+            Outcome {
+                decision,
+                traffic,
+                decision_to_verified_ms: self.decision_to_verified_ms,
+            },
+            self.bundle,
+            self.journal,
+        ))
+    }
+
+    /// Carries out one action; returns actions caused by inputs it produced itself (traffic
+    /// failures).
+    async fn execute(&mut self, action: Action) -> anyhow::Result<Vec<Action>> {
+        match action {
+            Action::SetWeight { canary, change } => return self.set_weight(canary, change).await,
+            Action::Evaluate { round } => {
+                let source = self.source.clone();
+                let guardrails = self.guardrails.clone();
+                let sender = self.sender.clone();
+                tokio::spawn(async move {
+                    let result = observe(source.as_ref(), &guardrails, round).await;
+                    let raw = result
+                        .raw
+                        .into_iter()
+                        .map(|r| RawQuery {
+                            guardrail: r.guardrail,
+                            arm: r.arm,
+                            query: r.query,
+                            response: match r.result {
+                                Ok(v) => serde_json::json!({
+                                    "status": "success",
+                                    "data": canary_promql::value::QueryData(v),
+                                }),
+                                Err(e) => serde_json::json!({"status": "error", "error": e}),
+                            },
+                        })
+                        .collect();
+                    let _ = sender
+                        .send(Message::Round {
+                            round,
+                            readings: result.readings,
+                            raw,
+                        })
+                        .await;
+                });
+            }
+            Action::CheckLog { round, guardrails } => {
+                self.bundle.append_check(round, &guardrails)?;
+                let lines: Vec<String> = guardrails.iter().map(|g| g.check_line()).collect();
+                let elapsed = round - self.bundle.started();
+                let message = format!(
+                    "check at T+{}:\n{}",
+                    canary_core::duration::Human(Duration::from_millis(elapsed.max(0) as u64)),
+                    lines.join("\n")
+                );
+                tracing::info!(target: "canary", "{message}");
+                tokio::spawn(
+                    self.delegates
+                        .notify(Severity::Info, EventKind::Check, message),
+                );
+                // Keep only rounds a snapshot may still need.
+                self.raw_rounds.retain(|r, _| *r >= round);
+            }
+            Action::Snapshot {
+                label,
+                round,
+                guardrails,
+            } => {
+                let raw = self.raw_rounds.get(&round).cloned().unwrap_or_default();
+                let note = raw.is_empty().then_some(
+                    "the raw results of this round were not kept (controller restarted)",
+                );
+                self.bundle
+                    .write_snapshot(&canary_evidence::render::snapshot::Snapshot {
+                        label: &label,
+                        round,
+                        guardrails: &guardrails,
+                        raw: &raw,
+                        note,
+                    })?;
+                tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
+            }
+            Action::StartBurst => {
+                let transcript = self.bundle.burst_transcript()?;
+                let task = self.delegates.burst(transcript);
+                let sender = self.sender.clone();
+                tracing::info!(target: "canary", "load burst started");
+                tokio::spawn(async move {
+                    let _ = sender.send(Message::Burst(task.await)).await;
+                });
+            }
+            Action::RunProbes => {
+                let task = self.delegates.probes();
+                let sender = self.sender.clone();
+                tokio::spawn(async move {
+                    let _ = sender.send(Message::Probes(task.await)).await;
+                });
+            }
+            Action::Notify { severity, message } => {
+                let kind = match severity {
+                    Severity::Info if message.starts_with("canary of") => EventKind::Start,
+                    Severity::Info => EventKind::Check,
+                    Severity::Warning => EventKind::Breach,
+                    Severity::Critical | Severity::Page => EventKind::Rollback,
+                };
+                let kind = if self.engine.is_decided() {
+                    EventKind::Decision
+                } else {
+                    kind
+                };
+                match severity {
+                    Severity::Info => tracing::info!(target: "canary", "{message}"),
+                    Severity::Warning => tracing::warn!(target: "canary", "{message}"),
+                    Severity::Critical | Severity::Page => {
+                        tracing::error!(target: "canary", "{message}")
+                    }
+                }
+                let elapsed_ms = now_ms() - self.bundle.started();
+                self.recent.push_back(RecentEvent {
+                    elapsed_ms,
+                    severity,
+                    message: message.clone(),
+                });
+                while self.recent.len() > 50 {
+                    self.recent.pop_front();
+                }
+                tokio::spawn(self.delegates.notify(severity, kind, message));
+            }
+            Action::AwaitApproval { deadline, reason } => {
+                let left = Duration::from_millis((deadline - now_ms()).max(0) as u64);
+                tracing::warn!(
+                    target: "canary",
+                    "waiting for an operator ({reason}): `canary approve` or `canary abort` within {}",
+                    canary_core::duration::Human(left)
+                );
+            }
+            Action::Decide(decision) => {
+                self.decided = Some(std::time::Instant::now());
+                tracing::info!(
+                    target: "canary",
+                    verdict = decision.verdict.name(),
+                    by = %decision.authorised_by,
+                    "decision"
+                );
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Records the burst's summary and turns its result into the engine's event. A burst that
+    /// could not run counts as 0 of 0 (below any bar), with the reason in the summary.
+    fn burst_done(&mut self, result: anyhow::Result<BurstOutcome>) -> anyhow::Result<Event> {
+        Ok(match result {
+            Ok(o) => {
+                self.bundle.write_load_summary(&o.summary)?;
+                tracing::info!(target: "canary", total = o.total, successful = o.successful, "load burst finished");
+                Event::BurstCompleted {
+                    total: o.total,
+                    successful: o.successful,
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::error!(target: "canary", error = %why, "the load burst failed");
+                self.bundle.write_load_summary(&serde_json::json!({
+                    "total_queries": 0,
+                    "successful": 0,
+                    "failed": 0,
+                    "error": why,
+                }))?;
+                Event::BurstCompleted {
+                    total: 0,
+                    successful: 0,
+                }
+            }
+        })
+    }
+
+    /// Records a probe run and returns its events: one per leak, then `ProbesCompleted`.
+    fn probes_done(&mut self, result: anyhow::Result<ProbeOutcome>) -> anyhow::Result<Vec<Event>> {
+        match result {
+            Ok(o) => {
+                self.probe_runs.push(o.report.clone());
+                self.bundle
+                    .write_probe_report(&serde_json::json!({ "runs": self.probe_runs }))?;
+                let mut events: Vec<Event> = o
+                    .leaks
+                    .iter()
+                    .map(|(observer, owner, arm)| Event::IsolationLeak {
+                        observer: observer.clone(),
+                        owner: owner.clone(),
+                        arm: *arm,
+                    })
+                    .collect();
+                events.push(Event::ProbesCompleted {
+                    pairs: o.pairs,
+                    leaks: o.leaks.len() as u32,
+                });
+                Ok(events)
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::error!(target: "canary", error = %why, "isolation probes failed");
+                self.probe_runs.push(serde_json::json!({ "error": why }));
+                self.bundle
+                    .write_probe_report(&serde_json::json!({ "runs": self.probe_runs }))?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Applies a weight through the provider and verifies it. A failed step or promotion becomes a
+    /// `TrafficFailed` event (which rolls back); a failed rollback is retried until verified.
+    async fn set_weight(
+        &mut self,
+        canary: u8,
+        change: WeightChange,
+    ) -> anyhow::Result<Vec<Action>> {
+        let before = self
+            .router
+            .describe()
+            .await
+            .unwrap_or_else(|e| format!("(could not describe the load balancer: {e})"));
+        let from = self.weight;
+        let why = match change {
+            WeightChange::Step { index } => format!("step {}", index + 1),
+            WeightChange::Promote => "promote".to_owned(),
+            WeightChange::Rollback => "rollback".to_owned(),
+        };
+        let applied_at = now_ms();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match set_verified(self.router.as_ref(), canary, &self.retry).await {
+                Ok(split) => {
+                    self.weight = canary;
+                    let after =
+                        self.router.describe().await.unwrap_or_else(|e| {
+                            format!("(could not describe the load balancer: {e})")
+                        });
+                    let verification = Verification::Verified {
+                        at: now_ms(),
+                        observed: split.to_string(),
+                    };
+                    self.record_change(
+                        from,
+                        canary,
+                        &why,
+                        before,
+                        after,
+                        applied_at,
+                        verification.clone(),
+                    )?;
+                    tracing::info!(target: "canary", provider = self.router.name(), "traffic: {split} ({why}), verified");
+                    if matches!(change, WeightChange::Promote | WeightChange::Rollback) {
+                        if let Some(decided) = self.decided {
+                            let ms = decided.elapsed().as_secs_f64() * 1000.0;
+                            self.decision_to_verified_ms = Some(ms);
+                            tracing::info!(target: "canary", decision_to_verified_ms = ms, "final traffic verified {ms:.1} ms after the decision");
+                        }
+                        self.final_traffic = Some(FinalTraffic {
+                            canary_percent: canary,
+                            verification,
+                        });
+                    }
+                    return Ok(Vec::new());
+                }
+                Err(e) => {
+                    let detail = e.to_string();
+                    tracing::error!(target: "canary", attempt, "traffic change to {canary} % failed: {detail}");
+                    match change {
+                        WeightChange::Rollback => {
+                            // Never give up on a rollback: escalate and keep trying.
+                            if attempt == 1 || attempt.is_multiple_of(5) {
+                                tokio::spawn(self.delegates.notify(
+                                    Severity::Page,
+                                    EventKind::Rollback,
+                                    format!(
+                                        "ROLLBACK NOT VERIFIED after {attempt} attempt(s): {detail}. Traffic may still reach the canary; canary keeps retrying — check the load balancer now."
+                                    ),
+                                ));
+                            }
+                            if attempt == 1 {
+                                let after = self.router.describe().await.unwrap_or_default();
+                                self.record_change(
+                                    from,
+                                    canary,
+                                    &why,
+                                    before.clone(),
+                                    after,
+                                    applied_at,
+                                    Verification::Failed {
+                                        at: now_ms(),
+                                        detail: detail.clone(),
+                                    },
+                                )?;
+                            }
+                            let pause = self.retry.backoff(attempt).max(Duration::from_millis(500));
+                            tokio::time::sleep(pause).await;
+                        }
+                        WeightChange::Promote => {
+                            // Promotion failed: the decision stands, traffic goes back to the
+                            // baseline rather than staying split.
+                            let after = self.router.describe().await.unwrap_or_default();
+                            self.record_change(
+                                from,
+                                canary,
+                                &why,
+                                before,
+                                after,
+                                applied_at,
+                                Verification::Failed {
+                                    at: now_ms(),
+                                    detail: detail.clone(),
+                                },
+                            )?;
+                            tokio::spawn(self.delegates.notify(
+                                Severity::Page,
+                                EventKind::Rollback,
+                                format!("promotion to 100 % failed ({detail}); returning traffic to the baseline"),
+                            ));
+                            return Box::pin(self.set_weight(0, WeightChange::Rollback)).await;
+                        }
+                        WeightChange::Step { .. } => {
+                            let after = self.router.describe().await.unwrap_or_default();
+                            self.record_change(
+                                from,
+                                canary,
+                                &why,
+                                before,
+                                after,
+                                applied_at,
+                                Verification::Failed {
+                                    at: now_ms(),
+                                    detail: detail.clone(),
+                                },
+                            )?;
+                            let at = now_ms().max(self.last_input);
+                            self.last_input = at;
+                            return self.feed(Input::Event {
+                                at,
+                                event: Event::TrafficFailed { detail },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_change(
+        &self,
+        from: u8,
+        to: u8,
+        why: &str,
+        before: String,
+        after: String,
+        applied_at: Millis,
+        verification: Verification,
+    ) -> anyhow::Result<()> {
+        self.bundle.record_traffic_change(&TrafficChange {
+            provider: self.router.name().to_owned(),
+            from_percent: from,
+            to_percent: to,
+            why: why.to_owned(),
+            before,
+            after,
+            applied_at,
+            verification,
+        })?;
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let s = self.engine.status();
+        let plan = self.engine.plan();
+        let guardrails: Vec<serde_json::Value> = s
+            .guardrails
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name,
+                    "status": g.status.label(),
+                    "canary": g.canary.as_ref().and_then(|r| r.as_value()).filter(|v| v.is_finite()),
+                    "baseline": g.baseline.as_ref().and_then(|r| r.as_value()).filter(|v| v.is_finite()),
+                    "must": g.must.to_string(),
+                    "threshold": g.must.value,
+                    "on_breach": g.on_breach.as_str(),
+                })
+            })
+            .collect();
+        let decision = self.engine.decision();
+        let value = serde_json::json!({
+            "run_id": self.bundle.run_id(),
+            "service": plan.service,
+            "phase": s.phase,
+            "elapsed_ms": s.elapsed_ms,
+            "window_ms": s.window_ms,
+            "canary_weight": self.weight,
+            "round": self.engine.status().elapsed_ms / plan.evaluation_interval.as_millis().max(1) as i64,
+            "verdict": s.verdict,
+            "reasons": decision.map(|d| d.verdict.reasons().iter().map(ToString::to_string).collect::<Vec<_>>()),
+            "guardrails": guardrails,
+            "events": self.recent,
+            "bundle": self.bundle.dir().display().to_string(),
+        });
+        if let Some(status) = &self.status {
+            let _ = status.send(value);
+        }
+    }
+}
+
+fn command_event(c: Command) -> Event {
+    match c {
+        Command::Abort { by, reason } => Event::Abort { by, reason },
+        Command::Approve { by } => Event::Approve { by },
+        Command::Alert { alert, security } => Event::AlertFired { alert, security },
+    }
+}

@@ -1,0 +1,449 @@
+//! `canary run` — and everything that runs a canary the same way (`demo`, `resume`): preflight,
+//! the evidence bundle, the control API, the controller loop, sealing, history.
+
+pub mod controller;
+pub mod delegates;
+pub mod wiring;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use canary_core::engine::{Action, Input};
+use canary_core::{Engine, Millis, Plan, Secret, Verdict};
+use canary_evidence::history::{Override, RunStart};
+use canary_evidence::render::alerts::Alerts;
+use canary_evidence::render::dashboards::Dashboards;
+use canary_evidence::{Bundle, History, JournalWriter, Seal, Signer};
+use canary_providers::metrics::MetricSource;
+use canary_providers::traffic::TrafficRouter;
+use tokio::sync::{mpsc, watch};
+
+use crate::control::{self, ControlFile};
+use crate::observe::ScopedGuardrail;
+use controller::{Controller, Delegates, now_ms};
+
+/// Everything a run needs, built from a configuration (production) or by the demo.
+pub struct Wiring {
+    pub plan: Plan,
+    pub guardrails: Vec<ScopedGuardrail>,
+    pub router: Arc<dyn TrafficRouter>,
+    pub source: Arc<dyn MetricSource>,
+    pub delegates: Arc<dyn Delegates>,
+    pub signer: Signer,
+    pub evidence_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub cooldown: Duration,
+    pub config_sha256: String,
+    /// Where the control API listens (port 0: any).
+    pub control_listen: SocketAddr,
+    /// The Alertmanager webhook's token, when Alertmanager calls back.
+    pub alert_token: Option<Secret>,
+    /// Background tasks tied to the run (lease renewal, health checks, scraping); aborted at
+    /// the end.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    /// Arms dashboards and alerts once the run id and the control API exist; what it returns is
+    /// written to the bundle (`CANARY_DASHBOARDS_<ts>.txt`, `CANARY_ALERTS_<ts>.txt`).
+    pub setup: Setup,
+    /// Sends events (arm health, ...) into the run; given to the wiring's background tasks.
+    pub events: Option<mpsc::Receiver<canary_core::Event>>,
+    /// Runs once the final traffic change is verified (e.g. release the proxy's lease, so the
+    /// dead man's switch does not undo a promotion).
+    pub teardown: Option<Teardown>,
+}
+
+/// Given the run id and the control API's URL, pushes dashboards and arms alerts; says where.
+pub type Setup = Box<
+    dyn FnOnce(
+            String,
+            String,
+        )
+            -> canary_providers::BoxFuture<'static, anyhow::Result<(Dashboards, Alerts)>>
+        + Send,
+>;
+
+/// Undoes what the run armed (rules, leases) once its final traffic change is verified.
+pub type Teardown = Box<dyn FnOnce() -> canary_providers::BoxFuture<'static, ()> + Send>;
+
+/// Options of `canary run` that are not configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run even though a cooldown is active; the reason is recorded.
+    pub override_cooldown: Option<String>,
+    /// Commit the sealed bundle to this git repository.
+    pub commit: Option<PathBuf>,
+}
+
+/// How a run ended, for the caller's summary.
+pub struct Finished {
+    pub run_id: String,
+    pub verdict: Verdict,
+    pub bundle: PathBuf,
+    pub authorised_by: String,
+    /// From the decision to the final split verified on the load balancer.
+    pub decision_to_verified_ms: Option<f64>,
+}
+
+/// `<service>-<stamp>-<4 hex>`: sortable, unique, safe as a directory name.
+pub fn new_run_id(service: &str, started: Millis) -> String {
+    let stamp = canary_evidence::stamp::run_stamp(started).unwrap_or_else(|| started.to_string());
+    let mut bytes = [0u8; 2];
+    let _ = getrandom(&mut bytes);
+    let service: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{service}-{stamp}-{}", hex::encode(bytes))
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+/// A random bearer token for the control API.
+pub fn random_token() -> Secret {
+    let mut bytes = [0u8; 24];
+    if getrandom(&mut bytes).is_err() {
+        // Fall back to time-derived entropy only if /dev/urandom is unavailable.
+        let t = now_ms().to_le_bytes();
+        bytes[..8].copy_from_slice(&t);
+    }
+    Secret::new(hex::encode(bytes))
+}
+
+/// Runs a canary from T+0 to a sealed, signed bundle. Preflight must have passed.
+pub async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished> {
+    let plan = wiring.plan.clone();
+    let history = History::open(&wiring.state_dir)?;
+    let started = now_ms();
+    let active = check_cooldown(&history, &plan.service, wiring.cooldown, &options)?;
+
+    let run_id = new_run_id(&plan.service, started);
+    let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
+    let journal = bundle.create_journal(&plan)?;
+    history.record_start(&RunStart {
+        run_id: run_id.clone(),
+        service: plan.service.clone(),
+        started,
+        bundle: bundle.dir().to_path_buf(),
+        cooldown_override: match (&options.override_cooldown, &active) {
+            (Some(reason), Some(active)) => Some(Override {
+                reason: format!("{reason} (by {})", control::operator()),
+                overridden_run: active.run_id.clone(),
+            }),
+            _ => None,
+        },
+    })?;
+    let engine = Engine::new(plan.clone())?;
+    let controller = Controller::new(
+        engine,
+        journal,
+        bundle,
+        wiring.router.clone(),
+        wiring.source.clone(),
+        wiring.guardrails.clone(),
+        wiring.delegates.clone(),
+        0,
+    );
+    let cooldown_override = active.as_ref().and(options.override_cooldown.clone());
+    drive_to_end(
+        wiring,
+        controller,
+        Start::Fresh(Input::Start { at: started }),
+        history,
+        options.commit,
+        cooldown_override,
+    )
+    .await
+}
+
+/// A run rebuilt from its journal (`canary resume`).
+pub struct Resumed {
+    pub engine: Engine,
+    pub bundle: Bundle,
+    pub journal: JournalWriter,
+    /// Time of the last journaled input.
+    pub last_input: Millis,
+    /// The canary weight the load balancer reports now (the lease may have reset it).
+    pub current_weight: u8,
+    /// The burst was started and never reported: run it again.
+    pub rerun_burst: bool,
+    /// A probe run was asked for and never reported: run one again.
+    pub rerun_probes: bool,
+    /// The window ended while the controller was down: roll back.
+    pub past_window: bool,
+}
+
+/// Continues a resumed run to its sealed bundle.
+pub async fn resume(wiring: Wiring, r: Resumed) -> anyhow::Result<Finished> {
+    let history = History::open(&wiring.state_dir)?;
+    let status = r.engine.status();
+    let mut first = Vec::new();
+    if !r.past_window {
+        // Put the split back where the engine has it; a failure rolls back.
+        first.push(Action::SetWeight {
+            canary: status.canary_weight,
+            change: canary_core::engine::WeightChange::Step { index: status.step },
+        });
+        if let Some(round) = r.engine.pending_round() {
+            first.push(Action::Evaluate { round });
+        }
+        if r.rerun_burst {
+            first.push(Action::StartBurst);
+        }
+        if r.rerun_probes {
+            first.push(Action::RunProbes);
+        }
+    }
+    let mut controller = Controller::new(
+        r.engine,
+        r.journal,
+        r.bundle,
+        wiring.router.clone(),
+        wiring.source.clone(),
+        wiring.guardrails.clone(),
+        wiring.delegates.clone(),
+        r.current_weight,
+    );
+    controller.last_input = r.last_input;
+    let start = if r.past_window {
+        Start::Input(Input::Event {
+            at: now_ms().max(r.last_input),
+            event: canary_core::Event::Abort {
+                by: "canary resume".into(),
+                reason: "the controller was down past the end of the window".into(),
+            },
+        })
+    } else {
+        Start::Actions(first)
+    };
+    drive_to_end(wiring, controller, start, history, None, None).await
+}
+
+/// How the controller loop begins.
+enum Start {
+    /// A new run: journal and apply its `Start` input; write the setup artifacts.
+    Fresh(Input),
+    /// A resumed run: journal and apply this input first.
+    Input(Input),
+    /// A resumed run: carry out these actions first.
+    Actions(Vec<Action>),
+}
+
+/// Serves the control API, drives the controller to its decision, seals the bundle, records the
+/// run in the history.
+async fn drive_to_end(
+    mut wiring: Wiring,
+    mut controller: Controller,
+    start: Start,
+    history: History,
+    commit: Option<PathBuf>,
+    cooldown_override: Option<String>,
+) -> anyhow::Result<Finished> {
+    let run_id = controller.bundle.run_id().to_owned();
+    let service = wiring.plan.service.clone();
+    // The control API: status for people, abort/approve for operators, Alertmanager's callback.
+    let (status_tx, status_rx) =
+        watch::channel(serde_json::json!({"run_id": run_id, "phase": "starting"}));
+    let status_line = crate::terminal::interactive()
+        .then(|| crate::terminal::spawn_status_line(status_tx.subscribe()));
+    controller.status = Some(status_tx);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let token = random_token();
+    let server = control::start(
+        wiring.control_listen,
+        &run_id,
+        token.clone(),
+        wiring.alert_token.take(),
+        commands_tx,
+        status_rx,
+    )
+    .await?;
+    let control_file = ControlFile {
+        run_id: run_id.clone(),
+        service,
+        url: server.url(),
+        token: token.expose().to_owned(),
+        pid: std::process::id(),
+    };
+    let control_path = control_file.write(&wiring.state_dir)?;
+    eprintln!(
+        "canary: run {run_id} — live dashboard {}/ — evidence {}",
+        server.url(),
+        controller.bundle.dir().display()
+    );
+    // Events from the wiring's background tasks (arm health) join the controller's messages.
+    if let Some(mut events) = wiring.events.take() {
+        let sender = controller.sender.clone();
+        wiring.background.push(tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if sender.send(controller::Message::Event(e)).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let first = match start {
+        Start::Fresh(input) => {
+            let setup = std::mem::replace(
+                &mut wiring.setup,
+                Box::new(|_, _| Box::pin(async { anyhow::bail!("setup ran twice") })),
+            );
+            let (dashboards, alerts) = setup(run_id.clone(), server.url()).await?;
+            controller.bundle.write_dashboards(&dashboards)?;
+            controller.bundle.write_alerts(&alerts)?;
+            controller.start(input)?
+        }
+        Start::Input(input) => controller.feed(input)?,
+        Start::Actions(actions) => actions,
+    };
+    let signals = spawn_signal_listener();
+    let result = controller.drive(first, commands_rx, signals).await;
+    if let Some(task) = status_line {
+        task.abort();
+        crate::terminal::clear();
+    }
+    if let Some(teardown) = wiring.teardown.take() {
+        teardown().await;
+    }
+    for task in &wiring.background {
+        task.abort();
+    }
+    drop(server);
+    let _ = std::fs::remove_file(&control_path);
+    let (outcome, bundle, journal) = result?;
+
+    let sealed = bundle.seal(
+        journal,
+        &Seal {
+            config_sha256: &wiring.config_sha256,
+            finished: now_ms(),
+            traffic: &outcome.traffic,
+            cooldown_override: cooldown_override.as_deref(),
+            signer: &wiring.signer,
+        },
+    )?;
+    history.record_finish(&run_id, now_ms(), &outcome.decision.verdict)?;
+    if let Some(repo) = &commit {
+        commit_bundle(repo, &sealed.dir, &run_id, &outcome.decision.verdict)?;
+    }
+    Ok(Finished {
+        run_id,
+        verdict: outcome.decision.verdict,
+        bundle: sealed.dir,
+        authorised_by: outcome.decision.authorised_by,
+        decision_to_verified_ms: outcome.decision_to_verified_ms,
+    })
+}
+
+/// Refuses a run while the service's cooldown after a rollback is active, unless overridden
+/// (the override is logged here and recorded in the evidence by the caller).
+pub fn check_cooldown(
+    history: &History,
+    service: &str,
+    cooldown: Duration,
+    options: &RunOptions,
+) -> anyhow::Result<Option<canary_evidence::Cooldown>> {
+    let active = history.cooldown_active(service, now_ms(), cooldown)?;
+    if let Some(active) = &active {
+        match &options.override_cooldown {
+            Some(reason) => tracing::warn!(
+                target: "canary",
+                "cooldown after run {} active until {}; overridden: {reason}",
+                active.run_id,
+                canary_evidence::stamp::rfc3339(active.until)
+            ),
+            None => bail!(
+                "{service} is in its cooldown after the {} of run {} until {}: fix the cause and wait, or pass --override-cooldown --reason \"...\" (recorded in the evidence)",
+                active.verdict,
+                active.run_id,
+                canary_evidence::stamp::rfc3339(active.until)
+            ),
+        }
+    }
+    Ok(active)
+}
+
+/// SIGINT / SIGTERM become `Signal` events: the run rolls back, verifies, and writes its
+/// evidence before exiting.
+fn spawn_signal_listener() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                tracing::error!("cannot listen for SIGINT/SIGTERM");
+                return;
+            };
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::warn!(target: "canary", "{name}: rolling back before exiting");
+                if tx.send(name.to_owned()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// `git add` + `git commit` of the sealed bundle (the runbook: "Evidence bundle committed to
+/// repo").
+fn commit_bundle(
+    repo: &std::path::Path,
+    dir: &std::path::Path,
+    run_id: &str,
+    verdict: &Verdict,
+) -> anyhow::Result<()> {
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .output()
+            .context("cannot run git")?;
+        if !out.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let dir = dir.canonicalize()?;
+    let dir_str = dir.to_string_lossy();
+    git(&["add", "--", &dir_str])?;
+    git(&[
+        "commit",
+        "-m",
+        &format!("canary evidence: {run_id} {}", verdict.name()),
+        "--",
+        &dir_str,
+    ])?;
+    Ok(())
+}
+
+impl Controller {
+    /// Journals and applies the run's first input.
+    pub fn start(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
+        self.last_input = input.at();
+        self.feed(input)
+    }
+}

@@ -1,0 +1,135 @@
+//! The terminal while a run is going: on a TTY, one status line kept at the bottom and updated
+//! in place (phase, time, split, each guardrail against its threshold), with log lines scrolling
+//! above it; otherwise plain log lines only.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The status line currently shown, if any.
+static STATUS: Mutex<Option<String>> = Mutex::new(None);
+
+/// Whether stderr can carry an in-place status line.
+pub fn interactive() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// A `tracing` writer that keeps the status line below the log lines it writes.
+pub struct StatusAwareStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StatusAwareStderr {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(Vec::new())
+    }
+}
+
+/// Buffers one log event and writes it above the status line on drop.
+pub struct LineWriter(Vec<u8>);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let status = STATUS.lock().map(|s| s.clone()).unwrap_or(None);
+        let mut err = std::io::stderr().lock();
+        match status {
+            Some(line) => {
+                let _ = err.write_all(b"\r\x1b[2K");
+                let _ = err.write_all(&self.0);
+                let _ = err.write_all(line.as_bytes());
+            }
+            None => {
+                let _ = err.write_all(&self.0);
+            }
+        }
+        let _ = err.flush();
+    }
+}
+
+/// One line from the controller's status JSON.
+pub fn status_line(s: &serde_json::Value) -> String {
+    let secs = |ms: &serde_json::Value| ms.as_i64().unwrap_or(0).max(0) / 1000;
+    let mut line = format!(
+        "{} T+{}s/{}s canary {}%",
+        s["phase"].as_str().unwrap_or("?"),
+        secs(&s["elapsed_ms"]),
+        secs(&s["window_ms"]),
+        s["canary_weight"]
+    );
+    for g in s["guardrails"].as_array().into_iter().flatten() {
+        let mark = match g["status"].as_str() {
+            Some("PASS") => "✓",
+            Some("FAIL") => "✗",
+            _ => "?",
+        };
+        let value = g["canary"]
+            .as_f64()
+            .map_or("-".to_owned(), canary_core::verdict::fmt_value);
+        line.push_str(&format!(
+            " | {} {} {value} {}",
+            mark,
+            g["name"].as_str().unwrap_or("?"),
+            g["must"].as_str().unwrap_or("")
+        ));
+    }
+    if let Some(v) = s["verdict"].as_str() {
+        line.push_str(&format!(" | {v}"));
+    }
+    // Keep it on one line of the terminal.
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(160);
+    line.chars().take(width.saturating_sub(1)).collect()
+}
+
+/// Redraws the status line whenever the controller's status changes (at most every 250 ms),
+/// until the channel closes; then clears it.
+pub fn spawn_status_line(
+    mut status: watch::Receiver<serde_json::Value>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let line = status_line(&status.borrow_and_update());
+            draw(line);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+        clear();
+    })
+}
+
+fn draw(line: String) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = err.flush();
+    if let Ok(mut s) = STATUS.lock() {
+        *s = Some(line);
+    }
+}
+
+/// Removes the status line.
+pub fn clear() {
+    if let Ok(mut s) = STATUS.lock()
+        && s.take().is_some()
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(b"\r\x1b[2K");
+        let _ = err.flush();
+    }
+}

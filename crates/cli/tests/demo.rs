@@ -1,0 +1,248 @@
+//! `canary demo` end to end, as a user runs it: real relay-demo processes, the real proxy
+//! process, embedded metrics, the whole runbook on a 60× compressed clock.
+//!
+//! Healthy → PROMOTE with a bundle that verifies and holds no secret; each fault → the verdict
+//! and the guardrail that caught it, with traffic verified back at 0 % canary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const JWT_SECRET: &str = "test-jwt-secret-0f3c9a71d2";
+const DATA_KEY: &str = "test-data-key-77b1e4c0aa";
+const PROXY_TOKEN: &str = "test-proxy-token-5d2e8f";
+
+struct Demo {
+    code: i32,
+    summary: serde_json::Value,
+    stderr: String,
+    bundle: PathBuf,
+}
+
+fn demo(dir: &Path, args: &[&str]) -> Demo {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(dir)
+        .env("RELAY_JWT_SECRET", JWT_SECRET)
+        .env("RELAY_DATA_KEY", DATA_KEY)
+        .env("CANARY_PROXY_TOKEN", PROXY_TOKEN)
+        .env("NO_COLOR", "1")
+        .args(["demo", "--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("demo printed no summary ({e}):\nstdout: {stdout}\nstderr: {stderr}")
+    });
+    let bundle = dir.join(summary["bundle"].as_str().unwrap());
+    Demo {
+        code: out.status.code().unwrap(),
+        summary,
+        stderr,
+        bundle,
+    }
+}
+
+fn verify(bundle: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["verify"])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn artifact(bundle: &Path, prefix: &str) -> String {
+    let path = files(bundle)
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", bundle.display()));
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The last traffic change in the LB diff: its target percentage and whether it was verified.
+fn last_change(bundle: &Path) -> (String, bool) {
+    let diff = artifact(bundle, "CANARY_LB_DIFF_");
+    let block = diff.rsplit("== change").next().unwrap().to_owned();
+    let header = block.lines().next().unwrap().to_owned();
+    (
+        header,
+        block.contains("verified") && !block.contains("NOT VERIFIED"),
+    )
+}
+
+#[test]
+fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = demo(dir.path(), &[]);
+    assert_eq!(
+        run.summary["verdict"], "PROMOTE",
+        "{:#}\n{}",
+        run.summary, run.stderr
+    );
+    assert_eq!(run.code, 0);
+    assert_eq!(run.summary["verified"], true);
+    let (header, verified) = last_change(&run.bundle);
+    assert!(header.contains("-> 100 % (promote)"), "{header}");
+    assert!(verified);
+
+    // Every runbook artifact, under the runbook's names.
+    let names: Vec<String> = files(&run.bundle)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for prefix in [
+        "CANARY_LB_DIFF_",
+        "CANARY_DASHBOARDS_",
+        "CANARY_ALERTS_",
+        "canary_load_burst_",
+        "CANARY_LOAD_SUMMARY_",
+        "CANARY_METRICS_CHECK_",
+        "CANARY_SNAPSHOT_T15_",
+        "CANARY_SNAPSHOT_T30_",
+        "CANARY_SNAPSHOT_T60_",
+        "CANARY_DECISION_FINAL.txt",
+        "CANARY_PROMOTION_FINAL.txt",
+        "CANARY_ISOLATION_PROBES_",
+        "journal.jsonl",
+        "manifest.json",
+        "manifest.sig",
+        "report.html",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "missing {prefix} in {names:?}"
+        );
+    }
+    // The burst: 100 queries from 5 users, as the runbook.
+    let summary: serde_json::Value =
+        serde_json::from_str(&artifact(&run.bundle, "CANARY_LOAD_SUMMARY_")).unwrap();
+    assert_eq!(summary["total_queries"], 100, "{summary:#}");
+    assert_eq!(
+        artifact(&run.bundle, "canary_load_burst_")
+            .lines()
+            .filter(|l| l.contains("user_"))
+            .count(),
+        100
+    );
+    // Snapshots hold raw query results per arm.
+    let t15: serde_json::Value =
+        serde_json::from_str(&artifact(&run.bundle, "CANARY_SNAPSHOT_T15_")).unwrap();
+    assert!(t15.to_string().contains("\"resultType\""), "{t15:#}");
+
+    assert_eq!(verify(&run.bundle).0, 0);
+
+    // No secret value anywhere: not in the bundle, not in the demo's logs, not on stderr.
+    let signing_key = std::fs::read_to_string(dir.path().join(".canary/demo-signing.key")).unwrap();
+    let secrets = [
+        JWT_SECRET,
+        DATA_KEY,
+        PROXY_TOKEN,
+        signing_key.trim(),
+        "eyJhbGci",
+    ];
+    for path in files(dir.path()) {
+        if path.ends_with("demo-signing.key") || path.extension().is_some_and(|e| e == "sqlite") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for s in secrets {
+            assert!(
+                !text.contains(s),
+                "{} contains a secret ({s})",
+                path.display()
+            );
+        }
+    }
+    for s in secrets {
+        assert!(!run.stderr.contains(s), "stderr contains a secret ({s})");
+    }
+
+    // A changed byte or a missing artifact fails verification, naming the problem.
+    let copy = dir.path().join("tampered");
+    std::fs::create_dir(&copy).unwrap();
+    for f in files(&run.bundle) {
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let decision = copy.join("CANARY_DECISION_FINAL.txt");
+    let text = std::fs::read_to_string(&decision).unwrap();
+    std::fs::write(&decision, text.replacen("PROMOTE", "PROMOTf", 1)).unwrap();
+    let (code, out) = verify(&copy);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("CANARY_DECISION_FINAL.txt") && out.contains("tampered"),
+        "{out}"
+    );
+    std::fs::write(&decision, text).unwrap();
+    assert_eq!(verify(&copy).0, 0);
+    let report = copy.join("report.html");
+    std::fs::remove_file(&report).unwrap();
+    let (code, out) = verify(&copy);
+    assert_eq!(code, 1);
+    assert!(out.contains("report.html"), "{out}");
+}
+
+/// Runs each fault in its own directory and checks the verdict and the guardrail named.
+fn check_faults(cases: &[(&str, &str, &str)]) {
+    for (fault, guardrail, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let run = demo(dir.path(), &["--fault", fault]);
+        assert_eq!(
+            run.summary["verdict"], "ROLLBACK",
+            "{fault}: {:#}\n{}",
+            run.summary, run.stderr
+        );
+        assert_eq!(run.code, 3, "{fault}");
+        let reasons = run.summary["reasons"].to_string();
+        assert!(
+            reasons.contains(&format!("{guardrail}:")),
+            "{fault}: {reasons}"
+        );
+        assert!(reasons.contains(kind), "{fault}: {reasons}");
+        let (header, verified) = last_change(&run.bundle);
+        assert!(header.contains("-> 0 % (rollback)"), "{fault}: {header}");
+        assert!(verified, "{fault}: rollback not verified");
+        assert_eq!(verify(&run.bundle).0, 0, "{fault}: bundle does not verify");
+        assert!(artifact(&run.bundle, "CANARY_ROLLBACK_FINAL.txt").contains(guardrail));
+    }
+}
+
+#[test]
+fn guardrail_faults_roll_back_during_the_window_for_the_right_reason() {
+    check_faults(&[
+        ("slow-ttfv", "ttfv_p95", "(rollback)"),
+        ("sse-drop", "sse_success", "(rollback)"),
+        ("rls-errors", "rls_errors", "(rollback)"),
+        ("tenant-leak", "cross_tenant", "(security-rollback)"),
+    ]);
+}
+
+#[test]
+fn gate_faults_block_promotion_at_the_decision() {
+    check_faults(&[
+        ("slow-ann", "ann_p95", "at the decision"),
+        ("pool-saturation", "db_pool", "at the decision"),
+    ]);
+}
