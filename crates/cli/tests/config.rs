@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every variable the runbook configuration references, with a recognisable fake value.
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 22] = [
     "ALERTMANAGER_TOKEN",
     "ALERTMANAGER_URL",
     "ALERT_WEBHOOK_URL",
@@ -17,6 +17,7 @@ const VARIABLES: [&str; 21] = [
     "API_TOKEN_USER_3",
     "API_TOKEN_USER_4",
     "API_TOKEN_USER_5",
+    "CANARY_ALERT_TOKEN",
     "CANARY_SIGNING_KEY",
     "GRAFANA_TOKEN",
     "GRAFANA_URL",

@@ -244,6 +244,13 @@ async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
+    // SSE events are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
+    // the client's delayed ACK (~40 ms), which would show up as time to first value.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -7,9 +7,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use canary_core::engine::{Action, Input, Reading};
 use canary_core::{Engine, Event, Plan};
-use canary_evidence::render::alerts::Alerts;
+use canary_evidence::render::alerts::{AlertRule as EvidenceRule, AlertmanagerAlerts, Alerts};
 use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard};
 use canary_evidence::{Bundle, History, Signer};
+use canary_providers::rules::{
+    CanaryRules, InstalledRules, RuleFileInstaller, RuleFileInstallerConfig,
+};
 
 use canary_providers::metrics::MetricSource;
 use canary_providers::traffic::TrafficRouter;
@@ -384,8 +387,8 @@ async fn wiring_for(
         background.push(tokio::spawn(scraper.run(std::future::pending::<()>())));
     }
     let (events_tx, events_rx) = mpsc::channel(16);
-    let mut teardown: Option<Box<dyn FnOnce() -> canary_providers::BoxFuture<'static, ()> + Send>> =
-        None;
+    // What the run arms and must disarm afterwards: the proxy's lease, the installed rules.
+    let lease_router = integrations.embedded.clone();
     if let Some(embedded) = &integrations.embedded {
         let lease = match &config.traffic {
             Some(crate::config::settings::TrafficSettings::Embedded { lease, .. }) => *lease,
@@ -393,15 +396,56 @@ async fn wiring_for(
         };
         background.push(lease_keeper(embedded.clone(), lease));
         background.push(health_watch(embedded.clone(), events_tx));
-        let e = embedded.clone();
-        teardown = Some(Box::new(move || {
-            Box::pin(async move {
-                if let Err(err) = e.release_lease().await {
-                    tracing::warn!(error = %err, "cannot release the proxy lease");
-                }
-            })
-        }));
     }
+    let installed: Arc<std::sync::Mutex<Option<(RuleFileInstaller, InstalledRules)>>> =
+        Arc::default();
+    let installed_for_teardown = installed.clone();
+    let teardown: run::Teardown = Box::new(move || {
+        Box::pin(async move {
+            if let Some(router) = lease_router
+                && let Err(err) = router.release_lease().await
+            {
+                tracing::warn!(error = %err, "cannot release the proxy lease");
+            }
+            let rules = installed_for_teardown
+                .lock()
+                .ok()
+                .and_then(|mut g| g.take());
+            if let Some((installer, rules)) = rules {
+                match installer.remove(&rules).await {
+                    Ok(()) => {
+                        tracing::info!(target: "canary", group = %rules.group, "alert rules removed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot remove the run's alert rules: remove {} by hand", rules.path.display())
+                    }
+                }
+            }
+        })
+    });
+    let rules_installer = match (&config.alertmanager, &config.metrics) {
+        (
+            Some(am),
+            Some(MetricsSettings::Prometheus {
+                url,
+                token,
+                timeout,
+            }),
+        ) => am
+            .rules_dir
+            .as_ref()
+            .map(|dir| {
+                RuleFileInstaller::new(RuleFileInstallerConfig {
+                    dir: dir.clone(),
+                    prometheus_url: url.clone(),
+                    token: token.clone(),
+                    timeout: *timeout,
+                })
+            })
+            .transpose()?,
+        _ => None,
+    };
+    let alertmanager = config.alertmanager.clone();
     let notifier = wiring::notifier(&config.notify)?.map(Arc::new);
     let load = config.load.as_ref();
     let grafana = config.grafana.clone();
@@ -414,16 +458,22 @@ async fn wiring_for(
         delegates: Arc::new(LoadDelegates {
             scenario: load.map(|l| scenario(config, l)),
             probes: load.and_then(|l| probe_spec(config, l)),
-            notify: notifier
-                .map(|n| wiring::notify_fn(n, config.plan.service.clone(), String::new(), None)),
+            notify: notifier.map(|n| wiring::notify_fn(n, config.plan.service.clone(), None)),
         }),
         signer,
         evidence_dir: evidence.dir.clone(),
         state_dir: config.state_dir.clone(),
         cooldown: config.cooldown,
         config_sha256: config.sha256.clone(),
-        control_listen: "127.0.0.1:0".parse()?,
-        alert_token: None,
+        // Alertmanager must reach the controller at a known address; otherwise any free port.
+        control_listen: config
+            .alertmanager
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".parse(), |a| Ok(a.callback_listen))?,
+        alert_token: config
+            .alertmanager
+            .as_ref()
+            .and_then(|a| a.callback_token.clone()),
         background,
         setup: Box::new(move |run_id, control_url| {
             Box::pin(async move {
@@ -446,16 +496,87 @@ async fn wiring_for(
                         }
                     },
                 };
-                let alerts = Alerts::Engine {
-                    why: "the engine evaluated every guardrail itself at its evaluation interval; Alertmanager rules are printed by `canary render rules` and `canary render alertmanager`".into(),
-                    guardrails: plan_for_setup.guardrails.clone(),
-                };
+                let alerts = arm_alerts(
+                    alertmanager.as_ref(),
+                    rules_installer,
+                    &plan_for_setup,
+                    &run_id,
+                    &installed,
+                )
+                .await;
                 Ok((dashboards, alerts))
             })
         }),
         events: Some(events_rx),
-        teardown,
+        teardown: Some(teardown),
     })
+}
+
+/// Installs the run's alert rules when Alertmanager and a rules directory are configured, and
+/// says what was armed. The engine evaluates every guardrail in any case; the rules add
+/// Prometheus' own evaluation and Alertmanager's routing (escalation, callback).
+async fn arm_alerts(
+    alertmanager: Option<&crate::config::settings::AlertmanagerSettings>,
+    installer: Option<RuleFileInstaller>,
+    plan: &Plan,
+    run_id: &str,
+    installed: &std::sync::Mutex<Option<(RuleFileInstaller, InstalledRules)>>,
+) -> Alerts {
+    let engine = |why: String| Alerts::Engine {
+        why,
+        guardrails: plan.guardrails.clone(),
+    };
+    let Some(am) = alertmanager else {
+        return engine("no [alertmanager] section in canary.toml: the engine evaluated every guardrail itself at its evaluation interval".into());
+    };
+    let Some(installer) = installer else {
+        return engine(format!(
+            "Alertmanager at {} is configured but no [alertmanager] rules_dir (and Prometheus metrics source) to install rules into: the engine evaluated every guardrail itself; `canary render rules` prints the rules",
+            am.url
+        ));
+    };
+    let rules = match CanaryRules::generate(plan, run_id) {
+        Ok(r) => r,
+        Err(e) => {
+            return engine(format!(
+                "the alert rules could not be generated ({e}); the engine evaluated every guardrail itself"
+            ));
+        }
+    };
+    match installer.install(&rules).await {
+        Ok(done) => {
+            let armed = Alerts::Alertmanager(AlertmanagerAlerts {
+                alertmanager_url: am.url.clone(),
+                rules_location: done.path.display().to_string(),
+                rules: rules
+                    .group()
+                    .rules
+                    .iter()
+                    .map(|r| EvidenceRule {
+                        alert: r.alert.clone(),
+                        id: Some(format!("{}/{}", done.group, r.alert)),
+                        guardrail: r.labels.get("guardrail").cloned().unwrap_or_default(),
+                        expr: r.expr.clone(),
+                        for_: r.for_,
+                        severity: r.labels.get("severity").cloned().unwrap_or_default(),
+                        action: r.labels.get("action").cloned().unwrap_or_default(),
+                    })
+                    .collect(),
+                receiver: format!("canary webhook at {}/api/alertmanager", am.callback_listen),
+                route: format!("canary_run=\"{run_id}\""),
+            });
+            if let Ok(mut slot) = installed.lock() {
+                *slot = Some((installer, done));
+            }
+            armed
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the alert rules");
+            engine(format!(
+                "installing the alert rules failed ({e}); the engine evaluated every guardrail itself"
+            ))
+        }
+    }
 }
 
 /// Pushes the run's dashboard (the runbook's six panels) to Grafana.

@@ -319,10 +319,17 @@ impl Resolver {
         let alertmanager = match (&raw.alertmanager, needs.alertmanager) {
             (Some(a), true) => {
                 let a = a.get_ref();
+                let callback_listen = match &a.callback_listen {
+                    Some(l) => self.socket_addr(l),
+                    None => "127.0.0.1:9977".parse().ok(),
+                };
                 Some(AlertmanagerSettings {
                     url: self.url(&a.url),
                     token: a.token.as_ref().map(|t| self.env.secret(t)),
                     webhook_url: a.webhook_url.as_ref().map(|t| self.env.secret(t)),
+                    callback_listen: callback_listen?,
+                    callback_token: a.callback_token.as_ref().map(|t| self.env.secret(t)),
+                    rules_dir: a.rules_dir.as_ref().map(|d| self.path(d)),
                 })
             }
             _ => None,

@@ -134,6 +134,13 @@ pub struct RawAlertmanager {
     pub url: Text,
     pub token: Option<Text>,
     pub webhook_url: Option<Text>,
+    /// Where the controller listens for Alertmanager's webhook (and its operator API).
+    pub callback_listen: Option<Text>,
+    /// The bearer token Alertmanager sends with the webhook.
+    pub callback_token: Option<Text>,
+    /// A directory Prometheus loads rules from (a `rule_files` glob): canary installs one alert
+    /// per guardrail there for the run, reloads Prometheus, and removes them afterwards.
+    pub rules_dir: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -90,6 +90,9 @@ pub struct AlertmanagerSettings {
     pub url: String,
     pub token: Option<Secret>,
     pub webhook_url: Option<Secret>,
+    pub callback_listen: SocketAddr,
+    pub callback_token: Option<Secret>,
+    pub rules_dir: Option<PathBuf>,
 }
 
 /// Which way the burst is sent.

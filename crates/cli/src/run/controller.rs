@@ -64,6 +64,7 @@ pub trait Delegates: Send + Sync {
     /// Tells people (Slack, PagerDuty, email, webhooks). Never fails the run.
     fn notify(
         &self,
+        run_id: &str,
         severity: Severity,
         kind: EventKind,
         message: String,
@@ -330,10 +331,12 @@ impl Controller {
                     lines.join("\n")
                 );
                 tracing::info!(target: "canary", "{message}");
-                tokio::spawn(
-                    self.delegates
-                        .notify(Severity::Info, EventKind::Check, message),
-                );
+                tokio::spawn(self.delegates.notify(
+                    self.bundle.run_id(),
+                    Severity::Info,
+                    EventKind::Check,
+                    message,
+                ));
                 // Keep only rounds a snapshot may still need.
                 self.raw_rounds.retain(|r, _| *r >= round);
             }
@@ -400,7 +403,10 @@ impl Controller {
                 while self.recent.len() > 50 {
                     self.recent.pop_front();
                 }
-                tokio::spawn(self.delegates.notify(severity, kind, message));
+                tokio::spawn(
+                    self.delegates
+                        .notify(self.bundle.run_id(), severity, kind, message),
+                );
             }
             Action::AwaitApproval { deadline, reason } => {
                 let left = Duration::from_millis((deadline - now_ms()).max(0) as u64);
@@ -549,6 +555,7 @@ impl Controller {
                             // Never give up on a rollback: escalate and keep trying.
                             if attempt == 1 || attempt.is_multiple_of(5) {
                                 tokio::spawn(self.delegates.notify(
+                                    self.bundle.run_id(),
                                     Severity::Page,
                                     EventKind::Rollback,
                                     format!(
@@ -591,6 +598,7 @@ impl Controller {
                                 },
                             )?;
                             tokio::spawn(self.delegates.notify(
+                                    self.bundle.run_id(),
                                 Severity::Page,
                                 EventKind::Rollback,
                                 format!("promotion to 100 % failed ({detail}); returning traffic to the baseline"),

@@ -13,7 +13,8 @@ use canary_providers::BoxFuture;
 use super::controller::{BurstOutcome, Delegates, EventKind, ProbeOutcome};
 
 /// Sends a message to people; returns nothing because a notification never fails a run.
-pub type Notify = Arc<dyn Fn(Severity, EventKind, String) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type Notify =
+    Arc<dyn Fn(&str, Severity, EventKind, String) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Burst, probes and notifications as a configuration (or the demo) describes them.
 pub struct LoadDelegates {
@@ -77,12 +78,13 @@ impl Delegates for LoadDelegates {
 
     fn notify(
         &self,
+        run_id: &str,
         severity: Severity,
         kind: EventKind,
         message: String,
     ) -> BoxFuture<'static, ()> {
         match &self.notify {
-            Some(notify) => notify(severity, kind, message),
+            Some(notify) => notify(run_id, severity, kind, message),
             None => Box::pin(async {}),
         }
     }

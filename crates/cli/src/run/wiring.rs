@@ -212,33 +212,34 @@ pub fn notifier(settings: &[NotifySettings]) -> anyhow::Result<Option<Notifier>>
 pub fn notify_fn(
     notifier: Arc<Notifier>,
     service: String,
-    run_id: String,
     link: Option<String>,
 ) -> super::delegates::Notify {
-    Arc::new(move |severity: Severity, kind: EventKind, text: String| {
-        let notifier = notifier.clone();
-        let title = format!(
-            "{service} canary: {}",
-            text.lines().next().unwrap_or_default()
-        );
-        let mut message = notify::Message::new(
-            kind,
-            severity,
-            service.clone(),
-            run_id.clone(),
-            title,
-            text,
-            super::controller::now_ms(),
-        );
-        if let Some(link) = &link {
-            message = message.with_link(link.clone());
-        }
-        Box::pin(async move {
-            for d in notifier.notify(&message).await {
-                tracing::debug!(delivery = ?d, "notification");
+    Arc::new(
+        move |run_id: &str, severity: Severity, kind: EventKind, text: String| {
+            let notifier = notifier.clone();
+            let title = format!(
+                "{service} canary: {}",
+                text.lines().next().unwrap_or_default()
+            );
+            let mut message = notify::Message::new(
+                kind,
+                severity,
+                service.clone(),
+                run_id,
+                title,
+                text,
+                super::controller::now_ms(),
+            );
+            if let Some(link) = &link {
+                message = message.with_link(link.clone());
             }
-        })
-    })
+            Box::pin(async move {
+                for d in notifier.notify(&message).await {
+                    tracing::debug!(delivery = ?d, "notification");
+                }
+            })
+        },
+    )
 }
 
 /// Renews the proxy's dead man's switch every third of `ttl` while the run lives.
