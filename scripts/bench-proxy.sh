@@ -30,8 +30,8 @@ for tool in wrk hey haproxy nginx python3; do
 done
 
 echo "bench-proxy: building the proxy (release)" >&2
-cargo build --release -q -p canary-proxy --example standalone
-PROXY_BIN="$CARGO_TARGET_DIR/release/examples/standalone"
+cargo build --release -q -p canary
+PROXY_BIN="$CARGO_TARGET_DIR/release/canary"
 
 work=$(mktemp -d)
 pids=()
@@ -96,7 +96,7 @@ CONF
 /usr/sbin/haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
 pids+=($!)
 
-CANARY_PROXY_TOKEN=bench-token "$PROXY_BIN" --listen "127.0.0.1:$E_PORT" --admin "127.0.0.1:$A_PORT" \
+CANARY_PROXY_TOKEN=bench-token RUST_LOG=warn "$PROXY_BIN" proxy --listen "127.0.0.1:$E_PORT" --admin "127.0.0.1:$A_PORT" \
   --baseline "http://127.0.0.1:$B_PORT" --canary "http://127.0.0.1:$C_PORT" --weight "$WEIGHT" --threads 2 \
   >"$work/embedded.log" 2>&1 &
 pids+=($!)

@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use canary_testkit::wait_for;
@@ -162,4 +163,85 @@ fn traffic_show_and_set_go_through_the_configured_load_balancer() {
     );
     traffic(&["set", "0"]);
     assert_eq!(rig.canary_weight(), 0);
+}
+
+#[test]
+fn sigterm_rolls_back_writes_the_evidence_and_commits_it() {
+    let rig = rig();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(rig.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["config", "user.email", "canary@example.invalid"]);
+    git(&["config", "user.name", "canary test"]);
+    let mut run = rig.run(&["--commit", "."]);
+    let status = rig.wait_running(&mut run, 3_000);
+    let run_id = status["run_id"].as_str().unwrap().to_owned();
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(stdout.contains("controller received SIGTERM"), "{stdout}");
+    assert_eq!(rig.canary_weight(), 0);
+    assert_eq!(verify(&rig.bundle(&run_id)).0, 0);
+    let log = git(&["log", "--oneline", "--name-only"]);
+    assert!(
+        log.contains(&format!("canary evidence: {run_id} ROLLBACK")),
+        "{log}"
+    );
+    assert!(
+        log.contains("CANARY_ROLLBACK_FINAL.txt") && log.contains("manifest.sig"),
+        "{log}"
+    );
+}
+
+#[test]
+fn manual_approval_waits_for_canary_approve_and_records_the_approver() {
+    let rig = rig();
+    let config = rig.dir.path().join("canary.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "state_dir = \"state\"",
+        "state_dir = \"state\"\napproval = \"manual\"\napproval_timeout = \"1m\"",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut run = rig.run(&[]);
+    rig.wait_running(&mut run, 1_000);
+    // Approving early does nothing: the decision comes at the end of the window.
+    let approve = || {
+        canary()
+            .current_dir(rig.dir.path())
+            .env("USER", "release-lead")
+            .args(["approve", "-c", "canary.toml"])
+            .output()
+            .unwrap()
+    };
+    assert!(approve().status.success());
+    let status = wait_for(
+        "the run to wait for approval",
+        Duration::from_secs(60),
+        || rig.status().filter(|s| s["phase"] == "awaiting-approval"),
+    );
+    assert_eq!(status["canary_weight"], 5, "the split holds while waiting");
+    assert!(approve().status.success());
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let run_id = status["run_id"].as_str().unwrap();
+    let decision =
+        std::fs::read_to_string(rig.bundle(run_id).join("CANARY_DECISION_FINAL.txt")).unwrap();
+    assert!(decision.contains("release-lead@"), "{decision}");
+    assert_eq!(rig.canary_weight(), 100);
 }

@@ -550,6 +550,23 @@ impl Controller {
                 Err(e) => {
                     let detail = e.to_string();
                     tracing::error!(target: "canary", attempt, "traffic change to {canary} % failed: {detail}");
+                    // The LB diff records the first failure of each change (retries of a
+                    // rollback are in the log and the escalations).
+                    if attempt == 1 {
+                        let after = self.router.describe().await.unwrap_or_default();
+                        self.record_change(
+                            from,
+                            canary,
+                            &why,
+                            before.clone(),
+                            after,
+                            applied_at,
+                            Verification::Failed {
+                                at: now_ms(),
+                                detail: detail.clone(),
+                            },
+                        )?;
+                    }
                     match change {
                         WeightChange::Rollback => {
                             // Never give up on a rollback: escalate and keep trying.
@@ -563,42 +580,14 @@ impl Controller {
                                     ),
                                 ));
                             }
-                            if attempt == 1 {
-                                let after = self.router.describe().await.unwrap_or_default();
-                                self.record_change(
-                                    from,
-                                    canary,
-                                    &why,
-                                    before.clone(),
-                                    after,
-                                    applied_at,
-                                    Verification::Failed {
-                                        at: now_ms(),
-                                        detail: detail.clone(),
-                                    },
-                                )?;
-                            }
                             let pause = self.retry.backoff(attempt).max(Duration::from_millis(500));
                             tokio::time::sleep(pause).await;
                         }
                         WeightChange::Promote => {
                             // Promotion failed: the decision stands, traffic goes back to the
                             // baseline rather than staying split.
-                            let after = self.router.describe().await.unwrap_or_default();
-                            self.record_change(
-                                from,
-                                canary,
-                                &why,
-                                before,
-                                after,
-                                applied_at,
-                                Verification::Failed {
-                                    at: now_ms(),
-                                    detail: detail.clone(),
-                                },
-                            )?;
                             tokio::spawn(self.delegates.notify(
-                                    self.bundle.run_id(),
+                                self.bundle.run_id(),
                                 Severity::Page,
                                 EventKind::Rollback,
                                 format!("promotion to 100 % failed ({detail}); returning traffic to the baseline"),
@@ -606,19 +595,6 @@ impl Controller {
                             return Box::pin(self.set_weight(0, WeightChange::Rollback)).await;
                         }
                         WeightChange::Step { .. } => {
-                            let after = self.router.describe().await.unwrap_or_default();
-                            self.record_change(
-                                from,
-                                canary,
-                                &why,
-                                before,
-                                after,
-                                applied_at,
-                                Verification::Failed {
-                                    at: now_ms(),
-                                    detail: detail.clone(),
-                                },
-                            )?;
                             let at = now_ms().max(self.last_input);
                             self.last_input = at;
                             return self.feed(Input::Event {
