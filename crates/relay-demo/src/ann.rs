@@ -2,23 +2,31 @@
 //! the rows that existed at the last build, plus an exactly-scanned tail of rows ingested since.
 //! When the tail grows past a share of the graph the store rebuilds the graph in the background
 //! and swaps it in, so ingestion never waits for a build and a search never misses a row.
+//!
+//! The graph walks int8-quantised copies of the embeddings, stored inline: a distance reads 256
+//! contiguous bytes instead of chasing a pointer to 1 KiB of `f32`s, which is what a search and a
+//! build spend their time on. The hits are then scored again with the exact `f32` vectors, so
+//! quantisation can only change which candidates the walk visits, never a reported similarity or
+//! the order of the results.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use instant_distance::{Builder, HnswMap, Search};
 
-use crate::embedding::Embedding;
+use crate::embedding::{DIMS, Embedding};
 
 /// A row's id in the store.
 pub type RowId = u64;
 
 /// Size of the dynamic candidate list during search (HNSW `ef`): the most candidates one search
 /// can return, and the knob that trades latency for recall.
-pub const EF_SEARCH: usize = 160;
+pub const EF_SEARCH: usize = 64;
 /// Size of the dynamic candidate list during construction.
-pub const EF_CONSTRUCTION: usize = 100;
+pub const EF_CONSTRUCTION: usize = 200;
+/// Candidates beyond `n` taken from the graph and scored exactly.
+const RESCORE_EXTRA: usize = 8;
 /// Below this many rows a tenant is scanned exactly; a graph would not pay for itself.
 const GRAPH_MIN_ROWS: usize = 256;
 /// Fixed seed: the same rows always give the same graph.
@@ -33,21 +41,77 @@ pub struct Neighbor {
     pub similarity: f32,
 }
 
-/// A built HNSW graph over a prefix of a tenant's rows.
+/// An embedding quantised to `i8` with one scale per vector: `x[i] ≈ scale * q[i]`.
+#[derive(Clone)]
+struct Quantized {
+    q: [i8; DIMS],
+    scale: f32,
+}
+
+impl Quantized {
+    fn of(embedding: &Embedding) -> Self {
+        let v = embedding.as_slice();
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut q = [0i8; DIMS];
+        for (q, x) in q.iter_mut().zip(v) {
+            // |x / scale| <= 127 by construction, so the cast cannot saturate.
+            *q = (x / scale).round() as i8;
+        }
+        Quantized { q, scale }
+    }
+}
+
+impl instant_distance::Point for Quantized {
+    fn distance(&self, other: &Self) -> f32 {
+        1.0 - self.scale * other.scale * dot_i8(&self.q, &other.q) as f32
+    }
+}
+
+fn dot_i8(a: &[i8; DIMS], b: &[i8; DIMS]) -> i32 {
+    SIMD.dispatch(DotI8(a, b))
+}
+
+/// The widest vector unit the CPU has (AVX2, AVX-512), detected once.
+static SIMD: LazyLock<pulp::Arch> = LazyLock::new(pulp::Arch::new);
+
+/// `dot_i8`'s loop, inlined into code compiled for the detected vector unit.
+struct DotI8<'a>(&'a [i8; DIMS], &'a [i8; DIMS]);
+
+impl pulp::WithSimd for DotI8<'_> {
+    type Output = i32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> i32 {
+        // Integer addition is associative, so the compiler may split this sum across lanes.
+        self.0
+            .iter()
+            .zip(self.1)
+            .map(|(x, y)| i32::from(*x) * i32::from(*y))
+            .sum()
+    }
+}
+
+/// A built HNSW graph over a prefix of a tenant's rows. Its values are positions in the
+/// tenant's entries, where the exact embeddings are.
 pub struct Graph {
-    map: HnswMap<Embedding, RowId>,
+    map: HnswMap<Quantized, u32>,
     rows: usize,
 }
 
 impl Graph {
     /// Builds a graph over `entries` (CPU-heavy: run it off the async runtime).
     pub fn build(entries: &[(RowId, Embedding)]) -> Self {
-        let (ids, points): (Vec<RowId>, Vec<Embedding>) = entries.iter().cloned().unzip();
+        let points: Vec<Quantized> = entries.iter().map(|(_, e)| Quantized::of(e)).collect();
+        // A tenant holds far fewer than 2^32 rows; positions beyond are not indexed.
+        let positions: Vec<u32> = (0..points.len())
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
         let map = Builder::default()
             .ef_construction(EF_CONSTRUCTION)
             .ef_search(EF_SEARCH)
             .seed(GRAPH_SEED)
-            .build(points, ids);
+            .build(points, positions);
         Graph {
             map,
             rows: entries.len(),
@@ -129,18 +193,23 @@ impl TenantIndex {
 
     /// The `n` nearest rows to `query`, nearest first: HNSW over the graph, exact over the tail.
     pub fn search(&self, query: &Embedding, n: usize) -> Vec<Neighbor> {
-        let Some(graph) = &self.graph else {
-            return self.search_exact(query, n);
+        // The graph yields at most `EF_SEARCH` candidates; a larger ask is answered exactly.
+        let graph = match &self.graph {
+            Some(graph) if n <= EF_SEARCH => graph,
+            _ => return self.search_exact(query, n),
         };
+        let quantized = Quantized::of(query);
         let mut hits: Vec<Neighbor> = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             graph
                 .map
-                .search(query, &mut scratch)
-                .take(n)
-                .map(|item| Neighbor {
-                    row: *item.value,
-                    similarity: 1.0 - item.distance,
+                .search(&quantized, &mut scratch)
+                // A few more than asked: the exact scores may reorder the boundary.
+                .take(n + RESCORE_EXTRA)
+                .filter_map(|item| self.entries.get(*item.value as usize))
+                .map(|(row, e)| Neighbor {
+                    row: *row,
+                    similarity: query.similarity(e),
                 })
                 .collect()
         });
@@ -209,6 +278,37 @@ mod tests {
             overlap += ann.iter().filter(|r| exact.contains(r)).count();
         }
         assert!(overlap >= 180, "recall too low: {overlap}/200");
+    }
+
+    #[test]
+    fn quantised_distance_tracks_the_exact_one() {
+        let rows = corpus(200);
+        for pair in rows.windows(2) {
+            let (a, b) = (&pair[0].1, &pair[1].1);
+            let approx =
+                1.0 - instant_distance::Point::distance(&Quantized::of(a), &Quantized::of(b));
+            assert!(
+                (approx - a.similarity(b)).abs() < 0.02,
+                "{approx} vs {}",
+                a.similarity(b)
+            );
+        }
+    }
+
+    #[test]
+    fn hits_carry_exact_similarities_and_a_large_ask_is_answered_exactly() {
+        let index = TenantIndex::build(corpus(1000));
+        let q = Embedding::of_text("topic 3 place 5 item 7");
+        for hit in index.search(&q, 10) {
+            let (_, e) = index
+                .entries()
+                .iter()
+                .find(|(row, _)| *row == hit.row)
+                .unwrap();
+            assert_eq!(hit.similarity, q.similarity(e));
+        }
+        let n = EF_SEARCH + 20;
+        assert_eq!(index.search(&q, n), index.search_exact(&q, n));
     }
 
     #[test]

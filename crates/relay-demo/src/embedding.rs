@@ -57,12 +57,6 @@ impl Embedding {
     }
 }
 
-impl instant_distance::Point for Embedding {
-    fn distance(&self, other: &Self) -> f32 {
-        1.0 - dot(&self.0, &other.0)
-    }
-}
-
 fn dot(a: &[f32; DIMS], b: &[f32; DIMS]) -> f32 {
     // Sixteen independent accumulators let the compiler vectorise the loop (a single running sum
     // would force sequential float additions).
@@ -96,10 +90,13 @@ fn feature_hash(namespace: &[u8], feature: &[u8]) -> u64 {
 
 /// Lowercased alphanumeric tokens of `text` (the tokeniser shared with the reranker).
 pub fn tokens(text: &str) -> Vec<String> {
+    raw_tokens(text).map(str::to_lowercase).collect()
+}
+
+/// The alphanumeric tokens of `text` as they appear, not yet lowercased.
+pub fn raw_tokens(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
 }
 
 /// Common English function words, which carry no topic.

@@ -2,10 +2,9 @@
 //! time budget. A rerank that cannot finish within its budget is abandoned and the ANN order is
 //! kept — the request still answers, and the skip is counted.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::embedding::{is_stopword, tokens};
+use crate::embedding::{is_stopword, raw_tokens, tokens};
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -51,26 +50,32 @@ pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration)
     if query_terms.is_empty() || candidates.is_empty() {
         return RerankOutcome::Applied;
     }
-    let mut docs: Vec<HashMap<String, u32>> = Vec::with_capacity(candidates.len());
+    // Per candidate: how often each query term occurs, and the length in tokens. Only the
+    // query's few terms are counted, so no per-token allocation is needed.
+    let mut docs: Vec<Vec<u32>> = Vec::with_capacity(candidates.len());
     let mut lengths = Vec::with_capacity(candidates.len());
     for c in candidates.iter() {
         if started.elapsed() > budget {
             return RerankOutcome::TimedOut;
         }
-        let words = tokens(c.text());
-        lengths.push(words.len() as f32);
-        let mut tf = HashMap::new();
-        for w in words {
-            *tf.entry(w).or_insert(0u32) += 1;
+        let mut tf = vec![0u32; query_terms.len()];
+        let mut length = 0u32;
+        for word in raw_tokens(c.text()) {
+            length += 1;
+            for (count, term) in tf.iter_mut().zip(&query_terms) {
+                if same_token(word, term) {
+                    *count += 1;
+                }
+            }
         }
+        lengths.push(length as f32);
         docs.push(tf);
     }
     let n = docs.len() as f32;
     let avg_len = (lengths.iter().sum::<f32>() / n).max(1.0);
-    let idf: Vec<f32> = query_terms
-        .iter()
-        .map(|t| {
-            let df = docs.iter().filter(|d| d.contains_key(t)).count() as f32;
+    let idf: Vec<f32> = (0..query_terms.len())
+        .map(|j| {
+            let df = docs.iter().filter(|d| d[j] > 0).count() as f32;
             ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
         })
         .collect();
@@ -79,11 +84,11 @@ pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration)
         if started.elapsed() > budget {
             return RerankOutcome::TimedOut;
         }
-        let bm25: f32 = query_terms
+        let bm25: f32 = doc
             .iter()
             .zip(&idf)
-            .map(|(t, idf)| {
-                let tf = doc.get(t).copied().unwrap_or(0) as f32;
+            .map(|(tf, idf)| {
+                let tf = *tf as f32;
                 idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg_len))
             })
             .sum();
@@ -94,6 +99,15 @@ pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration)
         c.set_score(blended);
     }
     RerankOutcome::Applied
+}
+
+/// Whether a raw token equals a lowercased query term, as [`tokens`] would compare them.
+fn same_token(raw: &str, term: &str) -> bool {
+    if raw.is_ascii() {
+        raw.eq_ignore_ascii_case(term)
+    } else {
+        raw.to_lowercase() == term
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +139,16 @@ mod tests {
             RerankOutcome::Applied
         );
         assert!(docs[1].2 > docs[0].2, "{docs:?}");
+    }
+
+    #[test]
+    fn terms_match_whatever_their_case() {
+        let mut docs = [
+            Doc("Lunch with ÉMILE at the Café", 0.50, 0.0),
+            Doc("lunch with the team", 0.50, 0.0),
+        ];
+        rerank("émile café", &mut docs, Duration::from_millis(50));
+        assert!(docs[0].2 > docs[1].2, "{docs:?}");
     }
 
     #[test]

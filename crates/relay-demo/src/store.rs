@@ -309,13 +309,11 @@ impl MemoryStore {
         neighbors.truncate(read.limit);
         let mut rows = Vec::with_capacity(neighbors.len());
         for (shard, neighbor) in neighbors {
-            let stored = shard
-                .rows
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&neighbor.row)
-                .cloned();
-            let Some(stored) = stored else { continue };
+            // Opened under the shard's read lock: the sealed row is read in place, not copied.
+            let shard_rows = shard.rows.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(stored) = shard_rows.get(&neighbor.row) else {
+                continue;
+            };
             // The row's own user_hash is the associated data: a row whose ciphertext was moved
             // under another tenant does not open, and is never returned.
             match self.keys.open(&stored.user_hash, &stored.sealed) {
