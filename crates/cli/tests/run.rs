@@ -7,6 +7,8 @@
 //!   with a bundle that verifies.
 //! - `canary abort` rolls back and records the operator; the cooldown then refuses a new run
 //!   until it is overridden, and the override is recorded in the evidence.
+//! - With `[grafana]` (a stand-in for its HTTP API), the run's dashboard is pushed and annotated
+//!   at the start, each checkpoint and the decision.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
 
@@ -15,8 +17,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use canary_testkit::grafana::{Grafana, TOKEN};
 use canary_testkit::wait_for;
-use support::{canary, finish, rig, verify};
+use support::{canary, embedded_metrics, finish, rig, rig_with, verify};
 
 #[test]
 fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
@@ -244,4 +247,87 @@ fn manual_approval_waits_for_canary_approve_and_records_the_approver() {
         std::fs::read_to_string(rig.bundle(run_id).join("CANARY_DECISION_FINAL.txt")).unwrap();
     assert!(decision.contains("release-lead@"), "{decision}");
     assert_eq!(rig.canary_weight(), 100);
+}
+
+#[test]
+fn the_dashboard_goes_to_grafana_and_is_annotated_at_start_checkpoints_and_decision() {
+    let grafana = Grafana::start();
+    let rig = rig_with(embedded_metrics, |_, _| {
+        format!(
+            "[grafana]\nurl = \"{}\"\ntoken = \"${{GRAFANA_TOKEN}}\"\n",
+            grafana.url()
+        )
+    });
+    let env = rig.dir.path().join(".env.canary");
+    let mut text = std::fs::read_to_string(&env).unwrap();
+    text.push_str(&format!("GRAFANA_TOKEN={TOKEN}\n"));
+    std::fs::write(&env, text).unwrap();
+
+    let mut run = rig.run(&[]);
+    let status = rig.wait_running(&mut run, 1_000);
+    let run_id = status["run_id"].as_str().unwrap().to_owned();
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let state = grafana.state();
+    assert_eq!(state.dashboards.len(), 1, "one dashboard per run");
+    let uid = state.dashboards[0].1.clone();
+    let kinds: Vec<&str> = state
+        .annotations
+        .iter()
+        .map(|a| {
+            assert_eq!(a["dashboardUID"], uid.as_str());
+            assert!(
+                a["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| *t == format!("canary-run:{run_id}"))
+            );
+            a["tags"][2].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "start",
+            "checkpoint",
+            "checkpoint",
+            "checkpoint",
+            "decision"
+        ]
+    );
+    let decision = state.annotations.last().unwrap();
+    assert!(
+        decision["text"].as_str().unwrap().starts_with("PROMOTE"),
+        "{decision}"
+    );
+    let times: Vec<i64> = state
+        .annotations
+        .iter()
+        .map(|a| a["time"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // The artifact names the dashboard, and the token is nowhere in the bundle.
+    let bundle = rig.bundle(&run_id);
+    let mut found = false;
+    for entry in std::fs::read_dir(&bundle).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        assert!(
+            !text.contains(TOKEN),
+            "{} holds the Grafana token",
+            path.display()
+        );
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("CANARY_DASHBOARDS_") {
+            assert!(
+                text.contains(&uid) && text.contains(grafana.url()),
+                "{text}"
+            );
+            found = true;
+        }
+    }
+    assert!(found, "no CANARY_DASHBOARDS artifact");
+    assert_eq!(verify(&bundle).0, 0);
 }

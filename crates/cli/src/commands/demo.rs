@@ -477,6 +477,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             scenario: Some(burst),
             probes: Some(probes),
             notify: None,
+            dashboard: Arc::default(),
         }),
         signer,
         evidence_dir: args.evidence_dir.clone(),

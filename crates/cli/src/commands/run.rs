@@ -1,7 +1,7 @@
 //! `canary preflight`, `canary run`, `canary resume`: the runbook against real infrastructure.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,6 +14,7 @@ use canary_providers::rules::{
     CanaryRules, InstalledRules, RuleFileInstaller, RuleFileInstallerConfig,
 };
 
+use canary_providers::grafana::GrafanaClient;
 use canary_providers::metrics::MetricSource;
 use canary_providers::traffic::TrafficRouter;
 use serde::Serialize;
@@ -449,6 +450,7 @@ async fn wiring_for(
     let notifier = wiring::notifier(&config.notify)?.map(Arc::new);
     let load = config.load.as_ref();
     let grafana = config.grafana.clone();
+    let dashboard: Arc<OnceLock<GrafanaClient>> = Arc::default();
     let plan_for_setup = plan.clone();
     Ok(Wiring {
         plan: plan.clone(),
@@ -459,6 +461,7 @@ async fn wiring_for(
             scenario: load.map(|l| scenario(config, l)),
             probes: load.and_then(|l| probe_spec(config, l)),
             notify: notifier.map(|n| wiring::notify_fn(n, config.plan.service.clone(), None)),
+            dashboard: dashboard.clone(),
         }),
         signer,
         evidence_dir: evidence.dir.clone(),
@@ -483,10 +486,13 @@ async fn wiring_for(
                         why: "no [grafana] section in canary.toml; the controller served the live dashboard".into(),
                     },
                     Some(g) => match push_dashboard(g, &plan_for_setup, &run_id).await {
-                        Ok(d) => Dashboards::Grafana {
-                            grafana_url: g.url.clone(),
-                            dashboards: vec![d],
-                        },
+                        Ok((d, client)) => {
+                            let _ = dashboard.set(client);
+                            Dashboards::Grafana {
+                                grafana_url: g.url.clone(),
+                                dashboards: vec![d],
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %format!("{e:#}"), "cannot push the Grafana dashboard");
                             Dashboards::Live {
@@ -579,14 +585,15 @@ async fn arm_alerts(
     }
 }
 
-/// Pushes the run's dashboard (the runbook's six panels) to Grafana.
+/// Pushes the run's dashboard (the runbook's six panels) to Grafana; returns it with the client
+/// that annotates it.
 async fn push_dashboard(
     g: &crate::config::settings::GrafanaSettings,
     plan: &Plan,
     run_id: &str,
-) -> anyhow::Result<GrafanaDashboard> {
+) -> anyhow::Result<(GrafanaDashboard, GrafanaClient)> {
     use canary_providers::grafana::{
-        Dashboard, DashboardOptions, Datasource, GrafanaClient, GrafanaConfig, runbook_panels,
+        Dashboard, DashboardOptions, Datasource, GrafanaConfig, runbook_panels,
     };
     let client = GrafanaClient::new(GrafanaConfig {
         url: g.url.clone(),
@@ -615,12 +622,15 @@ async fn push_dashboard(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(GrafanaDashboard {
-        uid: pushed.uid,
-        title: dashboard.title,
-        url: pushed.url,
-        panels,
-    })
+    Ok((
+        GrafanaDashboard {
+            uid: pushed.uid,
+            title: dashboard.title,
+            url: pushed.url,
+            panels,
+        },
+        client,
+    ))
 }
 
 pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {

@@ -69,6 +69,15 @@ pub trait Delegates: Send + Sync {
         kind: EventKind,
         message: String,
     ) -> BoxFuture<'static, ()>;
+    /// Marks a moment (`start`, `checkpoint`, `decision`) on the run's dashboard, when one was
+    /// pushed. Never fails the run.
+    fn annotate(
+        &self,
+        run_id: &str,
+        kind: &'static str,
+        at: Millis,
+        text: String,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// An input for the loop, from one of its tasks.
@@ -129,7 +138,13 @@ pub struct Controller {
     decided: Option<std::time::Instant>,
     /// Time from the decision to the final traffic change verified.
     pub decision_to_verified_ms: Option<f64>,
+    /// Notifications and annotations on their way.
+    deliveries: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long notifications and annotations still in flight at the end of a run (the decision's)
+/// may take to land before the controller exits without them.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 impl Controller {
     #[allow(clippy::too_many_arguments)]
@@ -164,6 +179,7 @@ impl Controller {
             probe_runs: Vec::new(),
             decided: None,
             decision_to_verified_ms: None,
+            deliveries: Vec::new(),
         }
     }
 
@@ -263,6 +279,14 @@ impl Controller {
             let actions = self.feed(input)?;
             queue.extend(actions);
         }
+        // The decision is acted on; let what tells people about it land (bounded).
+        let deliveries = std::mem::take(&mut self.deliveries);
+        if tokio::time::timeout(DELIVERY_GRACE, futures_util::future::join_all(deliveries))
+            .await
+            .is_err()
+        {
+            tracing::warn!("notifications or annotations still pending after 10 s were dropped");
+        }
         let decision = self
             .engine
             .decision()
@@ -283,6 +307,12 @@ impl Controller {
             self.bundle,
             self.journal,
         ))
+    }
+
+    /// Sends a notification or annotation in the background; the end of the run waits for it.
+    pub(crate) fn deliver(&mut self, task: BoxFuture<'static, ()>) {
+        self.deliveries.retain(|t| !t.is_finished());
+        self.deliveries.push(tokio::spawn(task));
     }
 
     /// Carries out one action; returns actions caused by inputs it produced itself (traffic
@@ -331,7 +361,7 @@ impl Controller {
                     lines.join("\n")
                 );
                 tracing::info!(target: "canary", "{message}");
-                tokio::spawn(self.delegates.notify(
+                self.deliver(self.delegates.notify(
                     self.bundle.run_id(),
                     Severity::Info,
                     EventKind::Check,
@@ -358,6 +388,12 @@ impl Controller {
                         note,
                     })?;
                 tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
+                self.deliver(self.delegates.annotate(
+                    self.bundle.run_id(),
+                    "checkpoint",
+                    round,
+                    format!("{label} snapshot"),
+                ));
             }
             Action::StartBurst => {
                 let transcript = self.bundle.burst_transcript()?;
@@ -403,7 +439,7 @@ impl Controller {
                 while self.recent.len() > 50 {
                     self.recent.pop_front();
                 }
-                tokio::spawn(
+                self.deliver(
                     self.delegates
                         .notify(self.bundle.run_id(), severity, kind, message),
                 );
@@ -418,6 +454,16 @@ impl Controller {
             }
             Action::Decide(decision) => {
                 self.decided = Some(std::time::Instant::now());
+                let mut text = format!("{} by {}", decision.verdict.name(), decision.authorised_by);
+                for reason in decision.verdict.reasons() {
+                    text.push_str(&format!("\n{reason}"));
+                }
+                self.deliver(self.delegates.annotate(
+                    self.bundle.run_id(),
+                    "decision",
+                    now_ms(),
+                    text,
+                ));
                 tracing::info!(
                     target: "canary",
                     verdict = decision.verdict.name(),
@@ -571,7 +617,7 @@ impl Controller {
                         WeightChange::Rollback => {
                             // Never give up on a rollback: escalate and keep trying.
                             if attempt == 1 || attempt.is_multiple_of(5) {
-                                tokio::spawn(self.delegates.notify(
+                                self.deliver(self.delegates.notify(
                                     self.bundle.run_id(),
                                     Severity::Page,
                                     EventKind::Rollback,
@@ -586,7 +632,7 @@ impl Controller {
                         WeightChange::Promote => {
                             // Promotion failed: the decision stands, traffic goes back to the
                             // baseline rather than staying split.
-                            tokio::spawn(self.delegates.notify(
+                            self.deliver(self.delegates.notify(
                                 self.bundle.run_id(),
                                 Severity::Page,
                                 EventKind::Rollback,

@@ -1,14 +1,15 @@
-//! The controller's delegates for real runs: the burst and probes through `canary-load`, and
-//! people through the configured notifiers.
+//! The controller's delegates for real runs: the burst and probes through `canary-load`,
+//! people through the configured notifiers, and the run's Grafana dashboard annotated.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::bail;
-use canary_core::ArmRole;
 use canary_core::engine::Severity;
+use canary_core::{ArmRole, Millis};
 use canary_evidence::durable::AppendLog;
 use canary_load::{ProbeSpec, ProbeVerdict, Scenario};
 use canary_providers::BoxFuture;
+use canary_providers::grafana::{Annotation, GrafanaClient};
 
 use super::controller::{BurstOutcome, Delegates, EventKind, ProbeOutcome};
 
@@ -21,6 +22,8 @@ pub struct LoadDelegates {
     pub scenario: Option<Scenario>,
     pub probes: Option<ProbeSpec>,
     pub notify: Option<Notify>,
+    /// Set once the run's dashboard is in Grafana: from then on its moments are annotated.
+    pub dashboard: Arc<OnceLock<GrafanaClient>>,
 }
 
 impl Delegates for LoadDelegates {
@@ -87,5 +90,23 @@ impl Delegates for LoadDelegates {
             Some(notify) => notify(run_id, severity, kind, message),
             None => Box::pin(async {}),
         }
+    }
+
+    fn annotate(
+        &self,
+        run_id: &str,
+        kind: &'static str,
+        at: Millis,
+        text: String,
+    ) -> BoxFuture<'static, ()> {
+        let Some(client) = self.dashboard.get().cloned() else {
+            return Box::pin(async {});
+        };
+        let annotation = Annotation::for_run(run_id, kind, at, text);
+        Box::pin(async move {
+            if let Err(e) = client.annotate(&annotation).await {
+                tracing::warn!(kind, error = %e, "cannot annotate the Grafana dashboard");
+            }
+        })
     }
 }

@@ -301,7 +301,16 @@ async fn drive_to_end(
             let (dashboards, alerts) = setup(run_id.clone(), server.url()).await?;
             controller.bundle.write_dashboards(&dashboards)?;
             controller.bundle.write_alerts(&alerts)?;
-            controller.start(input)?
+            let started = input.at();
+            let actions = controller.start(input)?;
+            let annotation = controller.delegates.annotate(
+                &run_id,
+                "start",
+                started,
+                format!("canary {run_id} started"),
+            );
+            controller.deliver(annotation);
+            actions
         }
         Start::Input(input) => controller.feed(input)?,
         Start::Actions(actions) => actions,
