@@ -402,3 +402,33 @@ http {{
 
 /// Shared handle so tests can keep a backend alive across helpers.
 pub type Shared<T> = Arc<T>;
+
+impl Drop for Nginx {
+    /// Stops the master with SIGTERM so that it takes its workers down: the SIGKILL of
+    /// [`Process`]'s drop alone would leave them running, orphaned.
+    fn drop(&mut self) {
+        let workers = self.workers();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.process.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.process.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Any worker still there (the master was stuck) goes too.
+        for pid in workers {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with("nginx: worker") {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
