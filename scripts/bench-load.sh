@@ -26,9 +26,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 RUN=()
 [ -n "${NICE:-}" ] && RUN=(nice -n "$NICE")
 
-for tool in wrk hey nginx python3; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "bench-load: $tool is missing (scripts/test.sh --install)" >&2; exit 1; }
-done
+BENCH_NAME=bench-load
+. scripts/bench-common.sh
+require wrk hey nginx python3
 # Every stream holds a socket on each side.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((STREAMS + 256)) ]; then
@@ -39,25 +39,6 @@ echo "bench-load: building the client (release)" >&2
 cargo build --release -q -p canary-load --example bench_load
 BENCH="$CARGO_TARGET_DIR/release/examples/bench_load"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-load: nothing listens on port $1; logs:" >&2
-  tail -n 20 "$work"/*.log >&2 || true
-  exit 1
-}
 
 # The fixed server: one nginx worker, a 13-byte static file, long keep-alive.
 N_PORT=$(free_port)

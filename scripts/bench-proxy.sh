@@ -25,33 +25,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # generators alike, so the comparison stays fair while unrelated work is pushed back.
 if [ -n "${NICE:-}" ]; then renice -n "$NICE" -p $$ >/dev/null; fi
 
-for tool in wrk hey haproxy nginx python3; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "bench-proxy: $tool is missing (scripts/test.sh --install)" >&2; exit 1; }
-done
+BENCH_NAME=bench-proxy
+. scripts/bench-common.sh
+require wrk hey haproxy nginx python3
 
 echo "bench-proxy: building the proxy (release)" >&2
 cargo build --release -q -p canary
 PROXY_BIN="$CARGO_TARGET_DIR/release/canary"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench-proxy: nothing listens on port $1; logs:" >&2
-  tail -n 20 "$work"/*.log >&2 || true
-  exit 1
-}
 
 B_PORT=$(free_port); C_PORT=$(free_port); H_PORT=$(free_port); E_PORT=$(free_port); A_PORT=$(free_port)
 

@@ -197,20 +197,11 @@ async fn abort(
     headers: HeaderMap,
     Json(body): Json<AbortBody>,
 ) -> Response {
-    if !authorised(&headers, &s.operator_token) {
-        return unauthorised();
-    }
-    match s
-        .commands
-        .send(Command::Abort {
-            by: body.by,
-            reason: body.reason,
-        })
-        .await
-    {
-        Ok(()) => (StatusCode::ACCEPTED, "abort accepted: rolling back\n").into_response(),
-        Err(_) => (StatusCode::GONE, "the run has finished\n").into_response(),
-    }
+    let command = Command::Abort {
+        by: body.by,
+        reason: body.reason,
+    };
+    operator_command(&s, &headers, command, "abort accepted: rolling back\n").await
 }
 
 #[derive(Deserialize)]
@@ -223,11 +214,23 @@ async fn approve(
     headers: HeaderMap,
     Json(body): Json<ApproveBody>,
 ) -> Response {
-    if !authorised(&headers, &s.operator_token) {
+    let command = Command::Approve { by: body.by };
+    operator_command(&s, &headers, command, "approval recorded\n").await
+}
+
+/// Hands an operator's command to the controller: 202 with `accepted`, 401 without the operator
+/// token, 410 once the run has finished.
+async fn operator_command(
+    s: &AppState,
+    headers: &HeaderMap,
+    command: Command,
+    accepted: &'static str,
+) -> Response {
+    if !authorised(headers, &s.operator_token) {
         return unauthorised();
     }
-    match s.commands.send(Command::Approve { by: body.by }).await {
-        Ok(()) => (StatusCode::ACCEPTED, "approval recorded\n").into_response(),
+    match s.commands.send(command).await {
+        Ok(()) => (StatusCode::ACCEPTED, accepted).into_response(),
         Err(_) => (StatusCode::GONE, "the run has finished\n").into_response(),
     }
 }

@@ -147,13 +147,7 @@ async fn each_event_reaches_the_client_as_soon_as_it_is_written() {
         assert!(pair[1] - pair[0] >= Duration::from_millis(100));
     }
 
-    wait_until("stream counted complete", Duration::from_secs(2), || {
-        metric(
-            &proxy,
-            "canary_proxy_sse_streams_total{arm=\"canary\",outcome=\"complete\"}",
-        ) == 1.0
-    })
-    .await;
+    wait_for_stream(&proxy, "canary", "complete", Duration::from_secs(2)).await;
     assert_eq!(
         metric(
             &proxy,
@@ -213,13 +207,7 @@ async fn a_quiet_stream_is_not_cut_by_the_request_timeout() {
     assert_eq!(end, Ok(()));
     assert_eq!(arrived.len(), 2);
     assert!(started.elapsed() >= Duration::from_millis(1_200));
-    wait_until("stream counted complete", Duration::from_secs(2), || {
-        metric(
-            &proxy,
-            "canary_proxy_sse_streams_total{arm=\"canary\",outcome=\"complete\"}",
-        ) == 1.0
-    })
-    .await;
+    wait_for_stream(&proxy, "canary", "complete", Duration::from_secs(2)).await;
     assert_eq!(
         metric(
             &proxy,
@@ -266,13 +254,7 @@ async fn a_silent_stream_is_cut_at_the_idle_timeout() {
         cut_after < Duration::from_secs(5),
         "cut after {cut_after:?}"
     );
-    wait_until("stream counted as timeout", Duration::from_secs(2), || {
-        metric(
-            &proxy,
-            "canary_proxy_sse_streams_total{arm=\"canary\",outcome=\"timeout\"}",
-        ) == 1.0
-    })
-    .await;
+    wait_for_stream(&proxy, "canary", "timeout", Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
@@ -303,17 +285,7 @@ async fn closed_and_broken_streams_are_counted_by_outcome() {
     let (arrived, end) = read_events(resp.into_body(), None).await;
     assert_eq!(arrived.len(), 1);
     assert!(end.is_err());
-    wait_until(
-        "stream counted as upstream_error",
-        Duration::from_secs(2),
-        || {
-            metric(
-                &proxy,
-                "canary_proxy_sse_streams_total{arm=\"canary\",outcome=\"upstream_error\"}",
-            ) == 1.0
-        },
-    )
-    .await;
+    wait_for_stream(&proxy, "canary", "upstream_error", Duration::from_secs(2)).await;
 
     // Baseline: a long stream the client walks away from after two events.
     let long = scripted_stream(
@@ -334,15 +306,19 @@ async fn closed_and_broken_streams_are_counted_by_outcome() {
         .unwrap();
     let (arrived, _) = read_events(resp.into_body(), Some(2)).await;
     assert_eq!(arrived.len(), 2);
-    wait_until(
-        "stream counted as client_closed",
-        Duration::from_secs(5),
-        || {
-            metric(
-                &proxy,
-                "canary_proxy_sse_streams_total{arm=\"baseline\",outcome=\"client_closed\"}",
-            ) == 1.0
-        },
-    )
+    wait_for_stream(&proxy, "baseline", "client_closed", Duration::from_secs(5)).await;
+}
+
+/// Waits until the proxy has counted one stream of `arm` ended with `outcome`.
+async fn wait_for_stream(
+    proxy: &canary_proxy::ProxyHandle,
+    arm: &str,
+    outcome: &str,
+    within: Duration,
+) {
+    let series = format!("canary_proxy_sse_streams_total{{arm=\"{arm}\",outcome=\"{outcome}\"}}");
+    wait_until(&format!("a {arm} stream counted {outcome}"), within, || {
+        metric(proxy, &series) == 1.0
+    })
     .await;
 }

@@ -510,10 +510,7 @@ impl<S: SeriesSource + ?Sized> Evaluator<'_, S> {
     pub(crate) fn vector(&self, e: &Expr, ts: Millis) -> Result<Vec<Elem>, EvalError> {
         match self.eval(e, ts)? {
             Val::Vector(v) => Ok(v),
-            other => Err(EvalError::Execution(format!(
-                "expected an instant vector, got {}",
-                type_name(&other)
-            ))),
+            other => Err(expected("an instant vector", &other)),
         }
     }
 
@@ -521,10 +518,7 @@ impl<S: SeriesSource + ?Sized> Evaluator<'_, S> {
     pub(crate) fn scalar(&self, e: &Expr, ts: Millis) -> Result<f64, EvalError> {
         match self.eval(e, ts)? {
             Val::Scalar(v) => Ok(v),
-            other => Err(EvalError::Execution(format!(
-                "expected a scalar, got {}",
-                type_name(&other)
-            ))),
+            other => Err(expected("a scalar", &other)),
         }
     }
 
@@ -532,12 +526,14 @@ impl<S: SeriesSource + ?Sized> Evaluator<'_, S> {
     pub(crate) fn string(&self, e: &Expr, ts: Millis) -> Result<String, EvalError> {
         match self.eval(e, ts)? {
             Val::Str(s) => Ok(s),
-            other => Err(EvalError::Execution(format!(
-                "expected a string, got {}",
-                type_name(&other)
-            ))),
+            other => Err(expected("a string", &other)),
         }
     }
+}
+
+/// The error for a value of the wrong type where `what` was needed.
+fn expected(what: &str, got: &Val) -> EvalError {
+    EvalError::Execution(format!("expected {what}, got {}", type_name(got)))
 }
 
 fn type_name(v: &Val) -> &'static str {

@@ -141,18 +141,22 @@ impl EmbeddedRouter {
 
     /// Both arms' health, the split and the lease holder.
     pub async fn health(&self) -> Result<ProxyHealth, TrafficError> {
-        let text = self.call(reqwest::Method::GET, "/healthz", None).await?;
-        let body: HealthBody =
-            serde_json::from_str(&text).map_err(|e| TrafficError::Unreadable {
-                router: ROUTER,
-                what: format!("{}/healthz", self.base),
-                detail: e.to_string(),
-            })?;
+        let body: HealthBody = self.fetch("/healthz").await?;
         Ok(ProxyHealth {
             baseline: body.arms.baseline,
             canary: body.arms.canary,
             split: split_of(&body.weights, &self.base)?,
             lease_holder: body.lease.map(|l| l.holder),
+        })
+    }
+
+    /// `GET path`, its JSON answer parsed.
+    async fn fetch<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, TrafficError> {
+        let text = self.call(reqwest::Method::GET, path, None).await?;
+        serde_json::from_str(&text).map_err(|e| TrafficError::Unreadable {
+            router: ROUTER,
+            what: format!("{}{path}", self.base),
+            detail: e.to_string(),
         })
     }
 
@@ -257,26 +261,14 @@ impl TrafficRouter for EmbeddedRouter {
 
     fn get(&self) -> BoxFuture<'_, Result<Split, TrafficError>> {
         Box::pin(async move {
-            let text = self.call(reqwest::Method::GET, "/weights", None).await?;
-            let weights: WeightsBody =
-                serde_json::from_str(&text).map_err(|e| TrafficError::Unreadable {
-                    router: ROUTER,
-                    what: format!("{}/weights", self.base),
-                    detail: e.to_string(),
-                })?;
+            let weights: WeightsBody = self.fetch("/weights").await?;
             split_of(&weights, &self.base)
         })
     }
 
     fn describe(&self) -> BoxFuture<'_, Result<String, TrafficError>> {
         Box::pin(async move {
-            let text = self.call(reqwest::Method::GET, "/healthz", None).await?;
-            let body: HealthBody =
-                serde_json::from_str(&text).map_err(|e| TrafficError::Unreadable {
-                    router: ROUTER,
-                    what: format!("{}/healthz", self.base),
-                    detail: e.to_string(),
-                })?;
+            let body: HealthBody = self.fetch("/healthz").await?;
             let split = split_of(&body.weights, &self.base)?;
             let arm = |name: &str, a: &ArmState| {
                 let why = a
