@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alertmanager;
+mod error_text;
 pub mod grafana;
 pub mod metrics;
 pub mod notify;

@@ -8,6 +8,7 @@
 //! when the scraper stops, all its series do. Samples are stamped with the scrape's start time
 //! (the one place that reads the wall clock: the store never does).
 
+use crate::error_text::error_chain;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -324,16 +325,4 @@ fn ingest(
         error,
         ingest: report,
     }
-}
-
-/// The error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

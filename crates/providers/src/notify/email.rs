@@ -231,7 +231,7 @@ impl Channel for Email {
         Box::pin(async move {
             let mail = self.compose(message)?;
             self.transport.send(mail).await.map(|_| ()).map_err(|e| {
-                let detail = super::error_text(&e);
+                let detail = crate::error_text::error_chain(&e);
                 if e.is_timeout() {
                     NotifyError::Timeout {
                         channel: self.name(),

@@ -12,6 +12,7 @@ mod pagerduty;
 mod slack;
 mod webhook;
 
+use crate::error_text::error_chain;
 use std::time::Duration;
 
 use canary_core::{Millis, Severity};
@@ -366,7 +367,7 @@ async fn post_json(
     }
     let resp = req.send().await.map_err(|e| NotifyError::Unreachable {
         channel: channel.clone(),
-        detail: error_text(&e.without_url()),
+        detail: error_chain(&e.without_url()),
     })?;
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
@@ -378,19 +379,4 @@ async fn post_json(
         status,
         body: text.trim().chars().take(300).collect(),
     })
-}
-
-/// An error with its sources, e.g. `error sending request: connection refused`.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -1,6 +1,7 @@
 //! The `embedded` router: the admin API of `canary`'s own proxy (`canary-proxy`) — weights,
 //! the dead man's switch lease and arm health.
 
+use crate::error_text::error_chain;
 use std::fmt;
 use std::time::Duration;
 
@@ -228,20 +229,6 @@ fn split_of(weights: &WeightsBody, base: &str) -> Result<Split, TrafficError> {
             ),
         }),
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let message = e.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = e.source();
-    }
-    text
 }
 
 impl TrafficRouter for EmbeddedRouter {
