@@ -9,12 +9,16 @@
 //!   until it is overridden, and the override is recorded in the evidence.
 //! - With `[grafana]` (a stand-in for its HTTP API), the run's dashboard is pushed and annotated
 //!   at the start, each checkpoint and the decision.
+//! - Notifications reach the channels subscribed to their kind: a rollback verdict goes to
+//!   `decision`, the verified return to the baseline to `rollback`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
 
 mod support;
 
+use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canary_testkit::grafana::{Grafana, TOKEN};
@@ -341,4 +345,108 @@ fn the_dashboard_goes_to_grafana_and_is_annotated_at_start_checkpoints_and_decis
     }
     assert!(found, "no CANARY_DASHBOARDS artifact");
     assert_eq!(verify(&bundle).0, 0);
+}
+
+/// The path and JSON body of every POST a [`webhook_receiver`] got, in arrival order.
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A webhook receiver on loopback. It answers until the test process ends.
+fn webhook_receiver() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head, body) = loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                data.extend_from_slice(&buf[..n]);
+                let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while data.len() < end + 4 + length {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                break (head, data[end + 4..].to_vec());
+            };
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            if let Ok(json) = serde_json::from_slice(&body) {
+                sink.lock().unwrap().push((path, json));
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn a_rollback_reaches_decision_and_rollback_subscribers_each_with_its_kind() {
+    let (hook, received) = webhook_receiver();
+    let rig = rig_with(embedded_metrics, |_, _| {
+        format!(
+            "[[notify]]\nkind = \"webhook\"\nurl = \"{hook}/decision\"\non = [\"decision\"]\n\n\
+             [[notify]]\nkind = \"webhook\"\nurl = \"{hook}/rollback\"\non = [\"rollback\"]\n\n\
+             [[notify]]\nkind = \"webhook\"\nurl = \"{hook}/start\"\non = [\"start\"]\n"
+        )
+    });
+    let mut run = rig.run(&[]);
+    rig.wait_running(&mut run, 2_000);
+    let abort = canary()
+        .current_dir(rig.dir.path())
+        .args(["abort", "-c", "canary.toml", "--reason", "bad deploy"])
+        .output()
+        .unwrap();
+    assert!(abort.status.success());
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+
+    // The controller waits for deliveries before it exits: everything has arrived.
+    let received = received.lock().unwrap();
+    let at = |path: &str| -> Vec<&serde_json::Value> {
+        received
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, j)| j)
+            .collect()
+    };
+    let text = |j: &serde_json::Value| j.to_string();
+    let start = at("/start");
+    assert_eq!(start.len(), 1, "{received:?}");
+    assert_eq!(start[0]["kind"], "start");
+    let decision = at("/decision");
+    assert_eq!(decision.len(), 1, "{received:?}");
+    assert_eq!(decision[0]["kind"], "decision");
+    assert!(text(decision[0]).contains("ROLLBACK"), "{}", decision[0]);
+    let rollback = at("/rollback");
+    assert_eq!(rollback.len(), 1, "{received:?}");
+    assert_eq!(rollback[0]["kind"], "rollback");
+    assert!(
+        text(rollback[0]).contains("traffic back on the baseline"),
+        "{}",
+        rollback[0]
+    );
 }

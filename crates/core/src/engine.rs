@@ -168,6 +168,21 @@ pub enum Severity {
     Page,
 }
 
+/// What a notification is about, so that people can subscribe to some topics only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// The run started: split applied, guardrails armed.
+    Start,
+    /// Progress: a step, a periodic check, an operator action that changed nothing.
+    Check,
+    /// Something is wrong but not yet decided: a breach began, a warn-only guardrail
+    /// triggered, the baseline is unhealthy.
+    Breach,
+    /// The verdict, or a decision waiting for an operator.
+    Decision,
+}
+
 /// Where a guardrail stands after an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -274,7 +289,11 @@ pub enum Action {
     /// leak).
     RunProbes,
     /// Tell people.
-    Notify { severity: Severity, message: String },
+    Notify {
+        topic: Topic,
+        severity: Severity,
+        message: String,
+    },
     /// Wait for `canary approve` / `canary abort` until `deadline`.
     AwaitApproval { deadline: Millis, reason: String },
     /// The verdict. Followed by the final [`Action::SetWeight`].
@@ -576,6 +595,7 @@ impl Engine {
                     change: WeightChange::Step { index: 0 },
                 });
                 out.push(Action::Notify {
+                    topic: Topic::Start,
                     severity: Severity::Info,
                     message: format!(
                         "canary of {} started: {} % to {} ({}), {} % to {} ({}), window {}",
@@ -692,6 +712,7 @@ impl Engine {
                     change: WeightChange::Step { index: self.step },
                 });
                 out.push(Action::Notify {
+                    topic: Topic::Check,
                     severity: Severity::Info,
                     message: format!("step {}: canary weight {} %", self.step + 1, weight),
                 });
@@ -761,6 +782,7 @@ impl Engine {
             match outcome {
                 Outcome::Quiet => {}
                 Outcome::BreachStarted => out.push(Action::Notify {
+                    topic: Topic::Breach,
                     severity: Severity::Warning,
                     message: format!(
                         "{} breaching: canary {} (must {}){}",
@@ -779,6 +801,7 @@ impl Engine {
                         && matches!(reason, Reason::GuardrailTriggered { .. })
                     {
                         out.push(Action::Notify {
+                            topic: Topic::Breach,
                             severity: Severity::Warning,
                             message: format!("warning only: {reason}"),
                         });
@@ -875,6 +898,7 @@ impl Engine {
                 arm: ArmRole::Baseline,
                 detail,
             } => out.push(Action::Notify {
+                topic: Topic::Breach,
                 severity: Severity::Critical,
                 message: format!(
                     "the baseline is unhealthy ({detail}); the canary continues, but comparisons with the baseline are unreliable"
@@ -902,6 +926,7 @@ impl Engine {
             Event::Approve { by } => match self.phase {
                 Phase::Awaiting { .. } => self.decide(Verdict::Promote, by, out),
                 _ => out.push(Action::Notify {
+                    topic: Topic::Check,
                     severity: Severity::Info,
                     message: format!("{by} approved, but nothing is waiting for approval"),
                 }),
@@ -1029,6 +1054,7 @@ impl Engine {
                         reason: format!("inconclusive: {why}"),
                     });
                     out.push(Action::Notify {
+                        topic: Topic::Decision,
                         severity: Severity::Critical,
                         message: format!(
                             "canary is INCONCLUSIVE ({why}); holding the split: `canary approve` to promote or `canary abort` to roll back within {}",
@@ -1053,6 +1079,7 @@ impl Engine {
                     reason: "every guardrail passed; manual approval required".to_owned(),
                 });
                 out.push(Action::Notify {
+                    topic: Topic::Decision,
                     severity: Severity::Warning,
                     message: format!(
                         "canary passed every guardrail: `canary approve` within {} to promote",
@@ -1108,7 +1135,11 @@ impl Engine {
                 WeightChange::Rollback
             },
         });
-        out.push(Action::Notify { severity, message });
+        out.push(Action::Notify {
+            topic: Topic::Decision,
+            severity,
+            message,
+        });
     }
 
     fn summaries(&self) -> Vec<GuardrailSummary> {

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use canary_core::engine::{Action, GuardrailReading, Input, Reading, Severity, WeightChange};
+use canary_core::engine::{
+    Action, GuardrailReading, Input, Reading, Severity, Topic, WeightChange,
+};
 use canary_core::plan::{
     Approval, Arm, Arms, BurstPlan, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, Step,
 };
@@ -367,7 +369,7 @@ fn a_breach_that_recovers_one_evaluation_before_for_elapses_does_not_trigger() {
     let out = run(Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 24.5)));
     assert_eq!(out.verdict, Some(Verdict::Promote));
     assert_eq!(
-        out.count(|a| matches!(a, Action::Notify { severity: Severity::Warning, message } if message.contains("ttfv_p95 breaching"))),
+        out.count(|a| matches!(a, Action::Notify { topic: Topic::Breach, severity: Severity::Warning, message } if message.contains("ttfv_p95 breaching"))),
         1
     );
 }
@@ -414,6 +416,7 @@ fn a_security_trigger_at_minute_59_rolls_back_and_pages() {
         out.count(|a| matches!(
             a,
             Action::Notify {
+                topic: Topic::Decision,
                 severity: Severity::Page,
                 ..
             }
@@ -579,6 +582,7 @@ fn an_unhealthy_baseline_only_notifies() {
         out.count(|a| matches!(
             a,
             Action::Notify {
+                topic: Topic::Breach,
                 severity: Severity::Critical,
                 ..
             }
@@ -818,7 +822,7 @@ fn warnings_never_change_the_verdict() {
     assert_eq!(out.verdict, Some(Verdict::Promote));
     assert!(
         out.count(
-            |a| matches!(a, Action::Notify { message, .. } if message.starts_with("warning only"))
+            |a| matches!(a, Action::Notify { topic: Topic::Breach, message, .. } if message.starts_with("warning only"))
         ) >= 1
     );
 }

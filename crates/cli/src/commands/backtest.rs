@@ -231,7 +231,9 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
                     });
                     queue.extend(more);
                 }
-                Action::Notify { severity, message } => events.push(EventLine {
+                Action::Notify {
+                    severity, message, ..
+                } => events.push(EventLine {
                     t: secs(engine.status().elapsed_ms + from),
                     severity,
                     message,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, WeightChange};
+use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, Topic, WeightChange};
 use canary_core::{ArmRole, Decision, Engine, Millis};
 use canary_evidence::durable::AppendLog;
 use canary_evidence::render::traffic::{FinalTraffic, TrafficChange, Verification};
@@ -411,17 +411,16 @@ impl Controller {
                     let _ = sender.send(Message::Probes(task.await)).await;
                 });
             }
-            Action::Notify { severity, message } => {
-                let kind = match severity {
-                    Severity::Info if message.starts_with("canary of") => EventKind::Start,
-                    Severity::Info => EventKind::Check,
-                    Severity::Warning => EventKind::Breach,
-                    Severity::Critical | Severity::Page => EventKind::Rollback,
-                };
-                let kind = if self.engine.is_decided() {
-                    EventKind::Decision
-                } else {
-                    kind
+            Action::Notify {
+                topic,
+                severity,
+                message,
+            } => {
+                let kind = match topic {
+                    Topic::Start => EventKind::Start,
+                    Topic::Check => EventKind::Check,
+                    Topic::Breach => EventKind::Breach,
+                    Topic::Decision => EventKind::Decision,
                 };
                 match severity {
                     Severity::Info => tracing::info!(target: "canary", "{message}"),
@@ -590,6 +589,16 @@ impl Controller {
                             canary_percent: canary,
                             verification,
                         });
+                    }
+                    if change == WeightChange::Rollback {
+                        // The verdict went to the `decision` subscribers; those on call for
+                        // rollbacks hear that traffic is back on the baseline.
+                        self.deliver(self.delegates.notify(
+                            self.bundle.run_id(),
+                            Severity::Critical,
+                            EventKind::Rollback,
+                            format!("traffic back on the baseline ({why}): {split}, verified"),
+                        ));
                     }
                     return Ok(Vec::new());
                 }
