@@ -136,7 +136,15 @@ fn abort_rolls_back_and_the_cooldown_holds_until_overridden() {
         decision.contains("fix verified in staging (INC-42)"),
         "{decision}"
     );
-    assert_eq!(verify(&rig.bundle(&run_id)).0, 0);
+    let (code, report) = verify(&rig.bundle(&run_id));
+    assert_eq!(code, 0, "{report}");
+    // What verified, for people: the verdict, who, and the recorded override.
+    assert!(
+        report.contains("verdict      ROLLBACK by ")
+            && report.contains("cooldown     overridden: fix verified in staging (INC-42)")
+            && !report.contains("VerifyReport"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl VerifyError {
 }
 
 /// A bundle that verified.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VerifyReport {
     pub run_id: String,
     pub service: String,

@@ -27,15 +27,37 @@ pub struct VerifyArgs {
     output: Format,
 }
 
+/// What a verified bundle holds, one fact per line.
+fn print_report(dir: &std::path::Path, r: &canary_evidence::VerifyReport) {
+    println!("{}: verified", dir.display());
+    println!("  run          {} ({})", r.run_id, r.service);
+    println!("  verdict      {} by {}", r.verdict.name(), r.authorised_by);
+    for reason in r.verdict.reasons() {
+        println!("  reason       {reason}");
+    }
+    println!("  window       {} .. {}", r.started, r.finished);
+    println!(
+        "  signed by    {} (Ed25519 {})",
+        r.fingerprint, r.public_key
+    );
+    println!("  files        {} hashes match the manifest", r.files);
+    if !r.checkpoints.is_empty() {
+        println!("  checkpoints  {}", r.checkpoints.join(", "));
+    }
+    if let Some(why) = &r.cooldown_override {
+        println!("  cooldown     overridden: {why}");
+    }
+}
+
 pub fn verify_cmd(args: VerifyArgs) -> anyhow::Result<i32> {
     match verify(&args.dir, args.key.as_deref()) {
         Ok(report) => {
             match args.output {
                 Format::Json => println!(
                     "{}",
-                    serde_json::json!({"verified": true, "dir": args.dir.display().to_string(), "report": format!("{report:?}")})
+                    serde_json::json!({"verified": true, "dir": args.dir.display().to_string(), "report": report})
                 ),
-                Format::Text => println!("{}: verified\n{report:#?}", args.dir.display()),
+                Format::Text => print_report(&args.dir, &report),
             }
             Ok(0)
         }
