@@ -10,13 +10,13 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::arm::Arm;
 use crate::control::Control;
+use crate::link::UpstreamBody;
 use crate::metrics::StreamOutcome;
-use crate::pool::Connection;
 
 /// Error type of [`ResponseBody`].
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -52,8 +52,7 @@ impl ResponseBody {
 
     /// An upstream body, observed on its way through.
     pub(crate) fn upstream(
-        inner: Incoming,
-        connection: Connection,
+        inner: UpstreamBody,
         arm: Arm,
         event_stream: bool,
         started: Instant,
@@ -63,7 +62,6 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(Box::new(Observed {
                 inner,
-                connection: Some(connection),
                 arm,
                 event_stream,
                 started,
@@ -79,9 +77,8 @@ impl ResponseBody {
 }
 
 struct Observed {
-    inner: Incoming,
-    /// The upstream connection, back to its pool once the body ended cleanly.
-    connection: Option<Connection>,
+    /// Read off the upstream connection, which goes back to its pool when the body has ended.
+    inner: UpstreamBody,
     arm: Arm,
     event_stream: bool,
     started: Instant,
@@ -100,11 +97,6 @@ impl Observed {
             return;
         }
         self.finished = true;
-        if let Some(connection) = self.connection.take()
-            && outcome == StreamOutcome::Complete
-        {
-            connection.release();
-        }
         let metrics = &self.control.metrics;
         let elapsed = self.started.elapsed();
         if !self.first_byte_seen && outcome == StreamOutcome::Complete {

@@ -172,32 +172,6 @@ impl fmt::Display for ForwardError {
 
 impl StdError for ForwardError {}
 
-pub(crate) fn classify_exchange(err: &(dyn StdError + 'static)) -> FailureKind {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() {
-                return FailureKind::Protocol;
-            }
-            if h.is_timeout() {
-                return FailureKind::HeadTimeout;
-            }
-            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
-                return FailureKind::Reset;
-            }
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return match io.kind() {
-                io::ErrorKind::TimedOut => FailureKind::HeadTimeout,
-                io::ErrorKind::InvalidData => FailureKind::Protocol,
-                _ => FailureKind::Reset,
-            };
-        }
-        source = e.source();
-    }
-    FailureKind::Reset
-}
-
 /// `outer: inner: innermost`, each message once.
 pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
@@ -235,13 +209,5 @@ mod tests {
             assert_eq!(kind.blame(), blame, "{kind:?}");
             assert_eq!(kind.retry_safe(), retry, "{kind:?}");
         }
-    }
-
-    #[test]
-    fn io_errors_classify_by_kind() {
-        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
-        assert_eq!(classify_exchange(&reset), FailureKind::Reset);
-        let timeout = io::Error::new(io::ErrorKind::TimedOut, "slow");
-        assert_eq!(classify_exchange(&timeout), FailureKind::HeadTimeout);
     }
 }

@@ -18,7 +18,8 @@ use crate::control::Control;
 use crate::distribute::{self, Decision, Reason, Splitter};
 use crate::error::{FailureKind, ForwardError};
 use crate::headers;
-use crate::pool::{ArmPool, Connection};
+use crate::link::UpstreamBody;
+use crate::pool::ArmPool;
 use crate::server::Handler;
 
 pub(crate) struct Forwarder {
@@ -120,8 +121,7 @@ impl Forwarder {
     /// Phase 4: the response head as the client receives it, body wrapped for streaming.
     fn downstream_response(
         &self,
-        resp: Response<Incoming>,
-        connection: Connection,
+        resp: Response<UpstreamBody>,
         arm: Arm,
         started: Instant,
     ) -> Response<ResponseBody> {
@@ -134,7 +134,6 @@ impl Forwarder {
         self.control.metrics.count_response(arm, parts.status);
         let body = ResponseBody::upstream(
             body,
-            connection,
             arm,
             event_stream,
             started,
@@ -199,7 +198,7 @@ impl Handler for Forwarder {
         // under the idle timeout, so streams can run for as long as they keep talking.
         let exchange = self.pools[arm.index()].send(upstream_req);
         match tokio::time::timeout(self.timeouts.response_head, exchange).await {
-            Ok(Ok((resp, connection))) => self.downstream_response(resp, connection, arm, started),
+            Ok(Ok(resp)) => self.downstream_response(resp, arm, started),
             Ok(Err(err)) => self.failure(err, started),
             Err(_) => self.failure(
                 ForwardError::new(

@@ -13,8 +13,14 @@
 //!
 //! By default the data port is served by one thread per CPU, each with its own single-threaded
 //! runtime and its own upstream connections; one acceptor deals connections out in turn
-//! ([`ProxyConfig::workers`]; 0 serves on the caller's runtime instead). Upstream connections
-//! are kept alive and reused once a response body has been forwarded to its end.
+//! ([`ProxyConfig::workers`]; 0 serves on the caller's runtime instead). Clients speak HTTP/1.1
+//! or h2c to hyper's server; upstreams are spoken to in HTTP/1.1 by the request itself, on its
+//! own thread, with no task or channel in between. Upstream connections are kept alive and
+//! reused once a response body has been forwarded to its end; a body that runs until the
+//! upstream closes, or is cut short, closes its connection. A bodiless idempotent request whose
+//! kept-alive connection turns out to have been closed by the upstream is sent once more on a
+//! new connection; nothing else is re-sent. Chunked trailers from the upstream are not
+//! forwarded.
 //!
 //! | request header | effect |
 //! |---|---|
@@ -77,6 +83,7 @@ mod forward;
 mod headers;
 mod health;
 mod lease;
+mod link;
 mod metrics;
 mod pool;
 mod server;

@@ -1,50 +1,29 @@
-//! Keep-alive connections to one arm: check out an idle HTTP/1.1 connection or dial a new
-//! one, send the request, and take the connection back only once its response body has been
-//! forwarded to the end — so a connection is never shared by two requests at once and no
-//! background task is needed per request.
+//! Keep-alive connections to one arm: check out an idle connection the upstream has not closed,
+//! or dial a new one; a connection comes back only once its response body has been forwarded
+//! to the end — so a connection is never shared by two requests at once and no background task
+//! is needed per connection or per request.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::arm::Arm;
-use crate::error::{FailureKind, ForwardError, chain_text, classify_exchange};
+use crate::error::{FailureKind, ForwardError, chain_text};
+use crate::link::{self, ExchangeError, Link, Outgoing, UpstreamBody};
 
 /// Idle connections kept per arm beyond which returned connections are closed.
 const MAX_IDLE: usize = 1024;
 
-/// The connections to one arm's upstream.
+/// The connections to one arm's upstream (one pool per data-path thread and arm).
 pub(crate) struct ArmPool {
     arm: Arm,
     /// `host:port` to dial.
     target: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
-}
-
-/// A connection checked out for one exchange. Give it back with [`Connection::release`]
-/// when the response body has ended cleanly; dropping it closes it instead.
-pub(crate) struct Connection {
-    sender: SendRequest<Incoming>,
-    pool: Arc<ArmPool>,
-}
-
-impl Connection {
-    /// Returns the connection to its pool for the next request.
-    pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.pool.idle();
-        if idle.len() < MAX_IDLE {
-            idle.push(self.sender);
-        }
-    }
+    idle: Mutex<Vec<Link>>,
 }
 
 impl ArmPool {
@@ -57,57 +36,62 @@ impl ArmPool {
         })
     }
 
-    /// Sends `req` on an idle connection, or a new one. A request the upstream never saw (an
-    /// idle connection the upstream had just closed) is sent again on a fresh connection.
+    pub fn arm(&self) -> Arm {
+        self.arm
+    }
+
+    /// Sends `req` on an idle connection, or a new one, and returns the response with its body
+    /// still on the connection. A bodiless request whose kept-alive connection turns out to
+    /// have been closed by the upstream is sent again on a fresh connection.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Connection), ForwardError> {
-        let mut conn = match self.checkout_idle().await {
-            Some(conn) => conn,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        let (parts, body) = req.into_parts();
+        let outgoing = Outgoing::new(&parts, body);
+        let link = match self.checkout_idle() {
+            Some(link) => link,
             None => self.dial().await?,
         };
-        match conn.sender.try_send_request(req).await {
-            Ok(resp) => Ok((resp, conn)),
-            Err(mut err) => match err.take_message() {
-                Some(req) => {
-                    tracing::debug!(
-                        arm = self.arm.as_str(),
-                        "idle connection was gone; sending on a new one"
-                    );
-                    let mut conn = self.dial().await?;
-                    conn.sender
-                        .try_send_request(req)
-                        .await
-                        .map(|resp| (resp, conn))
-                        .map_err(|err| self.exchange_error(err.error()))
-                }
-                None => Err(self.exchange_error(err.error())),
-            },
+        let (head, link) = link::send(self, link, outgoing).await?;
+        let body = UpstreamBody::new(&head, link, self.clone());
+        Ok(Response::from_parts(head.parts, body))
+    }
+
+    /// Takes a connection back for the next request.
+    pub(crate) fn release(&self, link: Link) {
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE {
+            idle.push(link);
         }
     }
 
-    fn exchange_error(&self, err: &hyper::Error) -> ForwardError {
-        ForwardError::new(Some(self.arm), classify_exchange(err), chain_text(err))
+    pub(crate) fn exchange_error(&self, err: &ExchangeError) -> ForwardError {
+        let kind = match err {
+            ExchangeError::Protocol(_) => FailureKind::Protocol,
+            // The client's failure, not the arm's: counted as a bad request, not against the arm.
+            ExchangeError::RequestBody(_) => {
+                return ForwardError::new(None, FailureKind::BadRequest, chain_text(err));
+            }
+            ExchangeError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                FailureKind::HeadTimeout
+            }
+            ExchangeError::Io { .. } | ExchangeError::Closed { .. } => FailureKind::Reset,
+        };
+        ForwardError::new(Some(self.arm), kind, chain_text(err))
     }
 
-    async fn checkout_idle(self: &Arc<Self>) -> Option<Connection> {
-        loop {
-            let mut sender = self.idle().pop()?;
-            if sender.is_closed() {
-                continue;
+    fn checkout_idle(&self) -> Option<Link> {
+        let mut idle = self.idle();
+        while let Some(link) = idle.pop() {
+            if link.is_usable() {
+                return Some(link);
             }
-            if !sender.is_ready() && sender.ready().await.is_err() {
-                continue;
-            }
-            return Some(Connection {
-                sender,
-                pool: self.clone(),
-            });
         }
+        None
     }
 
-    async fn dial(self: &Arc<Self>) -> Result<Connection, ForwardError> {
+    pub(crate) async fn dial(&self) -> Result<Link, ForwardError> {
         let fail = |kind, detail: String| ForwardError::new(Some(self.arm), kind, detail);
         let stream = match tokio::time::timeout(
             self.connect_timeout,
@@ -139,24 +123,12 @@ impl ArmPool {
                 ));
             }
         };
+        // Latency over batching: request heads and events must leave as soon as written.
         let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| fail(FailureKind::ConnectFailed, chain_text(&err)))?;
-        let arm = self.arm;
-        tokio::spawn(async move {
-            if let Err(err) = driver.await {
-                tracing::debug!(arm = arm.as_str(), error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(Connection {
-            sender,
-            pool: self.clone(),
-        })
+        Ok(Link::new(stream))
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<SendRequest<Incoming>>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<Link>> {
         // Pushes and pops only: a poisoned lock still holds a valid list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -1,0 +1,841 @@
+//! One HTTP/1.1 connection to an arm's upstream, driven by the request that holds it.
+//!
+//! A request checks a [`Link`] out of its arm's pool, writes its head (and streams its body),
+//! reads the response head, and hands the link to the [`UpstreamBody`], which reads the body
+//! straight off the socket as the client takes it and returns the link to the pool at the end.
+//! No task per connection and no channel sits between the socket and the client (the shape of
+//! HAProxy's and nginx's loops): a request costs one task wake-up, not three.
+//!
+//! Framing follows RFC 9112 §6: no body for `HEAD`, 1xx, 204 and 304; `Transfer-Encoding`
+//! ending in `chunked` is decoded (and wins over `Content-Length`, which is then dropped);
+//! other transfer codings and bodies without a length run until the upstream closes, and such a
+//! connection is never reused. Conflicting `Content-Length` values are a protocol error.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, request, response};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
+
+use crate::pool::ArmPool;
+
+/// A response head larger than this is refused (HAProxy's default `tune.bufsize` is 16 KiB).
+const MAX_HEAD: usize = 64 * 1024;
+/// Header fields accepted in one response head.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line or trailer section longer than this is refused.
+const MAX_LINE: usize = 8 * 1024;
+/// Read buffer growth step.
+const READ_STEP: usize = 8 * 1024;
+
+/// What went wrong exchanging one request with the upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// The connection failed (reset, broken pipe) while sending or receiving.
+    #[error("{during}: {source}")]
+    Io {
+        during: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The upstream closed the connection before a complete response head.
+    #[error("the connection closed after {received} bytes of the response head")]
+    Closed { received: usize },
+    /// The upstream answered with something that is not HTTP/1.x.
+    #[error("{0}")]
+    Protocol(String),
+    /// The client's request body failed while it was being forwarded.
+    #[error("reading the request body from the client: {0}")]
+    RequestBody(String),
+}
+
+impl ExchangeError {
+    /// Whether the upstream saw nothing of the request worth keeping, so a bodiless request can
+    /// be sent again on a fresh connection: a kept-alive connection the upstream had closed.
+    fn stale_connection(&self) -> bool {
+        match self {
+            ExchangeError::Closed { received } => *received == 0,
+            ExchangeError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            ExchangeError::Protocol(_) | ExchangeError::RequestBody(_) => false,
+        }
+    }
+}
+
+/// A connection to one upstream, idle in a pool or held by one request.
+pub(crate) struct Link {
+    io: TcpStream,
+    /// Bytes read but not yet consumed. Empty whenever the link is idle.
+    buf: BytesMut,
+    /// Whether it has carried a request before (only reused links are retried).
+    reused: bool,
+}
+
+/// The request as it goes upstream: its head already encoded, its body (if any) to stream.
+pub(crate) struct Outgoing {
+    head: Vec<u8>,
+    body: Option<Incoming>,
+    framing: RequestFraming,
+    method: Method,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RequestFraming {
+    /// No body, or a body the client framed with `Content-Length`: bytes pass as they are.
+    AsIs,
+    /// A body of unknown length: sent chunked.
+    Chunked,
+}
+
+impl Outgoing {
+    /// Encodes `parts` (already prepared for the upstream: origin-form URI, hop-by-hop headers
+    /// removed) and keeps `body` to stream after the head.
+    pub fn new(parts: &request::Parts, body: Incoming) -> Self {
+        let body = (!body.is_end_stream()).then_some(body);
+        let framing = if body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+            RequestFraming::Chunked
+        } else {
+            RequestFraming::AsIs
+        };
+        Outgoing {
+            head: encode_head(parts, framing),
+            body,
+            framing,
+            method: parts.method.clone(),
+        }
+    }
+
+    /// Whether the request may be sent a second time: it has no body to replay and sending it
+    /// twice means the same as once (RFC 9110 §9.2.2), as nginx's `proxy_next_upstream` assumes.
+    pub fn replayable(&self) -> bool {
+        self.body.is_none() && self.method.is_idempotent()
+    }
+}
+
+/// The HTTP/1.1 request head for `parts`, with `Transfer-Encoding: chunked` when the body is
+/// sent chunked.
+fn encode_head(parts: &request::Parts, framing: RequestFraming) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if framing == RequestFraming::Chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A parsed response head and how its body is framed.
+pub(crate) struct ResponseHead {
+    pub parts: response::Parts,
+    framing: BodyFraming,
+    keep_alive: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl Link {
+    pub fn new(io: TcpStream) -> Self {
+        Link {
+            io,
+            buf: BytesMut::new(),
+            reused: false,
+        }
+    }
+
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Whether an idle link can carry another request: the upstream has neither closed it nor
+    /// sent anything unasked. Costs a system call only when the socket was seen readable.
+    pub fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.io.try_read(&mut [0u8; 1]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    /// Sends `req` (its head, then its body as the client sends it) and reads the response head.
+    /// A bodiless request is left intact, so it can be sent again on another connection.
+    pub async fn exchange(&mut self, req: &mut Outgoing) -> Result<ResponseHead, ExchangeError> {
+        let written = self.io.write_all(&req.head).await;
+        written.map_err(|source| ExchangeError::Io {
+            during: "sending the request head",
+            source,
+        })?;
+        if let Some(body) = req.body.as_mut() {
+            self.send_body(body, req.framing).await?;
+        }
+        self.read_head(&req.method).await
+    }
+
+    async fn send_body(
+        &mut self,
+        body: &mut Incoming,
+        framing: RequestFraming,
+    ) -> Result<(), ExchangeError> {
+        let io_err = |source| ExchangeError::Io {
+            during: "sending the request body",
+            source,
+        };
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                // Trailers: HTTP/1.1 upstreams rarely take them; they are dropped.
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if framing == RequestFraming::Chunked {
+                let size = format!("{:x}\r\n", data.len());
+                self.io.write_all(size.as_bytes()).await.map_err(io_err)?;
+                self.io.write_all(&data).await.map_err(io_err)?;
+                self.io.write_all(b"\r\n").await.map_err(io_err)?;
+            } else {
+                self.io.write_all(&data).await.map_err(io_err)?;
+            }
+        }
+        if framing == RequestFraming::Chunked {
+            self.io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, ExchangeError> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(head) = parse_head(&mut self.buf, method)?
+            {
+                self.reused = true;
+                return Ok(head);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(ExchangeError::Protocol(format!(
+                    "response head over {} KiB",
+                    MAX_HEAD / 1024
+                )));
+            }
+            self.buf.reserve(READ_STEP);
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| ExchangeError::Io {
+                    during: "reading the response head",
+                    source,
+                })?;
+            if n == 0 {
+                return Err(ExchangeError::Closed {
+                    received: self.buf.len(),
+                });
+            }
+        }
+    }
+}
+
+/// Sends `req` on `link`, or — when `link` was an idle connection the upstream had closed and
+/// the request has no body — once more on a fresh connection from `pool`.
+pub(crate) async fn send(
+    pool: &Arc<ArmPool>,
+    mut link: Link,
+    mut req: Outgoing,
+) -> Result<(ResponseHead, Link), crate::error::ForwardError> {
+    match link.exchange(&mut req).await {
+        Ok(head) => Ok((head, link)),
+        Err(err) if link.reused() && req.replayable() && err.stale_connection() => {
+            tracing::debug!(arm = pool.arm().as_str(), error = %err, "kept-alive connection was gone; sending on a new one");
+            let mut link = pool.dial().await?;
+            match link.exchange(&mut req).await {
+                Ok(head) => Ok((head, link)),
+                Err(err) => Err(pool.exchange_error(&err)),
+            }
+        }
+        Err(err) => Err(pool.exchange_error(&err)),
+    }
+}
+
+/// Parses a complete response head off the front of `buf` (skipping 1xx interim responses),
+/// or returns `None` when more bytes are needed.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(err) => {
+                return Err(ExchangeError::Protocol(format!(
+                    "invalid response head: {err}"
+                )));
+            }
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ExchangeError::Protocol(format!("invalid status code {code}")))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Protocol(
+                    "the upstream switched protocols, which the proxy does not forward".into(),
+                ));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let upstream_version = if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Field positions, so the values can share the head's bytes instead of copying them.
+        let base = buf.as_ptr() as usize;
+        let spans: Vec<(usize, usize, usize, usize)> = parsed
+            .headers
+            .iter()
+            .map(|f| {
+                let name = f.name.as_ptr() as usize - base;
+                let value = f.value.as_ptr() as usize - base;
+                (name, name + f.name.len(), value, value + f.value.len())
+            })
+            .collect();
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (n0, n1, v0, v1) in spans {
+            let name = HeaderName::from_bytes(&head[n0..n1])
+                .map_err(|_| ExchangeError::Protocol("invalid header name".into()))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+                .map_err(|_| ExchangeError::Protocol(format!("invalid value of header {name}")))?;
+            headers.append(name, value);
+        }
+        let framing = body_framing(method, status, &mut headers)?;
+        let keep_alive =
+            framing != BodyFraming::UntilClose && keeps_alive(upstream_version, &headers);
+        // The version is the client connection's business, not the upstream's.
+        let mut parts = response::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.headers = headers;
+        return Ok(Some(ResponseHead {
+            parts,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// RFC 9112 §6.3: how the body of this response is delimited.
+fn body_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<BodyFraming, ExchangeError> {
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyFraming::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which must not be forwarded with it.
+        headers.remove(header::CONTENT_LENGTH);
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|coding| !coding.is_empty());
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => BodyFraming::Chunked,
+            _ => BodyFraming::UntilClose,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().unwrap_or("").split(',') {
+            let item = item.trim();
+            let parsed = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| item.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ExchangeError::Protocol(format!("invalid Content-Length {item:?}"))
+                })?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(ExchangeError::Protocol(
+                    "conflicting Content-Length values".into(),
+                ));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length.map_or(BodyFraming::UntilClose, BodyFraming::Length))
+}
+
+/// Whether the upstream keeps the connection open after this response.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// A response body read straight off the upstream connection as the client takes it. The
+/// connection goes back to its pool once the body has ended cleanly; dropped early, it closes.
+pub(crate) struct UpstreamBody {
+    link: Option<Link>,
+    state: State,
+    keep_alive: bool,
+    pool: Arc<ArmPool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// `remaining` bytes to go.
+    Length(u64),
+    /// Chunked, in the given phase.
+    Chunked(Chunked),
+    /// Until the upstream closes.
+    UntilClose,
+    Done,
+}
+
+impl UpstreamBody {
+    pub fn new(head: &ResponseHead, link: Link, pool: Arc<ArmPool>) -> Self {
+        let state = match head.framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
+            BodyFraming::Length(n) => State::Length(n),
+            BodyFraming::Chunked => State::Chunked(Chunked::Size),
+            BodyFraming::UntilClose => State::UntilClose,
+        };
+        let mut body = UpstreamBody {
+            link: Some(link),
+            state,
+            keep_alive: head.keep_alive,
+            pool,
+        };
+        body.release_if_done();
+        body
+    }
+
+    /// Gives the connection back once the body is complete (and the upstream keeps it alive).
+    fn release_if_done(&mut self) {
+        if self.state != State::Done {
+            return;
+        }
+        if let Some(link) = self.link.take()
+            && self.keep_alive
+            && link.buf.is_empty()
+        {
+            self.pool.release(link);
+        }
+    }
+
+    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(link) = self.link.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if link.buf.capacity() - link.buf.len() < 1024 {
+            link.buf.reserve(READ_STEP);
+        }
+        poll_read_buf(Pin::new(&mut link.io), cx, &mut link.buf)
+    }
+
+    /// The next piece of body data, or `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            let Some(link) = self.link.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buf = &mut link.buf;
+            match self.state {
+                State::Done => {
+                    self.release_if_done();
+                    return Poll::Ready(None);
+                }
+                State::Length(remaining) if !buf.is_empty() => {
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                    self.release_if_done();
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                State::UntilClose if !buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(buf.split().freeze())));
+                }
+                State::Chunked(phase) if !buf.is_empty() => match decode_chunked(phase, buf) {
+                    Ok((next, data)) => {
+                        self.state = next;
+                        if let Some(data) = data {
+                            self.release_if_done();
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                        if next == State::Chunked(phase) {
+                            // Needs more bytes than are buffered.
+                            match ready_or_eof(self.read_more(cx)) {
+                                Poll::Ready(Ok(())) => {}
+                                Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                    }
+                    Err(msg) => {
+                        self.link = None;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            msg,
+                        ))));
+                    }
+                },
+                State::Length(_) | State::Chunked(_) => match ready_or_eof(self.read_more(cx)) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(err)) => {
+                        self.link = None;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                State::UntilClose => match self.read_more(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.state = State::Done;
+                        self.link = None;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(err)) => {
+                        self.link = None;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+}
+
+/// A read that must make progress: end of stream mid-body is an error.
+fn ready_or_eof(read: Poll<io::Result<usize>>) -> Poll<io::Result<()>> {
+    match read {
+        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the upstream closed the connection before the end of the response body",
+        ))),
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.get_mut()
+            .poll_data(cx)
+            .map(|data| data.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Chunked(_) | State::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+/// Where a chunked body's decoder is (RFC 9112 §7.1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty line.
+    Trailers,
+}
+
+/// Decodes what it can of a chunked body from the front of `buf`: the next state and, when
+/// chunk data was available, that data. Returns the same state and no data when `buf` holds
+/// too little to progress.
+fn decode_chunked(phase: Chunked, buf: &mut BytesMut) -> Result<(State, Option<Bytes>), String> {
+    let mut phase = phase;
+    loop {
+        match phase {
+            Chunked::Data(remaining) => {
+                if buf.is_empty() {
+                    return Ok((State::Chunked(phase), None));
+                }
+                let take = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let data = buf.split_to(take).freeze();
+                let left = remaining - take as u64;
+                let next = if left == 0 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left)
+                };
+                return Ok((State::Chunked(next), Some(data)));
+            }
+            Chunked::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok((State::Chunked(phase), None));
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err("chunked body: chunk data not followed by CRLF".into());
+                }
+                buf.advance(2);
+                phase = Chunked::Size;
+            }
+            Chunked::Size => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok((State::Chunked(phase), None));
+                };
+                let digits = line[..]
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                if digits.is_empty()
+                    || digits.len() > 15
+                    || !digits.iter().all(u8::is_ascii_hexdigit)
+                {
+                    return Err(format!(
+                        "chunked body: invalid chunk size {:?}",
+                        String::from_utf8_lossy(&line)
+                    ));
+                }
+                let size = digits
+                    .iter()
+                    .fold(0u64, |n, &d| n * 16 + u64::from(hex_value(d)));
+                phase = if size == 0 {
+                    Chunked::Trailers
+                } else {
+                    Chunked::Data(size)
+                };
+            }
+            Chunked::Trailers => {
+                let Some(line) = take_line(buf)? else {
+                    return Ok((State::Chunked(phase), None));
+                };
+                if line.is_empty() {
+                    return Ok((State::Done, None));
+                }
+            }
+        }
+    }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) off the front of `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, String> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => {
+            Err(format!("chunked body: a line over {} KiB", MAX_LINE / 1024))
+        }
+        None => Ok(None),
+    }
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` fed in pieces of `step` bytes; returns the data and whether it ended.
+    fn decode_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), String> {
+        let mut buf = BytesMut::new();
+        let mut state = State::Chunked(Chunked::Size);
+        let mut out = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let State::Chunked(phase) = state {
+                let (next, data) = decode_chunked(phase, &mut buf)?;
+                let stuck = next == state && data.is_none();
+                state = next;
+                if let Some(data) = data {
+                    out.extend_from_slice(&data);
+                }
+                if stuck {
+                    break;
+                }
+            }
+        }
+        Ok((out, state == State::Done, buf.len()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_the_bytes_arrive() {
+        let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        for step in 1..=wire.len() {
+            let (data, done, left) = decode_in_steps(wire, step).unwrap();
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
+            assert!(done, "step {step}");
+            // Bytes after the body stay in the buffer (they make the connection unusable).
+            assert_eq!(left, "NEXT".len(), "step {step}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert!(decode_in_steps(wire, wire.len()).is_err(), "{wire:?}");
+        }
+        let long = vec![b'1'; MAX_LINE + 10];
+        assert!(decode_in_steps(&long, long.len()).is_err());
+    }
+
+    fn head(text: &str, method: Method) -> Result<Option<ResponseHead>, ExchangeError> {
+        parse_head(&mut BytesMut::from(text.as_bytes()), &method)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        use BodyFraming::{Chunked, Empty, Length, UntilClose};
+        // (response head, request method, framing, connection kept)
+        #[rustfmt::skip]
+        let cases = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", Method::GET, Length(7), true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", Method::GET, Length(7), true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", Method::HEAD, Empty, true),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Method::GET, Empty, true),
+            ("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n", Method::GET, Empty, true),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n", Method::GET, Chunked, true),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", Method::GET, UntilClose, false),
+            ("HTTP/1.1 200 OK\r\n\r\n", Method::GET, UntilClose, false),
+            ("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", Method::GET, Length(1), false),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::GET, Length(1), false),
+            ("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", Method::GET, Length(1), true),
+            ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n", Method::POST, Length(2), true),
+        ];
+        for (text, method, framing, keep_alive) in cases {
+            let parsed = head(text, method).unwrap().unwrap();
+            assert_eq!(parsed.framing, framing, "{text:?}");
+            assert_eq!(parsed.keep_alive, keep_alive, "{text:?}");
+        }
+        let chunked = head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!chunked.parts.headers.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn bad_or_partial_heads_are_told_apart() {
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET)
+                .unwrap()
+                .is_none()
+        );
+        for text in [
+            "SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 7, 8\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(text, Method::GET), Err(ExchangeError::Protocol(_))),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_heads_are_encoded_with_their_framing() {
+        let parts = http::Request::post("/api?q=1")
+            .header("host", "relay")
+            .header("x-forwarded-for", "127.0.0.1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            String::from_utf8(encode_head(&parts, RequestFraming::AsIs)).unwrap(),
+            "POST /api?q=1 HTTP/1.1\r\nhost: relay\r\nx-forwarded-for: 127.0.0.1\r\n\r\n"
+        );
+        assert!(
+            String::from_utf8(encode_head(&parts, RequestFraming::Chunked))
+                .unwrap()
+                .ends_with("x-forwarded-for: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Response framings an upstream may use reach the client intact, and decide whether the
+//! upstream connection is kept: chunked (with extensions and trailers), `HEAD`, 204, interim
+//! 1xx responses, `Transfer-Encoding` with `Content-Length`, and bodies that run until close.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::{Backend, RawUpstream, client, config, get, metric, read_head, send};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The upstream's answer to `head`, and whether it closes the connection after it.
+fn answer(head: &str) -> (&'static [u8], bool) {
+    let line = head.lines().next().unwrap_or("");
+    match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+        ["GET", "/chunked"] => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+            false,
+        ),
+        ["HEAD", "/head"] => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+        ["GET", "/empty"] => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+        ["GET", "/interim"] => (
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ),
+        ["GET", "/both"] => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
+        ),
+        ["GET", "/until-close"] => (b"HTTP/1.1 200 OK\r\n\r\nread until the upstream closes", true),
+        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+    }
+}
+
+#[tokio::test]
+async fn framings_reach_the_client_and_decide_connection_reuse() {
+    let baseline = Backend::start("baseline").await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let upstream = RawUpstream::start(move |mut s: TcpStream| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async move {
+            loop {
+                let head = read_head(&mut s).await;
+                if head.is_empty() {
+                    return;
+                }
+                let (bytes, close) = answer(&head);
+                if s.write_all(bytes).await.is_err() || close {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut cfg = config(&baseline.url(), &upstream.url(), 100);
+    cfg.health.interval = Duration::from_secs(600);
+    // One data-path thread: one pool, so upstream connections count reuse exactly.
+    cfg.workers = 1;
+    let proxy = canary_proxy::start(cfg).await.unwrap();
+    let client = client();
+    let connections = || accepted.load(Ordering::Relaxed);
+
+    let chunked = get(&client, &proxy, "/chunked").await;
+    assert_eq!(
+        (chunked.status.as_u16(), chunked.body.as_str()),
+        (200, "hello world")
+    );
+    let head = send(
+        &client,
+        Request::head(format!("http://{}/head", proxy.data_addr()))
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((head.status.as_u16(), head.body.as_str()), (200, ""));
+    assert_eq!(
+        head.header("content-length"),
+        "5",
+        "HEAD keeps the length of the GET"
+    );
+    let empty = get(&client, &proxy, "/empty").await;
+    assert_eq!((empty.status.as_u16(), empty.body.as_str()), (204, ""));
+    let interim = get(&client, &proxy, "/interim").await;
+    assert_eq!(
+        (interim.status.as_u16(), interim.body.as_str()),
+        (200, "ok")
+    );
+    let both = get(&client, &proxy, "/both").await;
+    assert_eq!((both.status.as_u16(), both.body.as_str()), (200, "ok"));
+    assert_ne!(
+        both.header("content-length"),
+        "30",
+        "Transfer-Encoding wins"
+    );
+    // All of these were delimited, so one kept-alive connection carried them (plus, at most,
+    // the health check's own).
+    assert!(
+        connections() <= 2,
+        "{} connections for five delimited responses",
+        connections()
+    );
+
+    let before = connections();
+    let until_close = get(&client, &proxy, "/until-close").await;
+    assert_eq!(until_close.status, 200);
+    assert_eq!(until_close.body, "read until the upstream closes");
+    // That connection ended with its body, so the next request needs a new one, and gets it.
+    let next = get(&client, &proxy, "/chunked").await;
+    assert_eq!(next.body, "hello world");
+    assert_eq!(connections() - before, 1);
+    assert_eq!(
+        metric(
+            &proxy,
+            "canary_proxy_requests_total{arm=\"canary\",code_class=\"5xx\"}"
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_upstream_fails_the_response_and_the_connection() {
+    let baseline = Backend::start("baseline").await;
+    let upstream = RawUpstream::start(|mut s: TcpStream| {
+        async move {
+            loop {
+                let head = read_head(&mut s).await;
+                if head.is_empty() {
+                    return;
+                }
+                if head.starts_with("GET /short") {
+                    // Promises 100 bytes, sends 5, and closes.
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                        .await;
+                    return;
+                }
+                let (bytes, _) = answer(&head);
+                if s.write_all(bytes).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let mut cfg = config(&baseline.url(), &upstream.url(), 100);
+    cfg.health.interval = Duration::from_secs(600);
+    let proxy = canary_proxy::start(cfg).await.unwrap();
+    let client = client();
+
+    let req = Request::get(format!("http://{}/short", proxy.data_addr()))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    // Depending on whether the head left before the cut was seen, the client gets a response
+    // whose body fails, or a connection closed before the head; never a body that ends.
+    if let Ok(resp) = client.request(req).await {
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert!(body.is_err(), "the client must see the body fail, not end");
+    }
+    // The proxy keeps serving, on a new connection.
+    let ok = get(&client, &proxy, "/chunked").await;
+    assert_eq!(ok.body, "hello world");
+}
