@@ -21,7 +21,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, request, response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
@@ -196,73 +196,104 @@ impl Link {
             during: "sending the request head",
             source,
         })?;
-        if let Some(body) = req.body.as_mut() {
-            self.send_body(body, req.framing).await?;
-        }
-        self.read_head(&req.method).await
-    }
-
-    async fn send_body(
-        &mut self,
-        body: &mut Incoming,
-        framing: RequestFraming,
-    ) -> Result<(), ExchangeError> {
-        let io_err = |source| ExchangeError::Io {
-            during: "sending the request body",
-            source,
+        let head = match req.body.as_mut() {
+            None => read_head(&mut self.io, &mut self.buf, &req.method).await?,
+            Some(body) => {
+                // The upstream may answer before it has read the whole body (a 413, a 401): the
+                // body is sent while the head is awaited, and the answer wins, as in nginx.
+                let (mut reader, mut writer) = self.io.split();
+                let sending = send_body(&mut writer, body, req.framing);
+                let receiving = read_head(&mut reader, &mut self.buf, &req.method);
+                tokio::pin!(sending, receiving);
+                let mut sent = None;
+                loop {
+                    tokio::select! {
+                        result = &mut sending, if sent.is_none() => match result {
+                            Err(err @ ExchangeError::RequestBody(_)) => return Err(err),
+                            other => sent = Some(other),
+                        },
+                        head = &mut receiving => match (head, sent) {
+                            (Ok(head), Some(Ok(()))) => break head,
+                            // Answered early: the rest of the body was never sent, so the
+                            // connection cannot carry another request.
+                            (Ok(mut head), _) => {
+                                head.keep_alive = false;
+                                break head;
+                            }
+                            // A failed send explains a failed read better than the read does.
+                            (Err(_), Some(Err(send_err))) => return Err(send_err),
+                            (Err(err), _) => return Err(err),
+                        },
+                    }
+                }
+            }
         };
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                // Trailers: HTTP/1.1 upstreams rarely take them; they are dropped.
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if framing == RequestFraming::Chunked {
-                let size = format!("{:x}\r\n", data.len());
-                self.io.write_all(size.as_bytes()).await.map_err(io_err)?;
-                self.io.write_all(&data).await.map_err(io_err)?;
-                self.io.write_all(b"\r\n").await.map_err(io_err)?;
-            } else {
-                self.io.write_all(&data).await.map_err(io_err)?;
-            }
+        self.reused = true;
+        Ok(head)
+    }
+}
+
+/// Streams the client's request body to the upstream.
+async fn send_body<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    body: &mut Incoming,
+    framing: RequestFraming,
+) -> Result<(), ExchangeError> {
+    let io_err = |source| ExchangeError::Io {
+        during: "sending the request body",
+        source,
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: HTTP/1.1 upstreams rarely take them; they are dropped.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
         }
         if framing == RequestFraming::Chunked {
-            self.io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+            let size = format!("{:x}\r\n", data.len());
+            io.write_all(size.as_bytes()).await.map_err(io_err)?;
+            io.write_all(&data).await.map_err(io_err)?;
+            io.write_all(b"\r\n").await.map_err(io_err)?;
+        } else {
+            io.write_all(&data).await.map_err(io_err)?;
         }
-        Ok(())
     }
+    if framing == RequestFraming::Chunked {
+        io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+    }
+    Ok(())
+}
 
-    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, ExchangeError> {
-        loop {
-            if !self.buf.is_empty()
-                && let Some(head) = parse_head(&mut self.buf, method)?
-            {
-                self.reused = true;
-                return Ok(head);
-            }
-            if self.buf.len() >= MAX_HEAD {
-                return Err(ExchangeError::Protocol(format!(
-                    "response head over {} KiB",
-                    MAX_HEAD / 1024
-                )));
-            }
-            self.buf.reserve(READ_STEP);
-            let n = self
-                .io
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| ExchangeError::Io {
-                    during: "reading the response head",
-                    source,
-                })?;
-            if n == 0 {
-                return Err(ExchangeError::Closed {
-                    received: self.buf.len(),
-                });
-            }
+/// Reads until `buf` holds a complete response head, and parses it off the front of `buf`.
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<ResponseHead, ExchangeError> {
+    loop {
+        if !buf.is_empty()
+            && let Some(head) = parse_head(buf, method)?
+        {
+            return Ok(head);
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(ExchangeError::Protocol(format!(
+                "response head over {} KiB",
+                MAX_HEAD / 1024
+            )));
+        }
+        buf.reserve(READ_STEP);
+        let n = io.read_buf(buf).await.map_err(|source| ExchangeError::Io {
+            during: "reading the response head",
+            source,
+        })?;
+        if n == 0 {
+            return Err(ExchangeError::Closed {
+                received: buf.len(),
+            });
         }
     }
 }

@@ -184,6 +184,48 @@ async fn request_bodies_stream_to_the_upstream_without_being_collected() {
     assert_eq!(&body[..], b"1500");
 }
 
+#[tokio::test]
+async fn an_upstream_answering_before_the_body_ends_is_answered_at_once() {
+    // The upstream refuses on the head alone (as a server does with 413 or 401) while the
+    // client is still sending: the answer must reach the client, not wait for a body that may
+    // never end and turn into a 504.
+    let upstream = RawUpstream::start(|mut s: TcpStream| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large")
+            .await;
+        // Keep the connection open without reading: the body stays unread.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let baseline = Backend::start("baseline").await;
+    let mut cfg = config(&baseline.url(), &upstream.url(), 100);
+    cfg.timeouts.response_head = Duration::from_secs(3);
+    let proxy = canary_proxy::start(cfg).await.unwrap();
+
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let client: Client<_, ChannelBody> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{}/upload", proxy.data_addr()))
+        .body(ChannelBody(chunks_rx))
+        .unwrap();
+    let response = tokio::spawn(async move { client.request(request).await });
+    chunks_tx.send(Bytes::from(vec![b'a'; 1000])).await.unwrap();
+    // The client never finishes its body; the sender stays open until the answer is in.
+    let response = response.await.unwrap().unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["x-canary-arm"], "canary");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"too large");
+    drop(chunks_tx);
+    assert_eq!(
+        metric(
+            &proxy,
+            "canary_proxy_requests_total{arm=\"canary\",code_class=\"4xx\"}"
+        ),
+        1.0
+    );
+}
+
 /// A request body fed chunk by chunk from a channel.
 struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
 
