@@ -9,7 +9,8 @@
 //! Framing follows RFC 9112 §6: no body for `HEAD`, 1xx, 204 and 304; `Transfer-Encoding`
 //! ending in `chunked` is decoded (and wins over `Content-Length`, which is then dropped);
 //! other transfer codings and bodies without a length run until the upstream closes, and such a
-//! connection is never reused. Conflicting `Content-Length` values are a protocol error.
+//! connection is never reused. Conflicting `Content-Length` values are a protocol error. A
+//! chunked body's trailer fields become a trailers frame.
 
 use std::io;
 use std::pin::Pin;
@@ -458,6 +459,8 @@ pub(crate) struct UpstreamBody {
     state: State,
     keep_alive: bool,
     pool: Arc<ArmPool>,
+    /// Trailer fields of a chunked body, gathered until its end.
+    trailers: HeaderMap,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -484,6 +487,7 @@ impl UpstreamBody {
             state,
             keep_alive: head.keep_alive,
             pool,
+            trailers: HeaderMap::new(),
         };
         body.release_if_done();
         body
@@ -512,8 +516,8 @@ impl UpstreamBody {
         poll_read_buf(Pin::new(&mut link.io), cx, &mut link.buf)
     }
 
-    /// The next piece of body data, or `None` at its end.
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    /// The next piece of body data (or a chunked body's trailers), or `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
             let Some(link) = self.link.as_mut() else {
                 return Poll::Ready(None);
@@ -536,35 +540,37 @@ impl UpstreamBody {
                         State::Length(left)
                     };
                     self.release_if_done();
-                    return Poll::Ready(Some(Ok(data)));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 State::UntilClose if !buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(buf.split().freeze())));
+                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
                 }
-                State::Chunked(phase) if !buf.is_empty() => match decode_chunked(phase, buf) {
-                    Ok((next, data)) => {
-                        self.state = next;
-                        if let Some(data) = data {
-                            self.release_if_done();
-                            return Poll::Ready(Some(Ok(data)));
-                        }
-                        if next == State::Chunked(phase) {
-                            // Needs more bytes than are buffered.
-                            match ready_or_eof(self.read_more(cx)) {
-                                Poll::Ready(Ok(())) => {}
-                                Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                                Poll::Pending => return Poll::Pending,
+                State::Chunked(phase) if !buf.is_empty() => {
+                    match decode_chunked(phase, buf, &mut self.trailers) {
+                        Ok((next, frame)) => {
+                            self.state = next;
+                            if let Some(frame) = frame {
+                                self.release_if_done();
+                                return Poll::Ready(Some(Ok(frame)));
+                            }
+                            if next == State::Chunked(phase) {
+                                // Needs more bytes than are buffered.
+                                match ready_or_eof(self.read_more(cx)) {
+                                    Poll::Ready(Ok(())) => {}
+                                    Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                                    Poll::Pending => return Poll::Pending,
+                                }
                             }
                         }
+                        Err(msg) => {
+                            self.link = None;
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                msg,
+                            ))));
+                        }
                     }
-                    Err(msg) => {
-                        self.link = None;
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            msg,
-                        ))));
-                    }
-                },
+                }
                 State::Length(_) | State::Chunked(_) => match ready_or_eof(self.read_more(cx)) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(err)) => {
@@ -612,9 +618,7 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.get_mut()
-            .poll_data(cx)
-            .map(|data| data.map(|r| r.map(Frame::data)))
+        self.get_mut().poll_data(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -644,9 +648,13 @@ enum Chunked {
 }
 
 /// Decodes what it can of a chunked body from the front of `buf`: the next state and, when
-/// chunk data was available, that data. Returns the same state and no data when `buf` holds
-/// too little to progress.
-fn decode_chunked(phase: Chunked, buf: &mut BytesMut) -> Result<(State, Option<Bytes>), String> {
+/// chunk data was available, that data (or, at the end, the trailers gathered in `trailers`).
+/// Returns the same state and no frame when `buf` holds too little to progress.
+fn decode_chunked(
+    phase: Chunked,
+    buf: &mut BytesMut,
+    trailers: &mut HeaderMap,
+) -> Result<(State, Option<Frame<Bytes>>), String> {
     let mut phase = phase;
     loop {
         match phase {
@@ -664,7 +672,7 @@ fn decode_chunked(phase: Chunked, buf: &mut BytesMut) -> Result<(State, Option<B
                 } else {
                     Chunked::Data(left)
                 };
-                return Ok((State::Chunked(next), Some(data)));
+                return Ok((State::Chunked(next), Some(Frame::data(data))));
             }
             Chunked::DataEnd => {
                 if buf.len() < 2 {
@@ -708,10 +716,41 @@ fn decode_chunked(phase: Chunked, buf: &mut BytesMut) -> Result<(State, Option<B
                     return Ok((State::Chunked(phase), None));
                 };
                 if line.is_empty() {
-                    return Ok((State::Done, None));
+                    let frame =
+                        (!trailers.is_empty()).then(|| Frame::trailers(std::mem::take(trailers)));
+                    return Ok((State::Done, frame));
                 }
+                if trailers.len() >= MAX_HEADERS {
+                    return Err(format!("chunked body: over {MAX_HEADERS} trailer fields"));
+                }
+                add_trailer(trailers, &line);
             }
         }
+    }
+}
+
+/// Keeps one `name: value` trailer line, unless it is malformed or a field that must not be
+/// sent as a trailer (framing, routing, hop-by-hop: RFC 9110 §6.5.1).
+fn add_trailer(trailers: &mut HeaderMap, line: &[u8]) {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return;
+    };
+    let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(line[..colon].trim_ascii()),
+        HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+    ) else {
+        return;
+    };
+    let forbidden = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::HOST,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+    ];
+    if !forbidden.contains(&name) {
+        trailers.append(name, value);
     }
 }
 
@@ -745,38 +784,65 @@ fn hex_value(digit: u8) -> u8 {
 mod tests {
     use super::*;
 
-    /// Decodes `wire` fed in pieces of `step` bytes; returns the data and whether it ended.
-    fn decode_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), String> {
+    /// What decoding a chunked body produced.
+    struct Decoded {
+        data: Vec<u8>,
+        trailers: Option<HeaderMap>,
+        done: bool,
+        left: usize,
+    }
+
+    /// Decodes `wire` fed in pieces of `step` bytes.
+    fn decode_in_steps(wire: &[u8], step: usize) -> Result<Decoded, String> {
         let mut buf = BytesMut::new();
         let mut state = State::Chunked(Chunked::Size);
-        let mut out = Vec::new();
+        let mut gathered = HeaderMap::new();
+        let mut out = Decoded {
+            data: Vec::new(),
+            trailers: None,
+            done: false,
+            left: 0,
+        };
         for piece in wire.chunks(step) {
             buf.extend_from_slice(piece);
             while let State::Chunked(phase) = state {
-                let (next, data) = decode_chunked(phase, &mut buf)?;
-                let stuck = next == state && data.is_none();
+                let (next, frame) = decode_chunked(phase, &mut buf, &mut gathered)?;
+                let stuck = next == state && frame.is_none();
                 state = next;
-                if let Some(data) = data {
-                    out.extend_from_slice(&data);
+                match frame.map(Frame::into_data) {
+                    Some(Ok(data)) => out.data.extend_from_slice(&data),
+                    Some(Err(frame)) => out.trailers = frame.into_trailers().ok(),
+                    None => {}
                 }
                 if stuck {
                     break;
                 }
             }
         }
-        Ok((out, state == State::Done, buf.len()))
+        out.done = state == State::Done;
+        out.left = buf.len();
+        Ok(out)
     }
 
     #[test]
     fn chunked_bodies_decode_however_the_bytes_arrive() {
-        let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-checksum: abc\r\ncontent-length: 9\r\nbad line\r\n\r\nNEXT";
         for step in 1..=wire.len() {
-            let (data, done, left) = decode_in_steps(wire, step).unwrap();
-            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
-            assert!(done, "step {step}");
+            let decoded = decode_in_steps(wire, step).unwrap();
+            assert_eq!(
+                decoded.data, b"helloabcdefghijklmnopqrstuvwxyz",
+                "step {step}"
+            );
+            assert!(decoded.done, "step {step}");
+            // Trailers pass, except fields that must not be trailers and malformed lines.
+            let trailers = decoded.trailers.expect("trailers");
+            assert_eq!(trailers.len(), 1, "step {step}: {trailers:?}");
+            assert_eq!(trailers["x-checksum"], "abc");
             // Bytes after the body stay in the buffer (they make the connection unusable).
-            assert_eq!(left, "NEXT".len(), "step {step}");
+            assert_eq!(decoded.left, "NEXT".len(), "step {step}");
         }
+        let plain = decode_in_steps(b"2\r\nok\r\n0\r\n\r\n", 3).unwrap();
+        assert!(plain.done && plain.trailers.is_none());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use support::{Backend, RawUpstream, client, config, get, metric, read_head, send};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -73,6 +75,23 @@ async fn framings_reach_the_client_and_decide_connection_reuse() {
         (chunked.status.as_u16(), chunked.body.as_str()),
         (200, "hello world")
     );
+    // An h2c client receives the chunked body's trailers as HTTP/2 trailers.
+    let h2c: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let resp = h2c
+        .request(
+            Request::get(format!("http://{}/chunked", proxy.data_addr()))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers forwarded");
+    assert_eq!(trailers["x-trailer"], "1");
+    assert_eq!(&collected.to_bytes()[..], b"hello world");
     let head = send(
         &client,
         Request::head(format!("http://{}/head", proxy.data_addr()))
@@ -161,7 +180,7 @@ async fn a_body_cut_short_by_the_upstream_fails_the_response_and_the_connection(
     // Depending on whether the head left before the cut was seen, the client gets a response
     // whose body fails, or a connection closed before the head; never a body that ends.
     if let Ok(resp) = client.request(req).await {
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        let body = resp.into_body().collect().await;
         assert!(body.is_err(), "the client must see the body fail, not end");
     }
     // The proxy keeps serving, on a new connection.
