@@ -34,8 +34,11 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// A chunk-size line or trailer section longer than this is refused.
 const MAX_LINE: usize = 8 * 1024;
-/// Read buffer growth step.
+/// Read buffer growth step: the first read of a response, and of a body.
 const READ_STEP: usize = 8 * 1024;
+/// A body whose reads keep filling the buffer is read in steps doubling up to this (hyper's
+/// adaptive read strategy), so large downloads move in large frames.
+const MAX_READ_STEP: usize = 256 * 1024;
 
 /// What went wrong exchanging one request with the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -461,6 +464,8 @@ pub(crate) struct UpstreamBody {
     pool: Arc<ArmPool>,
     /// Trailer fields of a chunked body, gathered until its end.
     trailers: HeaderMap,
+    /// How much room the next read gets.
+    read_step: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -488,6 +493,7 @@ impl UpstreamBody {
             keep_alive: head.keep_alive,
             pool,
             trailers: HeaderMap::new(),
+            read_step: READ_STEP,
         };
         body.release_if_done();
         body
@@ -510,10 +516,17 @@ impl UpstreamBody {
         let Some(link) = self.link.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        if link.buf.capacity() - link.buf.len() < 1024 {
-            link.buf.reserve(READ_STEP);
+        if link.buf.capacity() - link.buf.len() < self.read_step {
+            link.buf.reserve(self.read_step);
         }
-        poll_read_buf(Pin::new(&mut link.io), cx, &mut link.buf)
+        let room = link.buf.capacity() - link.buf.len();
+        let read = poll_read_buf(Pin::new(&mut link.io), cx, &mut link.buf);
+        if let Poll::Ready(Ok(n)) = read
+            && n == room
+        {
+            self.read_step = (self.read_step * 2).min(MAX_READ_STEP);
+        }
+        read
     }
 
     /// The next piece of body data (or a chunked body's trailers), or `None` at its end.

@@ -187,3 +187,67 @@ async fn a_body_cut_short_by_the_upstream_fails_the_response_and_the_connection(
     let ok = get(&client, &proxy, "/chunked").await;
     assert_eq!(ok.body, "hello world");
 }
+
+#[tokio::test]
+async fn large_bodies_arrive_byte_for_byte_in_both_framings() {
+    // 4 MiB of a pattern that never repeats at a read boundary, as one Content-Length body and
+    // as 1000-byte chunks: the reads grow past the first 8 KiB, and nothing is lost or moved.
+    let payload: Arc<Vec<u8>> =
+        Arc::new((0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect());
+    let served = payload.clone();
+    let upstream = RawUpstream::start(move |mut s: TcpStream| {
+        let payload = served.clone();
+        async move {
+            loop {
+                let head = read_head(&mut s).await;
+                if head.is_empty() {
+                    return;
+                }
+                let mut wire = Vec::with_capacity(payload.len() + 64 * 1024);
+                if head.starts_with("GET /length") {
+                    wire.extend_from_slice(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                            payload.len()
+                        )
+                        .as_bytes(),
+                    );
+                    wire.extend_from_slice(&payload);
+                } else {
+                    wire.extend_from_slice(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                    );
+                    for chunk in payload.chunks(1000) {
+                        wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        wire.extend_from_slice(chunk);
+                        wire.extend_from_slice(b"\r\n");
+                    }
+                    wire.extend_from_slice(b"0\r\n\r\n");
+                }
+                if s.write_all(&wire).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let baseline = Backend::start("baseline").await;
+    let mut cfg = config(&baseline.url(), &upstream.url(), 100);
+    cfg.health.interval = Duration::from_secs(600);
+    let proxy = canary_proxy::start(cfg).await.unwrap();
+    let client = client();
+    for path in ["/length", "/chunked", "/length"] {
+        let resp = client
+            .request(
+                Request::get(format!("http://{}{path}", proxy.data_addr()))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), payload.len(), "{path}");
+        assert!(body[..] == payload[..], "{path}: the bytes differ");
+    }
+}
