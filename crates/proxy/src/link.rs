@@ -257,10 +257,12 @@ async fn send_body<W: AsyncWrite + Unpin>(
             continue;
         }
         if framing == RequestFraming::Chunked {
-            let size = format!("{:x}\r\n", data.len());
-            io.write_all(size.as_bytes()).await.map_err(io_err)?;
-            io.write_all(&data).await.map_err(io_err)?;
-            io.write_all(b"\r\n").await.map_err(io_err)?;
+            // One write per chunk (size line, data, CRLF), not three small packets.
+            let mut chunk = Vec::with_capacity(data.len() + 20);
+            chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            chunk.extend_from_slice(&data);
+            chunk.extend_from_slice(b"\r\n");
+            io.write_all(&chunk).await.map_err(io_err)?;
         } else {
             io.write_all(&data).await.map_err(io_err)?;
         }
