@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{Backend, RawUpstream, client, config, get, metric, read_head, send};
+use support::{Backend, RawUpstream, client, config, get, get_request, metric, read_head, send};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -79,14 +79,7 @@ async fn framings_reach_the_client_and_decide_connection_reuse() {
     let h2c: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let resp = h2c
-        .request(
-            Request::get(format!("http://{}/chunked", proxy.data_addr()))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = h2c.request(get_request(&proxy, "/chunked")).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("trailers forwarded");
@@ -174,9 +167,7 @@ async fn a_body_cut_short_by_the_upstream_fails_the_response_and_the_connection(
     let proxy = canary_proxy::start(cfg).await.unwrap();
     let client = client();
 
-    let req = Request::get(format!("http://{}/short", proxy.data_addr()))
-        .body(Full::<Bytes>::default())
-        .unwrap();
+    let req = get_request(&proxy, "/short");
     // Depending on whether the head left before the cut was seen, the client gets a response
     // whose body fails, or a connection closed before the head; never a body that ends.
     if let Ok(resp) = client.request(req).await {
@@ -237,14 +228,7 @@ async fn large_bodies_arrive_byte_for_byte_in_both_framings() {
     let proxy = canary_proxy::start(cfg).await.unwrap();
     let client = client();
     for path in ["/length", "/chunked", "/length"] {
-        let resp = client
-            .request(
-                Request::get(format!("http://{}{path}", proxy.data_addr()))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let resp = client.request(get_request(&proxy, path)).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), payload.len(), "{path}");

@@ -236,11 +236,15 @@ pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Answer {
     }
 }
 
-pub async fn get(client: &HttpClient, proxy: &ProxyHandle, path: &str) -> Answer {
-    let req = Request::get(format!("http://{}{path}", proxy.data_addr()))
+/// A bodiless `GET` of `path` on the proxy's data port.
+pub fn get_request(proxy: &ProxyHandle, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{}{path}", proxy.data_addr()))
         .body(Full::default())
-        .unwrap();
-    send(client, req).await
+        .unwrap()
+}
+
+pub async fn get(client: &HttpClient, proxy: &ProxyHandle, path: &str) -> Answer {
+    send(client, get_request(proxy, path)).await
 }
 
 /// Calls the admin API with the test token.
