@@ -15,7 +15,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -64,7 +64,7 @@ pub(crate) enum ExchangeError {
 impl ExchangeError {
     /// Whether the upstream saw nothing of the request worth keeping, so a bodiless request can
     /// be sent again on a fresh connection: a kept-alive connection the upstream had closed.
-    fn stale_connection(&self) -> bool {
+    pub fn stale_connection(&self) -> bool {
         match self {
             ExchangeError::Closed { received } => *received == 0,
             ExchangeError::Io { source, .. } => matches!(
@@ -304,27 +304,6 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// Sends `req` on `link`, or — when `link` was an idle connection the upstream had closed and
-/// the request has no body — once more on a fresh connection from `pool`.
-pub(crate) async fn send(
-    pool: &Arc<ArmPool>,
-    mut link: Link,
-    mut req: Outgoing,
-) -> Result<(ResponseHead, Link), crate::error::ForwardError> {
-    match link.exchange(&mut req).await {
-        Ok(head) => Ok((head, link)),
-        Err(err) if link.reused() && req.replayable() && err.stale_connection() => {
-            tracing::debug!(arm = pool.arm().as_str(), error = %err, "kept-alive connection was gone; sending on a new one");
-            let mut link = pool.dial().await?;
-            match link.exchange(&mut req).await {
-                Ok(head) => Ok((head, link)),
-                Err(err) => Err(pool.exchange_error(&err)),
-            }
-        }
-        Err(err) => Err(pool.exchange_error(&err)),
-    }
-}
-
 /// Parses a complete response head off the front of `buf` (skipping 1xx interim responses),
 /// or returns `None` when more bytes are needed.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
@@ -534,94 +513,79 @@ impl UpstreamBody {
     /// The next piece of body data (or a chunked body's trailers), or `None` at its end.
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
+            if self.state == State::Done {
+                self.release_if_done();
+                return Poll::Ready(None);
+            }
             let Some(link) = self.link.as_mut() else {
                 return Poll::Ready(None);
             };
-            let buf = &mut link.buf;
-            match self.state {
-                State::Done => {
-                    self.release_if_done();
+            if !link.buf.is_empty() {
+                match take_buffered(&mut self.state, &mut link.buf, &mut self.trailers) {
+                    Ok(Some(frame)) => {
+                        self.release_if_done();
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    // The buffer holds no whole piece, or the body just ended.
+                    Ok(None) if self.state == State::Done => continue,
+                    Ok(None) => {}
+                    Err(msg) => {
+                        self.link = None;
+                        let err = io::Error::new(io::ErrorKind::InvalidData, msg);
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
+            }
+            match ready!(self.read_more(cx)) {
+                Ok(0) if self.state == State::UntilClose => {
+                    self.state = State::Done;
+                    self.link = None;
                     return Poll::Ready(None);
                 }
-                State::Length(remaining) if !buf.is_empty() => {
-                    let take = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(buf.len());
-                    let data = buf.split_to(take).freeze();
-                    let left = remaining - take as u64;
-                    self.state = if left == 0 {
-                        State::Done
-                    } else {
-                        State::Length(left)
-                    };
-                    self.release_if_done();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(0) => {
+                    self.link = None;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before the end of the response body",
+                    ))));
                 }
-                State::UntilClose if !buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                Ok(_) => {}
+                Err(err) => {
+                    self.link = None;
+                    return Poll::Ready(Some(Err(err)));
                 }
-                State::Chunked(phase) if !buf.is_empty() => {
-                    match decode_chunked(phase, buf, &mut self.trailers) {
-                        Ok((next, frame)) => {
-                            self.state = next;
-                            if let Some(frame) = frame {
-                                self.release_if_done();
-                                return Poll::Ready(Some(Ok(frame)));
-                            }
-                            if next == State::Chunked(phase) {
-                                // Needs more bytes than are buffered.
-                                match ready_or_eof(self.read_more(cx)) {
-                                    Poll::Ready(Ok(())) => {}
-                                    Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                                    Poll::Pending => return Poll::Pending,
-                                }
-                            }
-                        }
-                        Err(msg) => {
-                            self.link = None;
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                msg,
-                            ))));
-                        }
-                    }
-                }
-                State::Length(_) | State::Chunked(_) => match ready_or_eof(self.read_more(cx)) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(err)) => {
-                        self.link = None;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
-                State::UntilClose => match self.read_more(cx) {
-                    Poll::Ready(Ok(0)) => {
-                        self.state = State::Done;
-                        self.link = None;
-                        return Poll::Ready(None);
-                    }
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(err)) => {
-                        self.link = None;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
             }
         }
     }
 }
 
-/// A read that must make progress: end of stream mid-body is an error.
-fn ready_or_eof(read: Poll<io::Result<usize>>) -> Poll<io::Result<()>> {
-    match read {
-        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the upstream closed the connection before the end of the response body",
-        ))),
-        Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
-        Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-        Poll::Pending => Poll::Pending,
+/// Takes the next piece of a body in `state` off the front of `buf`: data, trailers at the end
+/// of a chunked body, or `None` when `buf` holds no whole piece (or the body just ended).
+fn take_buffered(
+    state: &mut State,
+    buf: &mut BytesMut,
+    trailers: &mut HeaderMap,
+) -> Result<Option<Frame<Bytes>>, String> {
+    match *state {
+        State::Done => Ok(None),
+        State::Length(remaining) => {
+            let take = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let left = remaining - take as u64;
+            *state = if left == 0 {
+                State::Done
+            } else {
+                State::Length(left)
+            };
+            Ok(Some(Frame::data(buf.split_to(take).freeze())))
+        }
+        State::UntilClose => Ok(Some(Frame::data(buf.split().freeze()))),
+        State::Chunked(phase) => {
+            let (next, frame) = decode_chunked(phase, buf, trailers)?;
+            *state = next;
+            Ok(frame)
+        }
     }
 }
 
@@ -712,9 +676,10 @@ fn decode_chunked(
                     || digits.len() > 15
                     || !digits.iter().all(u8::is_ascii_hexdigit)
                 {
+                    // The line itself is the upstream's data: not echoed into logs.
                     return Err(format!(
-                        "chunked body: invalid chunk size {:?}",
-                        String::from_utf8_lossy(&line)
+                        "chunked body: invalid chunk-size line ({} bytes)",
+                        line.len()
                     ));
                 }
                 let size = digits

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::arm::Arm;
 use crate::error::{FailureKind, ForwardError, chain_text};
-use crate::link::{self, ExchangeError, Link, Outgoing, UpstreamBody};
+use crate::link::{ExchangeError, Link, Outgoing, UpstreamBody};
 
 /// Idle connections kept per arm beyond which returned connections are closed.
 const MAX_IDLE: usize = 1024;
@@ -36,10 +36,6 @@ impl ArmPool {
         })
     }
 
-    pub fn arm(&self) -> Arm {
-        self.arm
-    }
-
     /// Sends `req` on an idle connection, or a new one, and returns the response with its body
     /// still on the connection. A bodiless request whose kept-alive connection turns out to
     /// have been closed by the upstream is sent again on a fresh connection.
@@ -48,12 +44,22 @@ impl ArmPool {
         req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         let (parts, body) = req.into_parts();
-        let outgoing = Outgoing::new(&parts, body);
-        let link = match self.checkout_idle() {
+        let mut outgoing = Outgoing::new(&parts, body);
+        let mut link = match self.checkout_idle() {
             Some(link) => link,
             None => self.dial().await?,
         };
-        let (head, link) = link::send(self, link, outgoing).await?;
+        let head = match link.exchange(&mut outgoing).await {
+            Ok(head) => head,
+            Err(err) if link.reused() && outgoing.replayable() && err.stale_connection() => {
+                tracing::debug!(arm = self.arm.as_str(), error = %err, "kept-alive connection was gone; sending on a new one");
+                link = self.dial().await?;
+                link.exchange(&mut outgoing)
+                    .await
+                    .map_err(|err| self.exchange_error(&err))?
+            }
+            Err(err) => return Err(self.exchange_error(&err)),
+        };
         let body = UpstreamBody::new(&head, link, self.clone());
         Ok(Response::from_parts(head.parts, body))
     }
@@ -66,7 +72,7 @@ impl ArmPool {
         }
     }
 
-    pub(crate) fn exchange_error(&self, err: &ExchangeError) -> ForwardError {
+    fn exchange_error(&self, err: &ExchangeError) -> ForwardError {
         let kind = match err {
             ExchangeError::Protocol(_) => FailureKind::Protocol,
             // The client's failure, not the arm's: counted as a bad request, not against the arm.
@@ -91,7 +97,7 @@ impl ArmPool {
         None
     }
 
-    pub(crate) async fn dial(&self) -> Result<Link, ForwardError> {
+    async fn dial(&self) -> Result<Link, ForwardError> {
         let fail = |kind, detail: String| ForwardError::new(Some(self.arm), kind, detail);
         let stream = match tokio::time::timeout(
             self.connect_timeout,
