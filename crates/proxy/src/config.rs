@@ -43,6 +43,9 @@ pub struct ProxyConfig {
     /// data port (like HAProxy's `nbthread`). 0 serves the data port on the caller's runtime.
     /// Default: one per CPU.
     pub workers: usize,
+    /// Pin data-path thread *i* to the *i*-th CPU the process may use (Linux; like nginx's
+    /// `worker_cpu_affinity auto`). Default off: the scheduler places the threads.
+    pub pin_threads: bool,
 }
 
 impl ProxyConfig {
@@ -63,6 +66,7 @@ impl ProxyConfig {
             health: HealthCheck::default(),
             drain_timeout: Duration::from_secs(5),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pin_threads: false,
         }
     }
 
@@ -99,6 +103,12 @@ impl ProxyConfig {
                     "the {name} must be longer than zero"
                 )));
             }
+        }
+        if self.pin_threads && self.workers == 0 {
+            return Err(ProxyError::Config(
+                "pinning threads needs data-path threads: set at least one (--threads 1 or more)"
+                    .into(),
+            ));
         }
         if self.health.fall == 0 || self.health.rise == 0 {
             return Err(ProxyError::Config(
@@ -372,15 +382,30 @@ mod tests {
         assert_ne!(generated, AdminToken::generate());
     }
 
-    #[test]
-    fn validation_refuses_a_public_admin_port() {
-        let mut cfg = ProxyConfig::new(
+    fn loopback_config() -> ProxyConfig {
+        ProxyConfig::new(
             Upstream::parse("http://127.0.0.1:1").unwrap(),
             Upstream::parse("http://127.0.0.1:2").unwrap(),
             AdminToken::new("t"),
-        );
+        )
+    }
+
+    #[test]
+    fn validation_refuses_a_public_admin_port() {
+        let mut cfg = loopback_config();
         assert!(cfg.validate().is_ok());
         cfg.admin_listen = "0.0.0.0:9000".parse().unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("loopback"));
+    }
+
+    #[test]
+    fn pinning_without_data_path_threads_is_refused() {
+        let mut cfg = loopback_config();
+        cfg.pin_threads = true;
+        cfg.workers = 1;
+        assert!(cfg.validate().is_ok());
+        cfg.workers = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("--threads 1 or more"), "{err}");
     }
 }

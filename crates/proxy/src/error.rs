@@ -35,6 +35,16 @@ pub enum ProxyError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// A data-path thread could not be started (or pinned to its CPU).
+    #[error("cannot start data-path thread {index}: {step}: {source}")]
+    DataThread {
+        /// The thread's number, from 0.
+        index: usize,
+        /// What failed, e.g. `pinning it to CPU 3`.
+        step: String,
+        /// The operating system's reason.
+        source: io::Error,
+    },
 }
 
 /// Who caused a failed request (Pingora's split), so per-arm error metrics only count what the

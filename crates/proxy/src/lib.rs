@@ -73,6 +73,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod admin;
+mod affinity;
 mod arm;
 mod body;
 mod config;
@@ -249,6 +250,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         canary_weight = cfg.initial_weight.canary(),
         split = ?cfg.split,
         data_threads = cfg.workers,
+        pinned = cfg.pin_threads,
         "canary proxy listening"
     );
     Ok(ProxyHandle {

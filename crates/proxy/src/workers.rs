@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::affinity;
 use crate::config::ProxyConfig;
 use crate::control::Control;
 use crate::distribute::Splitter;
@@ -23,6 +24,8 @@ type Handoff = mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>;
 
 /// Starts `count` data-path threads and returns, for each, a receiver resolved when it has
 /// stopped. `listener` is served by an acceptor task on the caller's runtime (returned too).
+/// With `cfg.pin_threads`, each thread is bound to its CPU before it serves anything, and a
+/// thread that cannot be bound fails the start.
 pub(crate) fn spawn(
     cfg: &ProxyConfig,
     count: usize,
@@ -31,47 +34,100 @@ pub(crate) fn spawn(
     splitter: Arc<Splitter>,
     cancel: CancellationToken,
 ) -> Result<(impl Future<Output = ()> + use<>, Vec<oneshot::Receiver<()>>), ProxyError> {
-    let addr = cfg.listen;
+    let allowed = if cfg.pin_threads {
+        affinity::allowed_cpus().map_err(|source| ProxyError::DataThread {
+            index: 0,
+            step: "reading the CPUs this process may use".into(),
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
     let mut handoffs = Vec::with_capacity(count);
     let mut stopped = Vec::with_capacity(count);
     for index in 0..count {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
-        let forwarder = Arc::new(Forwarder::new(cfg, control.clone(), splitter.clone()));
-        let worker_cancel = cancel.clone();
-        let drain = cfg.drain_timeout;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| ProxyError::Bind {
-                role: "data port",
-                addr,
-                source,
-            })?;
-        std::thread::Builder::new()
-            .name(format!("canary-proxy-{index}"))
-            .spawn(move || {
-                runtime.block_on(server::serve(
-                    Connections::Handoff(rx),
-                    forwarder,
-                    "data port",
-                    worker_cancel,
-                    drain,
-                ));
-                let _ = stopped_tx.send(());
-            })
-            .map_err(|source| {
+        let started = start_thread(
+            cfg,
+            index,
+            affinity::cpu_for(index, &allowed),
+            control.clone(),
+            splitter.clone(),
+            cancel.clone(),
+        );
+        match started {
+            Ok((handoff, stopped_rx)) => {
+                handoffs.push(handoff);
+                stopped.push(stopped_rx);
+            }
+            Err(err) => {
+                // The threads already running see the cancellation and end.
                 cancel.cancel();
-                ProxyError::Bind {
-                    role: "data port",
-                    addr,
-                    source,
-                }
-            })?;
-        handoffs.push(tx);
-        stopped.push(stopped_rx);
+                return Err(err);
+            }
+        }
     }
     Ok((deal(listener, handoffs, cancel), stopped))
+}
+
+/// Starts data-path thread `index` (bound to `cpu` when given) and waits until it is ready to
+/// serve (a thread start: microseconds, so the caller's runtime is not held up).
+fn start_thread(
+    cfg: &ProxyConfig,
+    index: usize,
+    cpu: Option<usize>,
+    control: Arc<Control>,
+    splitter: Arc<Splitter>,
+    cancel: CancellationToken,
+) -> Result<(Handoff, oneshot::Receiver<()>), ProxyError> {
+    let failed = |step: String| {
+        move |source| ProxyError::DataThread {
+            index,
+            step,
+            source,
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
+    let forwarder = Arc::new(Forwarder::new(cfg, control, splitter));
+    let drain = cfg.drain_timeout;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed("building its runtime".into()))?;
+    std::thread::Builder::new()
+        .name(format!("canary-proxy-{index}"))
+        .spawn(move || {
+            let pinned = cpu.map_or(Ok(()), affinity::pin_current_thread);
+            let ok = pinned.is_ok();
+            let _ = ready_tx.send(pinned);
+            if !ok {
+                return;
+            }
+            if let Some(cpu) = cpu {
+                tracing::info!(thread = index, cpu, "data-path thread pinned");
+            }
+            runtime.block_on(server::serve(
+                Connections::Handoff(rx),
+                forwarder,
+                "data port",
+                cancel,
+                drain,
+            ));
+            let _ = stopped_tx.send(());
+        })
+        .map_err(failed("spawning the thread".into()))?;
+    let step = || match cpu {
+        Some(cpu) => format!("pinning it to CPU {cpu}"),
+        None => "starting it".into(),
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok((tx, stopped_rx)),
+        Ok(Err(source)) => Err(failed(step())(source)),
+        Err(_) => Err(failed(step())(std::io::Error::other(
+            "the thread ended before it was ready",
+        ))),
+    }
 }
 
 /// Accepts connections and hands them to the threads in turn until `cancel`.

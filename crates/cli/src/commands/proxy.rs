@@ -36,6 +36,11 @@ pub struct ProxyArgs {
     /// Data-path threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin data-path thread i to the i-th CPU this process may use (Linux), like nginx's
+    /// `worker_cpu_affinity auto`. Off by default; helps when the proxy shares few cores with
+    /// busy neighbours (see docs/BENCHMARKS.md).
+    #[arg(long)]
+    pin_threads: bool,
     /// Write `{"data": ADDR, "admin": ADDR}` here once listening (for scripts that use port 0).
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
@@ -74,6 +79,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
     if let Some(threads) = args.threads {
         cfg.workers = threads;
     }
+    cfg.pin_threads = args.pin_threads;
     let ready_file = args.ready_file.clone();
     let mut ready_error = None;
     canary_proxy::run_standalone(
