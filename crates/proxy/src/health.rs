@@ -46,15 +46,24 @@ pub(crate) async fn probe(
     let mut ticker = tokio::time::interval(policy.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // Cancellation first: after a slow probe the next tick is already due, and an unbiased
+        // select would start another probe half the time instead of stopping.
         tokio::select! {
-            _ = ticker.tick() => {}
+            biased;
             () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
         }
         let request = Request::get(uri.clone())
             .header(http::header::USER_AGENT, "canary-proxy-health-check")
             .body(Empty::new());
         let Ok(request) = request else { return };
-        let result = match tokio::time::timeout(policy.timeout, client.request(request)).await {
+        // A probe in flight does not hold up shutdown.
+        let answered = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            answered = tokio::time::timeout(policy.timeout, client.request(request)) => answered,
+        };
+        let result = match answered {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
             Ok(Ok(resp)) => Err(format!("GET {uri} answered {}", resp.status())),
             Ok(Err(err)) => Err(format!("GET {uri}: {}", chain_text(&err))),

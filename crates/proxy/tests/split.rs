@@ -366,6 +366,26 @@ async fn unhealthy_canary_is_reported_and_skipped_until_it_recovers() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_for_a_health_check_in_flight() {
+    // Both arms accept connections and never answer: every probe hangs until its timeout.
+    let silent = support::RawUpstream::start(|stream: tokio::net::TcpStream| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(stream);
+    })
+    .await;
+    let mut cfg = config(&silent.url(), &silent.url(), 0);
+    cfg.health.timeout = Duration::from_secs(30);
+    let proxy = canary_proxy::start(cfg).await.unwrap();
+    // Let the first probes start and hang.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), proxy.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited for a health check that hangs for 30 s"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_stops_serving_and_releases_the_ports() {
     let baseline = Backend::start("baseline").await;
     let canary = Backend::start("canary").await;
