@@ -19,8 +19,9 @@
 //! reused once a response body has been forwarded to its end; a body that runs until the
 //! upstream closes, or is cut short, closes its connection. A bodiless idempotent request whose
 //! kept-alive connection turns out to have been closed by the upstream is sent once more on a
-//! new connection; nothing else is re-sent. A chunked body's trailers are forwarded (to h2c
-//! clients, and to HTTP/1.1 clients that accept them), except fields that must not be trailers.
+//! new connection; nothing else is re-sent. A chunked body's trailers are forwarded both ways
+//! (to h2c clients and HTTP/1.1 clients that accept them; from clients to the upstream when the
+//! request body goes chunked), except fields that must not be trailers.
 //!
 //! | request header | effect |
 //! |---|---|

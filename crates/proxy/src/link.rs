@@ -10,7 +10,8 @@
 //! ending in `chunked` is decoded (and wins over `Content-Length`, which is then dropped);
 //! other transfer codings and bodies without a length run until the upstream closes, and such a
 //! connection is never reused. Conflicting `Content-Length` values are a protocol error. A
-//! chunked body's trailer fields become a trailers frame.
+//! chunked body's trailer fields become a trailers frame; a client's trailers end a chunked
+//! request body.
 
 use std::io;
 use std::pin::Pin;
@@ -237,7 +238,9 @@ impl Link {
     }
 }
 
-/// Streams the client's request body to the upstream.
+/// Streams the client's request body to the upstream. A chunked body ends with the client's
+/// trailer fields (minus those that must not be trailers); a `Content-Length` body has no place
+/// for them, so they are dropped there.
 async fn send_body<W: AsyncWrite + Unpin>(
     io: &mut W,
     body: &mut Incoming,
@@ -247,11 +250,21 @@ async fn send_body<W: AsyncWrite + Unpin>(
         during: "sending the request body",
         source,
     };
+    let mut trailers = HeaderMap::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            // Trailers: HTTP/1.1 upstreams rarely take them; they are dropped.
-            continue;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(fields) = frame.into_trailers() {
+                    for (name, value) in &fields {
+                        if may_be_trailer(name) {
+                            trailers.append(name.clone(), value.clone());
+                        }
+                    }
+                }
+                continue;
+            }
         };
         if data.is_empty() {
             continue;
@@ -268,7 +281,15 @@ async fn send_body<W: AsyncWrite + Unpin>(
         }
     }
     if framing == RequestFraming::Chunked {
-        io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+        let mut last = b"0\r\n".to_vec();
+        for (name, value) in &trailers {
+            last.extend_from_slice(name.as_str().as_bytes());
+            last.extend_from_slice(b": ");
+            last.extend_from_slice(value.as_bytes());
+            last.extend_from_slice(b"\r\n");
+        }
+        last.extend_from_slice(b"\r\n");
+        io.write_all(&last).await.map_err(io_err)?;
     }
     Ok(())
 }
@@ -721,17 +742,23 @@ fn add_trailer(trailers: &mut HeaderMap, line: &[u8]) {
     ) else {
         return;
     };
-    let forbidden = [
+    if may_be_trailer(&name) {
+        trailers.append(name, value);
+    }
+}
+
+/// Whether a field may travel as a trailer: not framing, routing or connection control
+/// (RFC 9110 §6.5.1).
+fn may_be_trailer(name: &HeaderName) -> bool {
+    ![
         header::CONTENT_LENGTH,
         header::TRANSFER_ENCODING,
         header::HOST,
         header::CONNECTION,
         header::TE,
         header::TRAILER,
-    ];
-    if !forbidden.contains(&name) {
-        trailers.append(name, value);
-    }
+    ]
+    .contains(name)
 }
 
 /// Takes one CRLF-terminated line (without the CRLF) off the front of `buf`.

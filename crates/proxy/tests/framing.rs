@@ -235,3 +235,60 @@ async fn large_bodies_arrive_byte_for_byte_in_both_framings() {
         assert!(body[..] == payload[..], "{path}: the bytes differ");
     }
 }
+
+#[tokio::test]
+async fn a_clients_chunked_request_trailers_reach_the_upstream() {
+    use tokio::io::AsyncReadExt;
+    // Echoes a chunked request body exactly as it arrived on the wire (chunk lines and
+    // trailers); answers anything else (the health checks) `200 ok`.
+    let upstream = RawUpstream::start(|mut stream: TcpStream| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            if let Some(head_end) = head_end {
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                if !head.contains("transfer-encoding: chunked") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    buf.drain(..head_end);
+                    continue;
+                }
+                let body = &buf[head_end..];
+                if body.ends_with(b"\r\n\r\n") && body.windows(5).any(|w| w == b"\r\n0\r\n") {
+                    let answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.write_all(body).await;
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let proxy = canary_proxy::start(config(&upstream.url(), &upstream.url(), 0))
+        .await
+        .unwrap();
+
+    let mut client = TcpStream::connect(proxy.data_addr()).await.unwrap();
+    client
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nhost: app\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\nx-checksum: 1234\r\ncontent-length: 99\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    // The field that must not be a trailer (content-length) is dropped on the way.
+    assert_eq!(body, "5\r\nhello\r\n0\r\nx-checksum: 1234\r\n\r\n");
+    proxy.shutdown().await;
+}
