@@ -2,9 +2,9 @@
 //! `worker_cpu_affinity auto` and HAProxy's `cpu-map`: thread *i* runs on the *i*-th CPU the
 //! process may use, wrapping around when there are more threads than CPUs.
 //!
-//! Off by default. On a machine where the proxy shares few cores with the load it serves, the
-//! scheduler can keep both data-path threads on one core while the other is busy with the rest;
-//! a pinned thread cannot be stacked that way (docs/BENCHMARKS.md measures it).
+//! Off by default. At saturation on a small machine it removes the rounds where the proxy's p99
+//! doubles (a pinned thread cannot migrate); at partial load a pinned thread cannot leave a core
+//! that a neighbour keeps busy, which costs latency. Both are measured in docs/BENCHMARKS.md.
 
 use std::io;
 

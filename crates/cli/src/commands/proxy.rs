@@ -37,8 +37,9 @@ pub struct ProxyArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Pin data-path thread i to the i-th CPU this process may use (Linux), like nginx's
-    /// `worker_cpu_affinity auto`. Off by default; helps when the proxy shares few cores with
-    /// busy neighbours (see docs/BENCHMARKS.md).
+    /// `worker_cpu_affinity auto`. Off by default: it cuts the p99 at saturation, but at
+    /// partial load a pinned thread cannot leave a core a neighbour keeps busy (measured in
+    /// docs/BENCHMARKS.md).
     #[arg(long)]
     pin_threads: bool,
     /// Write `{"data": ADDR, "admin": ADDR}` here once listening (for scripts that use port 0).
