@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
+use crate::headers;
 use crate::pool::ArmPool;
 
 /// A response head larger than this is refused (HAProxy's default `tune.bufsize` is 16 KiB).
@@ -138,17 +139,22 @@ fn encode_head(parts: &request::Parts, framing: RequestFraming) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    put_fields(&mut head, &parts.headers);
     if framing == RequestFraming::Chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// Appends a `name: value` line for every field (a head's headers, a chunked body's trailers).
+fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A parsed response head and how its body is framed.
@@ -282,12 +288,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
     }
     if framing == RequestFraming::Chunked {
         let mut last = b"0\r\n".to_vec();
-        for (name, value) in &trailers {
-            last.extend_from_slice(name.as_str().as_bytes());
-            last.extend_from_slice(b": ");
-            last.extend_from_slice(value.as_bytes());
-            last.extend_from_slice(b"\r\n");
-        }
+        put_fields(&mut last, &trailers);
         last.extend_from_slice(b"\r\n");
         io.write_all(&last).await.map_err(io_err)?;
     }
@@ -407,13 +408,9 @@ fn body_framing(
     if headers.contains_key(header::TRANSFER_ENCODING) {
         // Transfer-Encoding overrides Content-Length, which must not be forwarded with it.
         headers.remove(header::CONTENT_LENGTH);
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
+        let last = headers::tokens(headers, &header::TRANSFER_ENCODING)
+            .filter(|coding| !coding.is_empty())
+            .last();
         return Ok(match last {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => BodyFraming::Chunked,
             _ => BodyFraming::UntilClose,
@@ -443,12 +440,7 @@ fn body_framing(
 /// Whether the upstream keeps the connection open after this response.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        headers::tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token))
     };
     if version == Version::HTTP_10 {
         has("keep-alive")
@@ -693,19 +685,20 @@ fn decode_chunked(
                     .next()
                     .unwrap_or_default()
                     .trim_ascii();
-                if digits.is_empty()
-                    || digits.len() > 15
-                    || !digits.iter().all(u8::is_ascii_hexdigit)
-                {
+                // 1 to 15 hex digits (from_str_radix alone would take a sign), so it fits.
+                let size = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|hex| {
+                        (1..=15).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                let Some(size) = size else {
                     // The line itself is the upstream's data: not echoed into logs.
                     return Err(format!(
                         "chunked body: invalid chunk-size line ({} bytes)",
                         line.len()
                     ));
-                }
-                let size = digits
-                    .iter()
-                    .fold(0u64, |n, &d| n * 16 + u64::from(hex_value(d)));
+                };
                 phase = if size == 0 {
                     Chunked::Trailers
                 } else {
@@ -779,14 +772,6 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, String> {
     }
 }
 
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        b'a'..=b'f' => digit - b'a' + 10,
-        _ => digit - b'A' + 10,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -856,6 +841,7 @@ mod tests {
     fn malformed_chunked_bodies_are_refused() {
         for wire in [
             &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"+5\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloXX0\r\n\r\n",
             b"\r\n",
             b"10000000000000000\r\n",

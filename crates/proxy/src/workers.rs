@@ -79,12 +79,10 @@ fn start_thread(
     splitter: Arc<Splitter>,
     cancel: CancellationToken,
 ) -> Result<(Handoff, oneshot::Receiver<()>), ProxyError> {
-    let failed = |step: String| {
-        move |source| ProxyError::DataThread {
-            index,
-            step,
-            source,
-        }
+    let failed = |step: String, source| ProxyError::DataThread {
+        index,
+        step,
+        source,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
@@ -94,7 +92,7 @@ fn start_thread(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(failed("building its runtime".into()))?;
+        .map_err(|e| failed("building its runtime".into(), e))?;
     std::thread::Builder::new()
         .name(format!("canary-proxy-{index}"))
         .spawn(move || {
@@ -116,18 +114,15 @@ fn start_thread(
             ));
             let _ = stopped_tx.send(());
         })
-        .map_err(failed("spawning the thread".into()))?;
-    let step = || match cpu {
-        Some(cpu) => format!("pinning it to CPU {cpu}"),
-        None => "starting it".into(),
-    };
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok((tx, stopped_rx)),
-        Ok(Err(source)) => Err(failed(step())(source)),
-        Err(_) => Err(failed(step())(std::io::Error::other(
-            "the thread ended before it was ready",
-        ))),
-    }
+        .map_err(|e| failed("spawning the thread".into(), e))?;
+    let ready = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("it ended before it was ready")));
+    ready.map_err(|e| match cpu {
+        Some(cpu) => failed(format!("pinning it to CPU {cpu}"), e),
+        None => failed("starting it".into(), e),
+    })?;
+    Ok((tx, stopped_rx))
 }
 
 /// Accepts connections and hands them to the threads in turn until `cancel`.

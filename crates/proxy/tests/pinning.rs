@@ -23,28 +23,26 @@ fn threads_named(prefix: &str) -> Vec<(String, String)> {
             continue;
         }
         let status = std::fs::read_to_string(dir.join("status")).unwrap();
-        let cpus = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        found.push((name, cpus));
+        found.push((name, cpus_allowed_list(&status).to_owned()));
     }
     found.sort();
     found
 }
 
-/// The CPUs this process may use, from `/proc/self/status` (independent of the proxy's code).
-fn allowed_cpus() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let list = status
+/// The `Cpus_allowed_list` of a `/proc/.../status` file, e.g. `0-1`.
+fn cpus_allowed_list(status: &str) -> &str {
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .unwrap()
-        .trim();
+        .trim()
+}
+
+/// The CPUs this process may use, from `/proc/self/status` (independent of the proxy's code).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let mut cpus = Vec::new();
-    for part in list.split(',') {
+    for part in cpus_allowed_list(&status).split(',') {
         match part.split_once('-') {
             Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
             None => cpus.push(part.parse().unwrap()),
