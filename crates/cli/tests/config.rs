@@ -159,6 +159,71 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
     }
 }
 
+/// The template without any `[[guardrails]]` table.
+fn without_guardrails() -> String {
+    let t = template();
+    let first = t.find("[[guardrails]]").unwrap();
+    let after = t.find("# People.").unwrap();
+    format!("{}{}", &t[..first], &t[after..])
+}
+
+#[test]
+fn plans_that_cannot_fail_or_test_nothing_are_refused() {
+    let cases: Vec<(&str, String)> = vec![
+        ("weight_zero", edit("weight = 5", "weight = 0")),
+        (
+            "threshold_infinite",
+            edit("must = \"< 1500\"", "must = \"< inf\""),
+        ),
+        ("no_guardrails", without_guardrails()),
+        (
+            "only_warnings",
+            template()
+                .replace("on_breach = \"rollback\"", "on_breach = \"warn\"")
+                .replace("on_breach = \"security-rollback\"", "on_breach = \"warn\"")
+                .replace("on_breach = \"block-promotion\"", "on_breach = \"warn\""),
+        ),
+        (
+            "service_name_unsafe",
+            edit("service = \"relay\"", "service = \"../relay\""),
+        ),
+    ];
+    for (name, text) in cases {
+        insta::assert_snapshot!(name, validate_errors(&text));
+    }
+    // Every spelling of an unbounded threshold, and every kind of unsafe service name.
+    for must in ["< 1e999", ">= -inf", "<= +infinity", "> -1e400"] {
+        let errors = validate_errors(&edit("must = \"< 1500\"", &format!("must = \"{must}\"")));
+        assert!(errors.contains("infinite number"), "{must}: {errors}");
+    }
+    for service in ["a/b", "..", "nul\\u0000", ".hidden", "tab\\tname"] {
+        let errors = validate_errors(&edit(
+            "service = \"relay\"",
+            &format!("service = \"{service}\""),
+        ));
+        assert!(errors.contains("cannot name files"), "{service}: {errors}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_located_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = template().into_bytes();
+    // "relay" → "rel\xe9y": a Latin-1 é on line 12, column 15 (after `service = "rel`).
+    let needle = b"service = \"relay\"";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    bytes[at + 14] = 0xe9;
+    std::fs::write(dir.path().join("canary.toml"), bytes).unwrap();
+    let out = canary(
+        dir.path(),
+        &["validate", "--no-env", "-c", "canary.toml"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    insta::assert_snapshot!("not_utf8", stderr);
+}
+
 #[test]
 fn every_missing_variable_is_listed_in_one_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,7 +55,7 @@ impl Arms {
 /// One step of the traffic plan: send `weight` % to the canary, then hold.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Step {
-    /// Percent of traffic to the canary, 0..=100.
+    /// Percent of traffic to the canary, 1..=100 (a step must send the canary something).
     pub weight: u8,
     #[serde(with = "duration::serde_text")]
     pub hold: Duration,
@@ -121,18 +121,23 @@ pub struct Threshold {
 
 /// Why a threshold text did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{input:?} is not a condition: write a comparator (<, <=, >, >=, ==, !=) and a number, such as \"< 1500\" or \">= 99.6\""
-)]
-pub struct ThresholdError {
-    pub input: String,
+pub enum ThresholdError {
+    #[error(
+        "{input:?} is not a condition: write a comparator (<, <=, >, >=, ==, !=) and a number, such as \"< 1500\" or \">= 99.6\""
+    )]
+    NotACondition { input: String },
+    /// `< inf`, `>= -inf`, `< 1e999`: a bound no reading can cross guards nothing.
+    #[error(
+        "{input:?} compares with an infinite number, so it can never fail: give a finite bound, such as \"< 1500\""
+    )]
+    NotFinite { input: String },
 }
 
 impl std::str::FromStr for Threshold {
     type Err = ThresholdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ThresholdError {
+        let not_a_condition = || ThresholdError::NotACondition {
             input: s.to_owned(),
         };
         let t = s.trim();
@@ -140,10 +145,18 @@ impl std::str::FromStr for Threshold {
         let op = Comparator::ALL
             .into_iter()
             .find(|op| t.starts_with(op.symbol()))
-            .ok_or_else(err)?;
-        let value: f64 = t[op.symbol().len()..].trim().parse().map_err(|_| err())?;
+            .ok_or_else(not_a_condition)?;
+        let value: f64 = t[op.symbol().len()..]
+            .trim()
+            .parse()
+            .map_err(|_| not_a_condition())?;
         if value.is_nan() {
-            return Err(err());
+            return Err(not_a_condition());
+        }
+        if value.is_infinite() {
+            return Err(ThresholdError::NotFinite {
+                input: s.to_owned(),
+            });
         }
         Ok(Threshold { op, value })
     }
@@ -296,10 +309,18 @@ fn real_time() -> f64 {
 /// to start on one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
+    #[error(
+        "service name {0:?} cannot name files: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' (e.g. \"relay\")"
+    )]
+    InvalidServiceName(String),
     #[error("the traffic plan has no steps: add at least one [[steps]] with a weight and a hold")]
     NoSteps,
     #[error("step {index}: weight {weight} is outside 0..=100")]
     WeightRange { index: usize, weight: u8 },
+    #[error(
+        "step {index}: weight 0 sends nothing to the canary, so nothing is tested: give it at least 1 (the runbook: 5)"
+    )]
+    ZeroWeight { index: usize },
     #[error(
         "step {index}: weight {weight} does not increase on the previous step's {previous}; steps must go up, e.g. 5, 25, 50"
     )]
@@ -326,6 +347,12 @@ pub enum PlanError {
         "guardrail {0:?}: min_samples needs a samples query, and a samples query needs min_samples"
     )]
     SamplesWithoutMinimum(String),
+    #[error(
+        "no guardrail can block the promotion: without evidence canary never promotes; add a guardrail with on_breach = \"rollback\", \"security-rollback\" or \"block-promotion\" (warn only notifies)"
+    )]
+    NoGatingGuardrail,
+    #[error("guardrail {name:?}: `{must}` compares with an infinite number and can never fail")]
+    NonFiniteThreshold { name: String, must: Threshold },
 }
 
 impl Plan {
@@ -336,6 +363,9 @@ impl Plan {
 
     /// Checks the rules the engine relies on.
     pub fn check(&self) -> Result<(), PlanError> {
+        if !is_file_safe_name(&self.service) {
+            return Err(PlanError::InvalidServiceName(self.service.clone()));
+        }
         if self.steps.is_empty() {
             return Err(PlanError::NoSteps);
         }
@@ -346,6 +376,9 @@ impl Plan {
                     index,
                     weight: step.weight,
                 });
+            }
+            if step.weight == 0 {
+                return Err(PlanError::ZeroWeight { index });
             }
             if let Some(previous) = previous
                 && step.weight <= previous
@@ -389,6 +422,19 @@ impl Plan {
             if g.min_samples.is_some() != g.samples_query.is_some() {
                 return Err(PlanError::SamplesWithoutMinimum(g.name.clone()));
             }
+            if !g.must.value.is_finite() {
+                return Err(PlanError::NonFiniteThreshold {
+                    name: g.name.clone(),
+                    must: g.must,
+                });
+            }
+        }
+        if !self
+            .guardrails
+            .iter()
+            .any(|g| g.on_breach.gates_promotion())
+        {
+            return Err(PlanError::NoGatingGuardrail);
         }
         Ok(())
     }
@@ -447,6 +493,16 @@ impl Plan {
     }
 }
 
+/// Whether `name` can name a file or directory as it is: the service names run state, locks
+/// and evidence. No separators, no `.`/`..`, no control characters.
+pub fn is_file_safe_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,8 +515,137 @@ mod tests {
         let t: Threshold = ">=99.6".parse().unwrap();
         assert_eq!((t.op, t.value), (Comparator::Ge, 99.6));
         for bad in ["80", "=< 3", "< fast", "", "< NaN", "~ 3"] {
-            assert!(bad.parse::<Threshold>().is_err(), "{bad:?}");
+            assert!(
+                matches!(
+                    bad.parse::<Threshold>(),
+                    Err(ThresholdError::NotACondition { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // Always-true (or never-true) bounds guard nothing.
+        for bad in ["< inf", "< 1e999", ">= -inf", "<= +infinity", "!= -1e400"] {
+            assert!(
+                matches!(
+                    bad.parse::<Threshold>(),
+                    Err(ThresholdError::NotFinite { .. })
+                ),
+                "{bad:?}"
+            );
         }
         assert!(!t.passes(f64::NAN));
+    }
+
+    fn plan_with(steps: &[u8], guardrails: &[OnBreach]) -> Plan {
+        Plan {
+            service: "relay".into(),
+            arms: Arms {
+                baseline: Arm {
+                    name: "r0.5".into(),
+                    selector: r#"{version="r0.5"}"#.into(),
+                },
+                canary: Arm {
+                    name: "r1".into(),
+                    selector: r#"{version="r1"}"#.into(),
+                },
+            },
+            steps: steps
+                .iter()
+                .map(|&weight| Step {
+                    weight,
+                    hold: Duration::from_secs(600),
+                })
+                .collect(),
+            evaluation_interval: Duration::from_secs(30),
+            check_log_interval: Duration::from_secs(300),
+            checkpoints: vec![],
+            guardrails: guardrails
+                .iter()
+                .enumerate()
+                .map(|(i, &on_breach)| Guardrail {
+                    name: format!("g{i}"),
+                    query: "up".into(),
+                    must: "< 1".parse().unwrap(),
+                    for_: Duration::ZERO,
+                    on_breach,
+                    on_no_data: OnNoData::Inconclusive,
+                    min_samples: None,
+                    samples_query: None,
+                })
+                .collect(),
+            burst: None,
+            probes: false,
+            approval: Approval::Auto,
+            on_inconclusive: OnInconclusive::Rollback,
+            max_query_errors: 5,
+            time_scale: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_plan_promotes_only_on_evidence_and_only_if_it_sends_the_canary_traffic() {
+        // (steps, guardrails) → the plan's verdict on itself
+        type Case<'a> = (&'a [u8], &'a [OnBreach], Result<(), PlanError>);
+        let table: [Case; 7] = [
+            (&[5], &[OnBreach::Rollback], Ok(())),
+            (&[5], &[OnBreach::BlockPromotion], Ok(())),
+            (
+                &[5, 25],
+                &[OnBreach::Warn, OnBreach::SecurityRollback],
+                Ok(()),
+            ),
+            (&[5], &[], Err(PlanError::NoGatingGuardrail)),
+            (
+                &[5],
+                &[OnBreach::Warn, OnBreach::Warn],
+                Err(PlanError::NoGatingGuardrail),
+            ),
+            (
+                &[0],
+                &[OnBreach::Rollback],
+                Err(PlanError::ZeroWeight { index: 0 }),
+            ),
+            (
+                &[0, 5],
+                &[OnBreach::Rollback],
+                Err(PlanError::ZeroWeight { index: 0 }),
+            ),
+        ];
+        for (steps, guardrails, expected) in table {
+            assert_eq!(
+                plan_with(steps, guardrails).check(),
+                expected,
+                "{steps:?} {guardrails:?}"
+            );
+        }
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "..",
+            ".hidden",
+            "nul\0byte",
+            "tab\tname",
+            "é",
+        ] {
+            let mut p = plan_with(&[5], &[OnBreach::Rollback]);
+            p.service = bad.into();
+            assert_eq!(
+                p.check(),
+                Err(PlanError::InvalidServiceName(bad.into())),
+                "{bad:?}"
+            );
+        }
+        for good in ["relay", "relay-api_v2", "relay.eu"] {
+            let mut p = plan_with(&[5], &[OnBreach::Rollback]);
+            p.service = good.into();
+            assert_eq!(p.check(), Ok(()), "{good:?}");
+        }
+        let mut infinite = plan_with(&[5], &[OnBreach::Rollback]);
+        infinite.guardrails[0].must.value = f64::INFINITY;
+        assert!(matches!(
+            infinite.check(),
+            Err(PlanError::NonFiniteThreshold { .. })
+        ));
     }
 }

@@ -929,6 +929,29 @@ fn invalid_plans_are_refused() {
             .to_string()
             .contains("past the end of the window")
     );
+    // Never promotes without evidence: a plan whose guardrails cannot block the promotion (none,
+    // or only warnings) is refused whatever it would be fed; so is a step that tests nothing.
+    let mut p = runbook();
+    p.guardrails.clear();
+    assert!(
+        Engine::new(p)
+            .unwrap_err()
+            .to_string()
+            .contains("no guardrail can block the promotion")
+    );
+    let mut p = runbook();
+    for g in &mut p.guardrails {
+        g.on_breach = OnBreach::Warn;
+    }
+    assert!(Engine::new(p).is_err());
+    let mut p = runbook();
+    p.steps[0].weight = 0;
+    assert!(
+        Engine::new(p)
+            .unwrap_err()
+            .to_string()
+            .contains("sends nothing to the canary")
+    );
 }
 
 mod properties {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use canary_core::plan::{
     Approval, Arm, Arms, BurstPlan, Comparator, Guardrail, OnBreach, OnInconclusive, OnNoData,
-    Plan, PlanError, Step, Threshold,
+    Plan, PlanError, Step, Threshold, ThresholdError,
 };
 use canary_core::{ArmRole, duration};
 use canary_promql::ArmSelector;
@@ -97,7 +97,7 @@ pub struct Config {
 /// Loads and resolves `path`. `env` supplies variables (see [`Env::load`]).
 pub fn load(path: &Path, needs: Needs, env: Env) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let bytes = std::fs::read(path).map_err(|e| ConfigErrors {
         file: file.clone(),
         source: String::new(),
         diagnostics: vec![Diagnostic {
@@ -106,10 +106,31 @@ pub fn load(path: &Path, needs: Needs, env: Env) -> Result<Config, ConfigErrors>
             help: Some("create one with `canary init --out canary.toml`".into()),
         }],
     })?;
+    let source = String::from_utf8(bytes).map_err(|e| not_utf8(&file, &e))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut config = resolve_text(&file, &source, &base, needs, env)?;
     config.file = path.to_path_buf();
     Ok(config)
+}
+
+/// The error for a file that is not UTF-8 (TOML must be), pointing at the first bad byte.
+fn not_utf8(file: &str, e: &std::string::FromUtf8Error) -> ConfigErrors {
+    let at = e.utf8_error().valid_up_to();
+    let byte = e.as_bytes()[at];
+    // Up to `at` the text is valid, so the lossy text has the same offsets there, and the bad
+    // byte shows as U+FFFD (3 bytes) in the excerpt.
+    let source = String::from_utf8_lossy(e.as_bytes()).into_owned();
+    ConfigErrors {
+        file: file.to_owned(),
+        source,
+        diagnostics: vec![Diagnostic {
+            span: Some(at..at + '\u{FFFD}'.len_utf8()),
+            message: format!("byte 0x{byte:02x} is not UTF-8: a TOML file must be UTF-8 text"),
+            help: Some(format!(
+                "save the file as UTF-8 (from Latin-1: `iconv -f latin1 -t utf-8 {file}`)"
+            )),
+        }],
+    }
 }
 
 /// Resolves configuration text; `base` is the directory relative paths are taken from.
@@ -403,6 +424,12 @@ impl Resolver {
                 "the service name is empty",
                 "name the service being canaried, e.g. service = \"relay\"",
             );
+        } else if !canary_core::plan::is_file_safe_name(&service) {
+            self.error(
+                span_of(&run.service),
+                format!("service name {service:?} cannot name files in the state directory"),
+                "use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.', e.g. \"relay\"",
+            );
         }
         let evaluation_interval =
             self.duration_or(&run.evaluation_interval, Duration::from_secs(30));
@@ -514,14 +541,22 @@ impl Resolver {
             let span = match &e {
                 PlanError::ZeroInterval => run.evaluation_interval.as_ref().map(span_of),
                 PlanError::ZeroCheckLogInterval => run.check_log_interval.as_ref().map(span_of),
+                PlanError::NoGatingGuardrail => raw.guardrails.first().map(|g| {
+                    let g = g.get_ref();
+                    g.on_breach
+                        .as_ref()
+                        .map_or_else(|| span_of(&g.name), span_of)
+                }),
                 _ => None,
             }
             .unwrap_or_else(|| span_of(&raw.run));
-            self.error(
-                span,
-                e.to_string(),
-                "fix the value and run `canary validate` again",
-            );
+            let help = match e {
+                PlanError::NoGatingGuardrail => {
+                    "`canary init --out -` prints the runbook's six guardrails to start from"
+                }
+                _ => "fix the value and run `canary validate` again",
+            };
+            self.error(span, e.to_string(), help);
             return None;
         }
         Some(plan)
@@ -578,6 +613,13 @@ impl Resolver {
                     span_of(&st.weight),
                     format!("weight {weight} is outside 0–100"),
                     "weights are the percentage of traffic sent to the canary, from 0 to 100",
+                );
+                ok = false;
+            } else if weight == 0 {
+                self.error(
+                    span_of(&st.weight),
+                    "weight 0 sends nothing to the canary, so the step tests nothing",
+                    "give the canary at least 1 % (the runbook's step is 5)",
                 );
                 ok = false;
             } else if let Some(p) = previous
@@ -643,11 +685,19 @@ impl Resolver {
                 .is_none_or(|s| self.promql(s, "samples"));
             let must = match gr.must.get_ref().parse::<Threshold>() {
                 Ok(t) => Some(t),
-                Err(_) => {
+                Err(ThresholdError::NotFinite { input }) => {
+                    self.error(
+                        span_of(&gr.must),
+                        format!("{input:?} compares with an infinite number: it can never fail"),
+                        "give the finite bound the guardrail protects, such as \"< 1500\"",
+                    );
+                    None
+                }
+                Err(ThresholdError::NotACondition { input }) => {
                     let ops: Vec<&str> = Comparator::ALL.iter().map(|c| c.symbol()).collect();
                     self.error(
                         span_of(&gr.must),
-                        format!("{:?} is not a condition", gr.must.get_ref()),
+                        format!("{input:?} is not a condition"),
                         format!(
                             "write a comparator ({}) and a number, such as \"< 1500\" or \">= 99.6\"",
                             ops.join(" ")
