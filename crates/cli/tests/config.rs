@@ -211,7 +211,10 @@ fn a_file_that_is_not_utf8_is_located_and_explained() {
     let mut bytes = template().into_bytes();
     // "relay" → "rel\xe9y": a Latin-1 é on line 12, column 15 (after `service = "rel`).
     let needle = b"service = \"relay\"";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at + 14] = 0xe9;
     std::fs::write(dir.path().join("canary.toml"), bytes).unwrap();
     let out = canary(
