@@ -23,9 +23,10 @@ pub enum RewriteError {
     Factor(f64),
 }
 
-/// Parses a PromQL expression, keeping the parser's message on failure.
+/// Parses a PromQL expression as Prometheus 2.42 does (see [`crate::eval::parse`]), keeping the
+/// parser's message on failure.
 pub fn parse(query: &str) -> Result<Expr, RewriteError> {
-    parser::parse(query).map_err(RewriteError::Parse)
+    crate::eval::parse(query).map_err(RewriteError::Parse)
 }
 
 /// The label matchers of an arm, parsed from a selector such as `{version="r1", region=~"eu.*"}`.
@@ -45,7 +46,7 @@ impl ArmSelector {
         if !trimmed.starts_with('{') {
             return Err(err("it must start with '{'"));
         }
-        match parser::parse(trimmed) {
+        match crate::eval::parse(trimmed) {
             Ok(Expr::VectorSelector(vs)) => {
                 if vs.name.is_some() || vs.matchers.matchers.iter().any(|m| m.name == "__name__") {
                     return Err(err("it must not name a metric"));

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use canary_promql::rewrite::{self, ArmSelector};
 use canary_promql::value::api_response_json;
-use canary_promql::{Engine, Store};
+use canary_promql::{Engine, EvalError, Store};
 use canary_testkit::Prometheus;
 use history::{INTERVAL, LATE_START, SCRAPES, T0, flaky_last};
 use serde_json::Value as Json;
@@ -218,7 +218,9 @@ fn encode(s: &str) -> String {
 }
 
 fn seconds(t: i64) -> String {
-    format!("{}.{:03}", t.div_euclid(1000), t.rem_euclid(1000))
+    let sign = if t < 0 { "-" } else { "" };
+    let ms = t.unsigned_abs();
+    format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
 }
 
 /// Prometheus' answer: `Ok((json, body text))` on success, `Err(error)` otherwise.
@@ -570,4 +572,357 @@ fn embedded_evaluator_matches_prometheus() {
         compare(&ours["data"], &theirs["data"], true)
             .unwrap_or_else(|e| panic!("range {query}: {e}"));
     }
+}
+
+/// A history of the given series only, loaded into a store and into a Prometheus.
+fn with_history(series: &[Series<'_>]) -> (Store, Prometheus) {
+    let mut h = history::History::default();
+    for (family, labels, points) in series {
+        h.series(family, "gauge", labels, points);
+    }
+    let om = h.openmetrics();
+    let store = Store::from_openmetrics(&om).expect("history loads");
+    (store, Prometheus::with_history(&om))
+}
+
+/// A gauge's family, labels and samples `(t ms, value)`.
+type Series<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
+
+/// `value` every 15 s over the 10 minutes after `T0`.
+fn constant(value: f64) -> Vec<(i64, f64)> {
+    (0..=40).map(|k| (T0 + k * 15_000, value)).collect()
+}
+
+/// Fails the test with every disagreement on `queries` at `instants`. Prometheus must answer
+/// every query but those in `errors` (which it must refuse), so that no comparison passes
+/// because both sides failed.
+fn assert_agree(
+    prom: &Prometheus,
+    store: &Store,
+    queries: &[&str],
+    errors: &[&str],
+    instants: &[i64],
+) {
+    for &at in instants {
+        for &query in queries {
+            let path = format!("/api/v1/query?query={}&time={}", encode(query), seconds(at));
+            let answered = prometheus(prom, &path);
+            assert_eq!(
+                answered.is_err(),
+                errors.contains(&query),
+                "{query} @ {}: Prometheus answered {answered:?}",
+                seconds(at)
+            );
+        }
+    }
+    let mut failures = Vec::new();
+    let (compared, identical) =
+        compare_table(prom, store, &plain_cases(queries), instants, &mut failures);
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} comparisons differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{compared} comparisons, {identical} byte-identical");
+}
+
+/// `query_range` on both sides must agree, and must have data.
+fn assert_range_agrees(
+    prom: &Prometheus,
+    store: &Store,
+    query: &str,
+    (start, end, step): (i64, i64, i64),
+) {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step={}",
+        encode(query),
+        seconds(start),
+        seconds(end),
+        seconds(step)
+    );
+    let (theirs, _) = prometheus(prom, &path).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let ours = Engine::default()
+        .range(store, query, start, end, step)
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let ours: Json = serde_json::from_str(&api_response_json(&ours)).unwrap();
+    assert!(
+        !ours["data"]["result"].as_array().unwrap().is_empty(),
+        "range {query} should have data"
+    );
+    compare(&ours["data"], &theirs["data"], true).unwrap_or_else(|e| panic!("range {query}: {e}"));
+}
+
+/// Milliseconds of a UTC calendar instant, for readability: (Unix seconds, milliseconds).
+const fn utc(unix_seconds: i64, ms: i64) -> i64 {
+    unix_seconds * 1000 + ms
+}
+
+const DATE_FUNCTIONS: [&str; 8] = [
+    "year",
+    "month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "days_in_month",
+];
+
+#[test]
+fn date_functions_match_prometheus() {
+    // Sample values read as Unix seconds: the last second of leap days and years, a century
+    // that is not a leap year and one that is, before 1970 and before year 1, a fraction (Go
+    // truncates toward zero), and values that are no time at all.
+    let events: &[(&str, f64)] = &[
+        ("leap_day_last_second", 1_709_251_199.0),
+        ("after_leap_day", 1_709_251_200.0),
+        ("new_years_eve", 1_704_067_199.0),
+        ("new_year", 1_704_067_200.0),
+        ("february_2023_end", 1_677_628_799.0),
+        ("february_2100_end", 4_107_542_399.0),
+        ("march_2100", 4_107_542_400.0),
+        ("leap_day_2000", 951_825_600.0),
+        ("leap_year_last_second", 1_735_689_599.0),
+        ("january_end_fraction", 1_706_745_599.9),
+        ("before_epoch", -1.5),
+        ("half_before_epoch", -0.5),
+        ("year_one", -62_135_596_800.0),
+        ("before_year_one", -62_135_596_801.0),
+        ("nan", f64::NAN),
+        ("inf", f64::INFINITY),
+        ("negative_inf", f64::NEG_INFINITY),
+        ("huge", 1e20),
+    ];
+    let series: Vec<Series<'_>> = events
+        .iter()
+        .map(|&(event, v)| {
+            (
+                "event_time_seconds",
+                vec![("event", event), ("job", "relay")],
+                constant(v),
+            )
+        })
+        .collect();
+    let (store, prom) = with_history(&series);
+
+    // With a vector argument: every event, inside the history.
+    let mut queries: Vec<String> = Vec::new();
+    for f in DATE_FUNCTIONS {
+        queries.push(format!("{f}(event_time_seconds)"));
+        queries.push(format!("{f}()"));
+    }
+    queries.push(r#"day_of_week(timestamp(event_time_seconds{event="nan"}))"#.into());
+    queries.push("days_in_month(event_time_seconds + 86400 * 31)".into());
+    queries.push(r#"hour(event_time_seconds) * 60 + minute(event_time_seconds) > 1000"#.into());
+    queries.push(r#"year(vector(1709251199)) - year()"#.into());
+    let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
+    assert_agree(&prom, &store, &queries, &[], &[T0 + 300_000, T0 + 570_500]);
+
+    // Without an argument: the evaluation time, at month and year boundaries, on leap days
+    // and around 1970 (where Go's division truncates toward zero).
+    let mut queries: Vec<String> = Vec::new();
+    for f in DATE_FUNCTIONS {
+        queries.push(format!("{f}()"));
+        queries.push(format!("{f}(vector(time()))"));
+    }
+    let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let boundaries = [
+        utc(1_709_251_199, 999), // 2024-02-29 23:59:59.999
+        utc(1_709_251_200, 0),   // 2024-03-01 00:00:00
+        utc(1_704_067_199, 999), // 2023-12-31 23:59:59.999
+        utc(1_704_067_200, 0),   // 2024-01-01 00:00:00
+        utc(1_677_628_799, 999), // 2023-02-28 23:59:59.999
+        utc(4_107_542_399, 999), // 2100-02-28 23:59:59.999, no leap day
+        utc(951_868_799, 999),   // 2000-02-29 23:59:59.999, a leap day
+        utc(1_735_689_599, 0),   // 2024-12-31 23:59:59, day 366
+        utc(1_682_899_140, 0),   // 2023-04-30 23:59:00
+        -500,
+        -1_500,
+    ];
+    assert_agree(&prom, &store, &queries, &[], &boundaries);
+
+    // Range queries step across February's end and across a new year.
+    for query in [
+        "day_of_month()",
+        "days_in_month()",
+        "month()",
+        "day_of_year()",
+    ] {
+        assert_range_agrees(
+            &prom,
+            &store,
+            query,
+            (utc(1_709_121_600, 0), utc(1_709_294_400, 0), 21_600_000),
+        );
+    }
+    for query in ["year()", "day_of_week()", "hour()"] {
+        assert_range_agrees(
+            &prom,
+            &store,
+            query,
+            (utc(1_703_959_200, 0), utc(1_704_153_600, 0), 10_800_000),
+        );
+    }
+}
+
+#[test]
+fn holt_winters_matches_prometheus() {
+    let mut rng = history::Rng::new(0x4017);
+    let at = |k: i64| T0 + k * 15_000;
+    // A slow wave on a slope, noise, a counter that resets, a series with NaN and +Inf, and
+    // one sampled every 2 minutes (a 1-minute window holds at most one sample).
+    let smooth: Vec<(i64, f64)> = (0..240)
+        .map(|k| {
+            (
+                at(k),
+                100.0 + 0.05 * k as f64 + 4.0 * (k as f64 / 12.0).sin(),
+            )
+        })
+        .collect();
+    let noisy = |rng: &mut history::Rng| -> Vec<(i64, f64)> {
+        (0..240)
+            .map(|k| {
+                (
+                    at(k) + (rng.unit() * 400.0) as i64,
+                    rng.unit() * 100.0 - 20.0,
+                )
+            })
+            .collect()
+    };
+    let (noisy_a, noisy_b) = (noisy(&mut rng), noisy(&mut rng));
+    let counter: Vec<(i64, f64)> = (0..240).map(|k| (at(k), ((k % 100) * 7) as f64)).collect();
+    let spiky: Vec<(i64, f64)> = (0..240)
+        .map(|k| {
+            let v = match k % 50 {
+                10 => f64::NAN,
+                30 => f64::INFINITY,
+                _ => k as f64,
+            };
+            (at(k), v)
+        })
+        .collect();
+    let sparse: Vec<(i64, f64)> = (0..30).map(|k| (at(8 * k), k as f64 * 2.5)).collect();
+    let (store, prom) = with_history(&[
+        ("smooth_gauge", vec![("instance", "a")], smooth),
+        ("noisy_gauge", vec![("instance", "a")], noisy_a),
+        ("noisy_gauge", vec![("instance", "b")], noisy_b),
+        ("reset_counter_total", vec![("instance", "a")], counter),
+        ("spiky_gauge", vec![("instance", "a")], spiky),
+        ("sparse_gauge", vec![("instance", "a")], sparse),
+    ]);
+
+    let errors = [
+        "holt_winters(smooth_gauge[5m], 1, 0.5)",
+        "holt_winters(smooth_gauge[5m], 0.5, 0)",
+    ];
+    let queries = [
+        "holt_winters(smooth_gauge[5m], 0.5, 0.5)",
+        "holt_winters(smooth_gauge[10m], 0.1, 0.9)",
+        "holt_winters(smooth_gauge[30m], 0.9, 0.1)",
+        "holt_winters(smooth_gauge[5m] offset 10m, 0.3, 0.25 + 0.25)",
+        "holt_winters(noisy_gauge[5m], 0.3, 0.3)",
+        "holt_winters(noisy_gauge[15m], 0.01, 0.99)",
+        "holt_winters(noisy_gauge[2m], 0.99, 0.01)",
+        "sum(holt_winters(noisy_gauge[5m], 0.5, 0.5))",
+        "holt_winters(reset_counter_total[10m], 0.2, 0.4)",
+        "holt_winters(rate(reset_counter_total[1m])[10m:1m], 0.4, 0.6)",
+        "holt_winters(spiky_gauge[5m], 0.5, 0.5)",
+        "holt_winters(spiky_gauge[20m], 0.5, 0.5)",
+        "holt_winters(sparse_gauge[1m], 0.5, 0.5)",
+        "holt_winters(sparse_gauge[5m], 0.5, 0.5)",
+        "holt_winters(noisy_gauge[5m], NaN, 0.5)",
+        // No series to smooth: Prometheus does not look at the factors.
+        "holt_winters(nonexistent[5m], 2, 0.5)",
+        // Factors out of range: errors (compared word for word below).
+        errors[0],
+        errors[1],
+    ];
+    let instants = [
+        T0 + 300_000,
+        T0 + 1_200_000 + 7_500,
+        T0 + 2_700_000 + 1,
+        T0 + 3_600_000,
+    ];
+    assert_agree(&prom, &store, &queries, &errors, &instants);
+    assert_range_agrees(
+        &prom,
+        &store,
+        "holt_winters(smooth_gauge[5m], 0.5, 0.5)",
+        (T0 + 600_000, T0 + 1_800_000, 60_000),
+    );
+
+    // Out-of-range factors: Prometheus' execution error, word for word; the smoothing factor
+    // is checked first; a single sample in the window is enough to be checked.
+    for (query, at) in [
+        ("holt_winters(smooth_gauge[5m], 1, 0.5)", T0 + 300_000),
+        ("holt_winters(smooth_gauge[5m], 0.5, 0)", T0 + 300_000),
+        ("holt_winters(smooth_gauge[5m], 1.5, 3)", T0 + 300_000),
+        ("holt_winters(smooth_gauge[5m], -Inf, 0.5)", T0 + 300_000),
+        ("holt_winters(smooth_gauge[5m], 0.5, 1e20)", T0 + 300_000),
+        (
+            "holt_winters(smooth_gauge[5m], 0.5, -0.0000001)",
+            T0 + 300_000,
+        ),
+        (
+            "holt_winters(sparse_gauge[1m], 2, 0.5)",
+            T0 + 8 * 15_000 + 30_000,
+        ),
+    ] {
+        let path = format!("/api/v1/query?query={}&time={}", encode(query), seconds(at));
+        let (status, body) = canary_testkit::http_get(prom.addr, &path).unwrap();
+        let theirs: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, theirs["errorType"].as_str()),
+            (422, Some("execution")),
+            "{query}: {body}"
+        );
+        match Engine::default().instant(&store, query, at) {
+            Err(EvalError::Execution(ours)) => {
+                assert_eq!(Some(ours.as_str()), theirs["error"].as_str(), "{query}")
+            }
+            other => panic!("{query}: we answered {other:?}, Prometheus {body}"),
+        }
+    }
+}
+
+#[test]
+fn sort_puts_nan_last_like_prometheus() {
+    // Ties, two NaNs, a negative; and a vector longer than 12 (where Go's sort switches from
+    // insertion sort to pdqsort) with distinct values and one NaN.
+    let small = [
+        ("a", 3.0),
+        ("b", f64::NAN),
+        ("c", 1.0),
+        ("d", 3.0),
+        ("e", f64::NAN),
+        ("f", -2.0),
+    ];
+    let mut series: Vec<Series<'_>> = small
+        .iter()
+        .map(|&(slot, v)| ("slot_gauge", vec![("slot", slot)], constant(v)))
+        .collect();
+    let names: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let v = if i == 7 {
+            f64::NAN
+        } else {
+            ((i * 37) % 20) as f64 - 4.5
+        };
+        series.push(("wide_gauge", vec![("slot", name.as_str())], constant(v)));
+    }
+    let (store, prom) = with_history(&series);
+    let queries = [
+        "sort(slot_gauge)",
+        "sort_desc(slot_gauge)",
+        "sort(-slot_gauge)",
+        "sort_desc(slot_gauge * 0)",
+        r#"sort(slot_gauge{slot=~"b|e"})"#,
+        r#"sort_desc(slot_gauge{slot=~"a|b|c"})"#,
+        r#"sort(slot_gauge{slot="b"} or slot_gauge{slot="c"})"#,
+        "sort(wide_gauge)",
+        "sort_desc(wide_gauge)",
+        "sort(nonexistent)",
+    ];
+    assert_agree(&prom, &store, &queries, &[], &[T0 + 300_000]);
 }

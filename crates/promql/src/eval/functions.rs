@@ -1,15 +1,15 @@
 //! PromQL function calls, each as Prometheus 2.42 computes it: range functions (`rate`,
-//! `increase`, `*_over_time`, ...), per-element math, label manipulation, `histogram_quantile`,
-//! `absent`, sorting and time functions.
+//! `increase`, `*_over_time`, `holt_winters`, ...), per-element math, label manipulation,
+//! `histogram_quantile`, `absent`, sorting, time and date functions.
 
 use std::collections::HashMap;
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Call, Expr};
 
+use super::calendar::{DatePart, go_seconds};
 use super::float::{
-    Bucket, bucket_quantile, go_max, go_min, kahan_sum_inc, linear_regression, nan_first_ascending,
-    quantile,
+    Bucket, bucket_quantile, go_max, go_min, kahan_sum_inc, linear_regression, quantile,
 };
 use super::{
     Elem, EvalError, Evaluator, RangeArg, SeriesSource, Val, check_unique, drop_name,
@@ -57,6 +57,17 @@ pub(crate) fn call<S: SeriesSource + ?Sized>(
                 let (slope, intercept) = linear_regression(pts, ts);
                 Some(slope * duration + intercept)
             })
+        }
+        "holt_winters" => {
+            let range = ev.range_arg(arg(0)?, ts)?;
+            let smoothing = ev.scalar(arg(1)?, ts)?;
+            let trend = ev.scalar(arg(2)?, ts)?;
+            // Prometheus checks the factors only when it has a series to smooth.
+            if !range.series.is_empty() {
+                check_factor("smoothing factor", "sf", smoothing)?;
+                check_factor("trend factor", "tf", trend)?;
+            }
+            per_series(range, true, |pts| holt_winters(pts, smoothing, trend))
         }
         "absent_over_time" => {
             let range = ev.range_arg(arg(0)?, ts)?;
@@ -147,19 +158,29 @@ pub(crate) fn call<S: SeriesSource + ?Sized>(
             t: ts,
         }],
         "time" => return Ok(Val::Scalar(ts as f64 / 1000.0)),
+        "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute"
+        | "days_in_month" => {
+            let Some(part) = DatePart::from_function(name) else {
+                return Err(EvalError::UnsupportedFunction(name.to_owned()));
+            };
+            match args.first() {
+                // `vector(time())`, in whole seconds truncated toward zero as Go divides.
+                None => vec![Elem {
+                    metric: Labels::default(),
+                    v: part.of(ts / 1000),
+                    t: ts,
+                }],
+                Some(e) => map_values(ev.vector(e, ts)?, ts, |v| part.of(go_seconds(v))),
+            }
+        }
         "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
         "sort" | "sort_desc" => {
-            let mut v: Vec<Elem> = ev
+            let v: Vec<Elem> = ev
                 .vector(arg(0)?, ts)?
                 .into_iter()
                 .map(|e| Elem { t: ts, ..e })
                 .collect();
-            if name == "sort" {
-                v.sort_by(|a, b| nan_first_ascending(a.v, b.v));
-            } else {
-                v.sort_by(|a, b| nan_first_ascending(-a.v, -b.v));
-            }
-            v
+            sort_by_value(v, name == "sort_desc")
         }
         "label_replace" => {
             let v = ev.vector(arg(0)?, ts)?;
@@ -344,6 +365,62 @@ fn range_function(name: &str, range: RangeArg, ts: Millis) -> Result<Vec<Elem>, 
         e.t = ts;
     }
     Ok(out)
+}
+
+/// `holt_winters`: double exponential smoothing of the samples with smoothing factor `sf` and
+/// trend factor `tf` (Prometheus 2.42 `funcHoltWinters`); nothing with fewer than two samples.
+fn holt_winters(points: &[Point], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    // s0 and s1: the two latest smoothed values; b: the trend.
+    let (mut s0, mut s1) = (0.0, points[0].v);
+    let mut b = points[1].v - points[0].v;
+    for (i, p) in points.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let smoothed = sf * p.v + (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, smoothed);
+    }
+    Some(s1)
+}
+
+/// `holt_winters`' factors must lie strictly between 0 and 1 (NaN passes, as in Prometheus);
+/// the error is Prometheus' own words.
+fn check_factor(what: &str, symbol: &str, v: f64) -> Result<(), EvalError> {
+    if v <= 0.0 || v >= 1.0 {
+        return Err(EvalError::Execution(format!(
+            "invalid {what}. Expected: 0 < {symbol} < 1, got: {}",
+            go_percent_f(v)
+        )));
+    }
+    Ok(())
+}
+
+/// Go's `fmt` verb `%f`: six decimals, `NaN`, `+Inf`, `-Inf`.
+fn go_percent_f(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+/// `sort` and `sort_desc`: by value, NaN last in both. Equal values keep their input order and
+/// NaNs come in reverse input order — what Go's `sort.Sort` does with Prometheus' comparators
+/// on up to 12 elements (an insertion sort); on more, Prometheus' order among equal values is
+/// whatever its unstable sort leaves, which PromQL does not define.
+fn sort_by_value(v: Vec<Elem>, descending: bool) -> Vec<Elem> {
+    let (mut numbers, nans): (Vec<Elem>, Vec<Elem>) = v.into_iter().partition(|e| !e.v.is_nan());
+    numbers.sort_by(|a, b| {
+        let order = a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal);
+        if descending { order.reverse() } else { order }
+    });
+    numbers.extend(nans.into_iter().rev());
+    numbers
 }
 
 /// `rate`, `increase` and `delta`: the change over the samples, corrected for counter resets,

@@ -9,10 +9,12 @@
 //! [`Value`], exactly what the Prometheus HTTP API returns.
 //!
 //! Submodules: [`functions`] (calls), [`aggregate`] (`sum`, `topk`, ...), [`binary`] (operators
-//! and vector matching), [`float`] (Go-exact numeric kernels).
+//! and vector matching), [`float`] (Go-exact numeric kernels), [`calendar`] (Go's date arithmetic
+//! for `year`, `month`, ...).
 
 mod aggregate;
 mod binary;
+mod calendar;
 pub mod float;
 mod functions;
 
@@ -20,6 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::function::{Function, register_extra_functions};
+use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::store::{Store, is_stale};
@@ -41,6 +45,24 @@ pub enum EvalError {
     Execution(String),
     #[error("invalid range query: {0}")]
     InvalidRange(String),
+}
+
+/// Parses PromQL as Prometheus 2.42 does. `promql-parser` follows Prometheus 3, which renamed
+/// `holt_winters(range, sf, tf)` to `double_exponential_smoothing`; the 2.42 name is added to
+/// the parser's function table (process-wide) before the first parse.
+pub fn parse(query: &str) -> Result<Expr, String> {
+    static PROMETHEUS_2_FUNCTIONS: std::sync::Once = std::sync::Once::new();
+    PROMETHEUS_2_FUNCTIONS.call_once(|| {
+        // An error only means a later parser version knows the name itself, which is as good.
+        let _ = register_extra_functions(vec![Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
+    parser::parse(query)
 }
 
 /// Where the evaluator reads series from.
@@ -116,7 +138,7 @@ impl Engine {
         query: &str,
         at: Millis,
     ) -> Result<Value, EvalError> {
-        let expr = parser::parse(query).map_err(EvalError::Parse)?;
+        let expr = parse(query).map_err(EvalError::Parse)?;
         self.instant_expr(source, &expr, at)
     }
 
@@ -159,7 +181,7 @@ impl Engine {
         end: Millis,
         step: Millis,
     ) -> Result<Value, EvalError> {
-        let expr = parser::parse(query).map_err(EvalError::Parse)?;
+        let expr = parse(query).map_err(EvalError::Parse)?;
         self.range_expr(source, &expr, start, end, step)
     }
 

@@ -20,15 +20,22 @@ use super::{ExposedSample, Exposition, MetricType, ParseError, parse_float};
 
 /// Parses an OpenMetrics body.
 pub fn parse(input: &str) -> Result<Exposition, ParseError> {
+    parse_numbered(input).map(|(exposition, _)| exposition)
+}
+
+/// [`parse`], also giving the (1-based) line of every sample, in the order of
+/// [`Exposition::samples`]: history files name the line of a conflicting sample.
+pub(crate) fn parse_numbered(input: &str) -> Result<(Exposition, Vec<usize>), ParseError> {
     let mut out = Exposition::default();
+    let mut sample_lines = Vec::new();
     let mut lines = input.split('\n').enumerate().peekable();
     while let Some((i, raw)) = lines.next() {
         let mut line = Line::new(raw, i + 1);
         if raw == "# EOF" {
             // Only an empty remainder (the final newline) may follow.
             match lines.next() {
-                None => return Ok(out),
-                Some((_, "")) if lines.peek().is_none() => return Ok(out),
+                None => return Ok((out, sample_lines)),
+                Some((_, "")) if lines.peek().is_none() => return Ok((out, sample_lines)),
                 Some((j, _)) => {
                     return Err(ParseError {
                         line: j + 1,
@@ -44,7 +51,10 @@ pub fn parse(input: &str) -> Result<Exposition, ParseError> {
             }
             None => return Err(line.error("empty lines are not allowed in OpenMetrics")),
             Some(b'#') => descriptor(&mut line, &mut out)?,
-            Some(_) => out.samples.push(sample(&mut line)?),
+            Some(_) => {
+                out.samples.push(sample(&mut line)?);
+                sample_lines.push(i + 1);
+            }
         }
     }
     // `split` always yields at least one item, so the loop above returned unless the input ended

@@ -59,6 +59,23 @@ pub enum HistoryError {
     Parse(#[from] exposition::ParseError),
     #[error("sample of {series} has no timestamp: history files need one on every sample")]
     MissingTimestamp { series: String },
+    /// Two values of one series at one millisecond. Prometheus' own loader (`promtool tsdb
+    /// create-blocks-from openmetrics`, 2.42) silently keeps the first when both fall into the
+    /// same 5000-sample append batch and fails the whole file ("duplicate sample for
+    /// timestamp", no line) when they do not: there is no one answer to reproduce, so the file
+    /// is refused with both lines named.
+    #[error(
+        "line {line}: {series} at {t} ms has value {value}, but line {first_line} gave it {first_value} \
+         at the same time: a series has one value per timestamp, remove one of the two samples"
+    )]
+    ConflictingSamples {
+        series: String,
+        t: Millis,
+        line: usize,
+        value: String,
+        first_line: usize,
+        first_value: String,
+    },
     #[error(transparent)]
     Append(#[from] AppendError),
 }
@@ -210,21 +227,41 @@ impl Store {
 
     /// Loads an OpenMetrics history file (every sample timestamped, as
     /// `promtool tsdb create-blocks-from openmetrics` reads it). Samples of a series may appear in
-    /// any order in the file; two different values at one timestamp are an error.
+    /// any order in the file. A sample repeated with the same value is kept once; two different
+    /// values of a series at one timestamp are [`HistoryError::ConflictingSamples`], naming both
+    /// lines.
     pub fn from_openmetrics(text: &str) -> Result<Store, HistoryError> {
-        let exposition = exposition::openmetrics::parse(text)?;
-        let mut by_series: BTreeMap<Labels, Vec<(Millis, f64)>> = BTreeMap::new();
-        for s in exposition.samples {
+        let (exposition, lines) = exposition::openmetrics::parse_numbered(text)?;
+        // Per series: (time, line, value).
+        let mut by_series: BTreeMap<Labels, Vec<(Millis, usize, f64)>> = BTreeMap::new();
+        for (s, line) in exposition.samples.into_iter().zip(lines) {
             let t = s.timestamp.ok_or_else(|| HistoryError::MissingTimestamp {
                 series: s.labels.to_string(),
             })?;
-            by_series.entry(s.labels).or_default().push((t, s.value));
+            by_series
+                .entry(s.labels)
+                .or_default()
+                .push((t, line, s.value));
         }
         let mut store = Store::new();
         for (labels, mut points) in by_series {
-            points.sort_by_key(|&(t, _)| t);
+            // Stable: at one timestamp, samples stay in file order.
+            points.sort_by_key(|&(t, _, _)| t);
+            for pair in points.windows(2) {
+                let ((t0, line0, v0), (t1, line1, v1)) = (pair[0], pair[1]);
+                if t0 == t1 && v0.to_bits() != v1.to_bits() {
+                    return Err(HistoryError::ConflictingSamples {
+                        series: labels.to_string(),
+                        t: t1,
+                        line: line1,
+                        value: crate::value::format_value(v1),
+                        first_line: line0,
+                        first_value: crate::value::format_value(v0),
+                    });
+                }
+            }
             let id = store.series_id(&labels);
-            for (t, v) in points {
+            for (t, _, v) in points {
                 store.append_to(id, t, v)?;
             }
         }
@@ -671,5 +708,34 @@ mod tests {
         ));
         let err = Store::from_openmetrics("x 1 1\nx{ 2\n# EOF\n").unwrap_err();
         assert!(err.to_string().starts_with("line 2, column 3"), "{err}");
+    }
+
+    #[test]
+    fn history_with_two_values_at_one_millisecond_names_both_lines() {
+        // Line 6 is later in the file than 30 s, and 20.0001 s is the millisecond of 20 s.
+        let om = "# TYPE x gauge\nx{a=\"1\"} 1 10\nx{a=\"1\"} 2 20\nx{a=\"1\"} 3 30\n\
+                  x{a=\"2\"} 5 20\nx{a=\"1\"} 2.5 20.0001\nx{a=\"1\"} 2.5 20\n# EOF\n";
+        let err = Store::from_openmetrics(om).unwrap_err();
+        assert_eq!(
+            err,
+            HistoryError::ConflictingSamples {
+                series: r#"x{a="1"}"#.into(),
+                t: 20_000,
+                line: 6,
+                value: "2.5".into(),
+                first_line: 3,
+                first_value: "2".into(),
+            }
+        );
+        assert!(
+            err.to_string().starts_with(
+                r#"line 6: x{a="1"} at 20000 ms has value 2.5, but line 3 gave it 2 at the same time"#
+            ),
+            "{err}"
+        );
+        // The same value twice is one sample, as in Prometheus; so is a repeated NaN.
+        let om = "# TYPE x gauge\nx 1 10\nx 1 10\ny NaN 10\ny NaN 10\n# EOF\n";
+        let s = Store::from_openmetrics(om).unwrap();
+        assert_eq!(s.stats().samples, 2);
     }
 }

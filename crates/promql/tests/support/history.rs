@@ -90,6 +90,20 @@ impl History {
             .push((t, v));
     }
 
+    /// Adds a series of `family` (of type `kind`, the family's name as the sample name) with
+    /// `points` `(t ms, value)`.
+    pub fn series(
+        &mut self,
+        family: &str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        points: &[(i64, f64)],
+    ) {
+        for &(t, v) in points {
+            self.push(family, kind, family, labels, t, v);
+        }
+    }
+
     /// The OpenMetrics text, as `promtool tsdb create-blocks-from openmetrics` reads it.
     pub fn openmetrics(&self) -> String {
         let mut out = String::new();
@@ -104,6 +118,8 @@ impl History {
                 for (t, v) in points {
                     let value = if v.is_nan() {
                         "NaN".to_owned()
+                    } else if v.is_infinite() {
+                        if *v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
                     } else {
                         format!("{v}")
                     };
