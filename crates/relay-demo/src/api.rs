@@ -1,6 +1,10 @@
 //! The HTTP API: routes, authentication and validation of each request, the query pipeline
 //! (pool connection → store read under RLS → rerank → final tenant check), and the two response
-//! shapes — an SSE stream by default, one JSON body with `Accept: application/json`.
+//! shapes — an SSE stream by default, one JSON body with `Accept: application/json`. Every error,
+//! an unknown route included, is one JSON shape: `{error, message, field?}`.
+//!
+//! A request is authenticated on its head before its body is read: a caller without valid
+//! credentials gets its 401 without the service reading (or waiting for) a byte of the body.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -17,6 +21,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AuthError, Authenticator, Principal};
+pub(crate) use crate::body::BodyLimits;
+use crate::body::{self, BodyError};
 use crate::embedding::Embedding;
 use crate::fault::{FaultKind, FaultSchedule, LeakCatcher, SLOW_ANN_DELAY, SLOW_TTFV_DELAY};
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, RelayMetrics, TEXT_CONTENT_TYPE, millis};
@@ -34,6 +40,8 @@ pub const MAX_TOP_K: usize = 100;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Largest `timeout_ms`.
 pub const MAX_TIMEOUT_MS: u64 = 120_000;
+/// Largest request body (axum's default limit, which applied before bodies were read here).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Pause before an `sse-drop` cut, so the events before it are flushed to the client.
 const STREAM_CUT_PAUSE: Duration = Duration::from_millis(20);
 const MAX_QUERY_CHARS: usize = 2_000;
@@ -52,6 +60,7 @@ pub(crate) struct AppState {
     pub faults: FaultSchedule,
     pub leak_catcher: LeakCatcher,
     pub rerank_budget: Duration,
+    pub body_limits: BodyLimits,
 }
 
 /// The service's routes.
@@ -61,13 +70,36 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/memory", post(ingest))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::NotFound(uri.path().to_owned()).into_response()
+}
+
+/// axum adds the `Allow` header to this response.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::MethodNotAllowed {
+        method,
+        path: uri.path().to_owned(),
+    }
+    .into_response()
 }
 
 /// A request that could not be served, mapped to its status and a JSON body.
 #[derive(Debug)]
 enum ApiError {
+    NotFound(String),
+    MethodNotAllowed {
+        method: Method,
+        path: String,
+    },
     Unauthorized(AuthError),
+    /// The body could not be read; the connection is closed after the answer, since what is
+    /// left of the body on it was never read.
+    Body(BodyError),
     TenantMismatch,
     MalformedBody(String),
     InvalidField {
@@ -83,6 +115,32 @@ enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, field) = match &self {
+            ApiError::NotFound(path) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+                None,
+            ),
+            ApiError::MethodNotAllowed { method, path } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+                None,
+            ),
+            ApiError::Body(e) => (
+                match e {
+                    BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
+                    BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+                },
+                match e {
+                    BodyError::TooLarge { .. } => "payload_too_large",
+                    BodyError::TimedOut { .. } => "request_timeout",
+                    BodyError::Unreadable(_) => "unreadable_body",
+                },
+                e.to_string(),
+                None,
+            ),
             ApiError::Unauthorized(e) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -153,6 +211,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Body(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -295,9 +356,19 @@ fn candidate_count(top_k: usize) -> usize {
     (top_k * 2).clamp(32, crate::ann::EF_SEARCH).max(top_k)
 }
 
-async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Reads the body of an authenticated request.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    body::read(headers, body, state.body_limits)
+        .await
+        .map_err(|error| {
+            tracing::debug!(%error, "request body not read");
+            ApiError::Body(error)
+        })
+}
+
+async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let received = Instant::now();
-    match run_query(state, &headers, &body, received).await {
+    match run_query(state, &headers, body, received).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -306,11 +377,12 @@ async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byt
 async fn run_query(
     state: Arc<AppState>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
     received: Instant,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, headers)?;
-    let request = parse_query(body)?;
+    let body = read_body(&state, headers, body).await?;
+    let request = parse_query(&body)?;
     if request
         .user_id
         .as_ref()
@@ -679,8 +751,8 @@ impl QueryStream {
     }
 }
 
-async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    match run_ingest(state, &headers, &body).await {
+async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match run_ingest(state, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -689,10 +761,11 @@ async fn ingest(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
 async fn run_ingest(
     state: Arc<AppState>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, headers)?;
-    let map = parse_object(body)?;
+    let body = read_body(&state, headers, body).await?;
+    let map = parse_object(&body)?;
     let text = required_string(&map, "text", MAX_TEXT_CHARS)?;
     let tags = parse_tags(&map)?;
     if optional_user_id(&map)?.is_some_and(|u| u != principal.user_id) {

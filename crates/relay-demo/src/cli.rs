@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// Share of foreign rows the final check catches under the tenant-leak fault.
     #[arg(long, default_value_t = 0.5)]
     pub leak_catch_share: f64,
+    /// Longest time a client may take to send a request head (or, kept alive, to start the
+    /// next one) before the connection is closed.
+    #[arg(long, default_value = "30s", value_parser = timeout_arg)]
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request body before it is answered 408.
+    #[arg(long, default_value = "30s", value_parser = timeout_arg)]
+    pub body_timeout: Duration,
 }
 
 /// Options of `relay-demo tokens`.
@@ -108,6 +115,15 @@ pub struct TokensArgs {
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration such as 250ms, 2s, 5m"))
+}
+
+fn timeout_arg(text: &str) -> Result<Duration, String> {
+    match duration_arg(text)? {
+        Duration::ZERO => Err(format!(
+            "`{text}` would time out every request; give a duration above zero such as 300ms or 30s"
+        )),
+        timeout => Ok(timeout),
+    }
 }
 
 /// Why a command failed.
@@ -141,6 +157,8 @@ impl ServeArgs {
             rerank_budget: self.rerank_budget,
             leak_catch_share: self.leak_catch_share,
             started_at: None,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
         }
     }
 }

@@ -10,12 +10,14 @@
 //! Code map: `api` (routes, validation, the query pipeline and SSE stream), `store` (the
 //! `memory_chunks` table and its RLS), `tenancy` (user hashes, sealing), `ann` (per-tenant
 //! HNSW), `embedding`, `rerank`, `pool` (bounded store connections), `metrics`, `fault`,
-//! `seed`, `auth`, `sse` (framing), `server` (start/stop), `cli`.
+//! `seed`, `auth`, `body` (request bodies, bounded in size and time), `sse` (framing), `server`
+//! (connections, start/stop), `cli`.
 #![forbid(unsafe_code)]
 
 pub mod ann;
 mod api;
 pub mod auth;
+mod body;
 mod cli;
 pub mod embedding;
 pub mod fault;
@@ -28,7 +30,7 @@ mod sse;
 pub mod store;
 pub mod tenancy;
 
-pub use api::{DEFAULT_TIMEOUT_MS, DEFAULT_TOP_K, MAX_TIMEOUT_MS, MAX_TOP_K};
+pub use api::{DEFAULT_TIMEOUT_MS, DEFAULT_TOP_K, MAX_BODY_BYTES, MAX_TIMEOUT_MS, MAX_TOP_K};
 pub use auth::{DEVELOPMENT_JWT_SECRET, mint_token};
 pub use cli::{
     Cli, CliError, Command, DATA_SECRET_ENV, JWT_SECRET_ENV, ServeArgs, TokensArgs, cli_main,
@@ -36,4 +38,7 @@ pub use cli::{
 };
 pub use fault::{Fault, FaultKind, FaultParseError};
 pub use seed::{marker_for, seed_markers, seed_queries, seed_users};
-pub use server::{RunningServer, ServeError, ServeOptions, serve, spawn};
+pub use server::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, RunningServer, ServeError, ServeOptions, serve,
+    spawn,
+};

@@ -1,17 +1,25 @@
-//! Starting and stopping a relay-demo instance: options, seeding, the pool-saturation job, and
-//! graceful shutdown that lets open streams finish.
+//! Starting and stopping a relay-demo instance: options, seeding, the pool-saturation job, the
+//! connections (each given a bounded time to send its request heads), and graceful shutdown
+//! that lets open streams finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::{Service as _, service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, BodyLimits, router};
 use crate::auth::{Authenticator, DEVELOPMENT_JWT_SECRET};
 use crate::fault::{Fault, FaultKind, FaultSchedule, LeakCatcher};
 use crate::metrics::RelayMetrics;
@@ -53,7 +61,22 @@ pub struct ServeOptions {
     pub leak_catch_share: f64,
     /// When the fault onsets are counted from; `None` means when the instance starts.
     pub started_at: Option<Instant>,
+    /// Longest time a client may take to send a request head, counted from the connection's
+    /// start or, on a kept-alive connection, from the end of the previous response; past it the
+    /// connection is closed without an answer (nginx's `client_header_timeout`).
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a request body once its head has arrived; past
+    /// it the request is answered 408 and the connection closed. A deadline for the whole body,
+    /// not an idle timer, so a client trickling a byte at a time is cut off too.
+    pub body_timeout: Duration,
 }
+
+/// Default of [`ServeOptions::header_timeout`]: hyper's own default, and what canary's proxy
+/// gives its clients.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ServeOptions::body_timeout`]: request bodies here are a few kilobytes of JSON,
+/// so 30 s is generous for any real client and short enough that a stalled one is let go.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -71,6 +94,8 @@ impl Default for ServeOptions {
             rerank_budget: Duration::from_millis(25),
             leak_catch_share: 0.5,
             started_at: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -233,30 +258,99 @@ async fn run(
         faults,
         leak_catcher: LeakCatcher::new(opts.leak_catch_share),
         rerank_budget: opts.rerank_budget,
+        body_limits: BodyLimits {
+            max_bytes: crate::api::MAX_BODY_BYTES,
+            timeout: opts.body_timeout,
+        },
     });
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
         version = %opts.version_label,
         faults = %opts.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        header_timeout_ms = opts.header_timeout.as_millis() as u64,
+        body_timeout_ms = opts.body_timeout.as_millis() as u64,
         "relay-demo listening"
     );
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
-    // SSE events are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
-    // the client's delayed ACK (~40 ms), which would show up as time to first value.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+    serve_connections(listener, router(state), opts.header_timeout, shutdown).await;
+    stop_jobs.cancel();
+    tracing::info!(%addr, "relay-demo stopped");
+    Ok(())
+}
+
+/// Serves HTTP/1.1, and HTTP/2 by prior knowledge, on `listener` until `shutdown` resolves; then
+/// stops accepting and waits for every open connection to finish its requests.
+///
+/// Not `axum::serve`, which takes no configuration: without a timer hyper never times out a
+/// request head, so a client could hold a connection forever by never finishing one.
+async fn serve_connections(
+    mut listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // axum's listener retries failed accepts (out of descriptors and the like) itself.
+        let (stream, client) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        // SSE events are small writes: without TCP_NODELAY, Nagle's algorithm holds each one
+        // until the client's delayed ACK (~40 ms), which would show up as time to first value.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    stop_jobs.cancel();
-    tracing::info!(%addr, "relay-demo stopped");
-    result.map_err(ServeError::Io)
+        let first_request = CancellationToken::new();
+        let service = {
+            let first_request = first_request.clone();
+            let app = TowerToHyperService::new(app.clone());
+            service_fn(move |request: http::Request<Incoming>| {
+                first_request.cancel();
+                app.call(request)
+            })
+        };
+        let connection = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%client, %error, "connection ended with an error");
+                    }
+                }
+                () = first_request_overdue(first_request, header_timeout) => {
+                    tracing::debug!(%client, "no request within the header timeout; connection closed");
+                }
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// Resolves when a connection has gone `timeout` without its first request arriving, and never
+/// once it has arrived. hyper's header timeout covers HTTP/1.1 heads, but not the bytes read
+/// before the connection's protocol is known (whether they open HTTP/2's preface), nor an
+/// HTTP/2 connection that never sends a request.
+async fn first_request_overdue(first_request: CancellationToken, timeout: Duration) {
+    if tokio::time::timeout(timeout, first_request.cancelled())
+        .await
+        .is_ok()
+    {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The `pool-saturation` fault: from its onset, a runaway job holds `rate × size` connections

@@ -390,3 +390,34 @@ async fn every_seeded_user_finds_their_own_marker() {
         );
     }
 }
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_answered_in_json() {
+    let server = start(10, |_| {}).await;
+    let url = server.url();
+    let missing = client()
+        .get(format!("{url}/api/v1/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(
+        missing.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(body["message"].as_str().unwrap().contains("/api/v1/nope"));
+
+    let wrong = client()
+        .get(format!("{url}/api/v1/memory/query"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["allow"], "POST");
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+}

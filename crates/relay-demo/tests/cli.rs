@@ -161,3 +161,25 @@ mod http_get {
         })
     }
 }
+
+#[test]
+fn serve_timeouts_default_to_the_library_defaults_and_can_be_shortened() {
+    use clap::Parser;
+    let serve = |args: &[&str]| match relay_demo::Cli::try_parse_from(
+        ["relay-demo", "serve"].iter().chain(args),
+    ) {
+        Ok(relay_demo::Cli {
+            command: relay_demo::Command::Serve(args),
+        }) => Ok(args.to_options()),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.to_string()),
+    };
+    let defaults = serve(&[]).unwrap();
+    assert_eq!(defaults.header_timeout, relay_demo::DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(defaults.body_timeout, relay_demo::DEFAULT_BODY_TIMEOUT);
+    let short = serve(&["--header-timeout", "300ms", "--body-timeout", "1.5s"]).unwrap();
+    assert_eq!(short.header_timeout, Duration::from_millis(300));
+    assert_eq!(short.body_timeout, Duration::from_millis(1500));
+    let zero = serve(&["--body-timeout", "0s"]).unwrap_err();
+    assert!(zero.contains("above zero"), "{zero}");
+}

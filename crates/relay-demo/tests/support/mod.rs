@@ -221,3 +221,161 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A client on a bare TCP socket, for what no HTTP library would send: a request that stops
+/// half-way, or a body that is announced and never comes.
+pub mod raw {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use relay_demo::RunningServer;
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// How long a test waits for the server to answer or close; far above any timeout the tests
+    /// configure, so only a server that never gives up misses it.
+    pub const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A connection to `server` that has sent nothing yet.
+    pub async fn connect(server: &RunningServer) -> TcpStream {
+        TcpStream::connect(server.addr()).await.unwrap()
+    }
+
+    /// The head of a `POST path` carrying `headers` (`"name: value"` each), ending in the blank
+    /// line.
+    pub fn post_head(path: &str, headers: &[String]) -> String {
+        let mut head = format!("POST {path} HTTP/1.1\r\nhost: relay\r\n");
+        for header in headers {
+            head.push_str(header);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head
+    }
+
+    /// Reads until the server closes the connection (or resets it) and returns what it sent;
+    /// fails the test if the connection is still open after [`PATIENCE`].
+    pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let mut buf = [0u8; 8192];
+        let closed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server kept the connection open for {PATIENCE:?}; it sent {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received
+    }
+
+    /// Sends `bytes` one at a time, one per `every`, until the server closes the connection,
+    /// and returns what the server sent; fails the test if the connection is still open after
+    /// [`PATIENCE`]. Sending stops at the first byte received, so an answer is read before the
+    /// connection goes away — but a byte already under way can still make the server's kernel
+    /// reset the connection, which may discard that answer: callers get an empty answer then.
+    pub async fn trickle_until_closed(
+        stream: TcpStream,
+        mut bytes: impl Iterator<Item = u8>,
+        every: Duration,
+    ) -> Vec<u8> {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut tick = tokio::time::interval(every);
+        let mut sending = true;
+        let closed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                tokio::select! {
+                    biased;
+                    read = reader.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            received.extend_from_slice(&buf[..n]);
+                            sending = false;
+                        }
+                    },
+                    _ = tick.tick(), if sending => match bytes.next() {
+                        Some(byte) => sending = writer.write_all(&[byte]).await.is_ok(),
+                        None => sending = false,
+                    },
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server kept a trickling connection open for {PATIENCE:?}; it sent {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received
+    }
+
+    /// A response read off the wire.
+    #[derive(Debug)]
+    pub struct RawResponse {
+        pub status: u16,
+        /// Lower-case names.
+        pub headers: BTreeMap<String, String>,
+        pub body: Value,
+    }
+
+    impl RawResponse {
+        /// Parses one HTTP/1.1 response with a `Content-Length` body, which must be JSON.
+        pub fn parse(bytes: &[u8]) -> RawResponse {
+            let text = String::from_utf8_lossy(bytes);
+            let (head, rest) = text
+                .split_once("\r\n\r\n")
+                .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap();
+            let status = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+            let headers: BTreeMap<String, String> = lines
+                .map(|line| {
+                    let (name, value) = line.split_once(':').unwrap();
+                    (name.trim().to_lowercase(), value.trim().to_owned())
+                })
+                .collect();
+            let length: usize = headers
+                .get("content-length")
+                .unwrap_or_else(|| panic!("no content-length in {head:?}"))
+                .parse()
+                .unwrap();
+            let body = &rest.as_bytes()[..length];
+            let body = serde_json::from_slice(body).unwrap_or_else(|e| {
+                panic!(
+                    "body is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(body)
+                )
+            });
+            RawResponse {
+                status,
+                headers,
+                body,
+            }
+        }
+
+        /// Asserts the shape every error of the service has: a JSON object with an `error` code
+        /// and a `message`, sent as `application/json`.
+        pub fn assert_json_error(&self, status: u16, code: &str) {
+            assert_eq!(self.status, status, "{self:?}");
+            assert!(
+                self.headers["content-type"].starts_with("application/json"),
+                "{self:?}"
+            );
+            assert_eq!(self.body["error"], code, "{self:?}");
+            assert!(self.body["message"].is_string(), "{self:?}");
+        }
+    }
+}
