@@ -199,6 +199,10 @@ impl Prepared {
                 }),
             );
         }
+        if let Some(proof) = &scenario.pin_proof {
+            let (name, value) = proof.header_pair()?;
+            common.insert(name, value);
+        }
         if pass.pin {
             let pin = pin_header(&scenario.pin_header)?;
             common.insert(pin, HeaderValue::from_static("canary"));

@@ -10,9 +10,11 @@
 //!   hidden by coordinated omission). Each request becomes a [`RequestRecord`]: status, time to
 //!   first byte, **time to first value** (the first complete SSE event carrying data; the first
 //!   body byte otherwise), total time, events, bytes, whether the terminal event arrived, the
-//!   error kind, and the arm that answered (from the proxy's `X-Canary-Arm` header).
+//!   error kind, and the arm that answered (from the proxy's `X-Canary-Arm` header, which the
+//!   embedded proxy sends only to requests carrying its pin token, [`PinProof`]).
 //! - **Targeting**: through the load balancer as the runbook does, at the canary only (the
-//!   proxy's pin header or a direct canary URL), or both, reported separately.
+//!   proxy's pin header with its pin token, or a direct canary URL), or both, reported
+//!   separately.
 //! - **[`BurstReport`]** holds every record and the summaries overall, per arm and per target
 //!   (HDR histograms → p50/p95/p99); [`transcript`] and [`summary_json`] render the runbook's
 //!   two artifacts.
@@ -54,7 +56,7 @@ pub use report::{
     summary_json, transcript,
 };
 pub use scenario::{
-    CanaryRoute, DEFAULT_ARM_HEADER, DEFAULT_PIN_HEADER, Mode, OpenLoop, Scenario, Target,
-    Targeting, User,
+    CanaryRoute, DEFAULT_ARM_HEADER, DEFAULT_PIN_HEADER, DEFAULT_PROOF_HEADER, Mode, OpenLoop,
+    PinProof, Scenario, Target, Targeting, User,
 };
 pub use sufficiency::{SampleKind, SampleRule, SufficiencyCheck};

@@ -30,7 +30,9 @@ use crate::connect::{Connector, Endpoint, RequestBody};
 use crate::error::LoadError;
 use crate::exchange::Caller;
 use crate::report::ErrorKind;
-use crate::scenario::{CanaryRoute, DEFAULT_ARM_HEADER, DEFAULT_PIN_HEADER, render};
+use crate::scenario::{
+    CanaryRoute, DEFAULT_ARM_HEADER, DEFAULT_PIN_HEADER, PinProof, render, require_proof,
+};
 use crate::sse::event_payloads;
 
 /// A test user with the secret marker only its own data holds.
@@ -61,6 +63,9 @@ pub struct ProbeSpec {
     pub top_k: Vec<u32>,
     pub pin_header: String,
     pub arm_header: String,
+    /// The embedded proxy's pin token, sent with every probe when set (required to pin by
+    /// header; see [`PinProof`]).
+    pub pin_proof: Option<PinProof>,
     /// Probes in flight at once (one connection each).
     pub concurrency: usize,
     pub request_timeout: Duration,
@@ -82,6 +87,7 @@ impl ProbeSpec {
             top_k: vec![1, 24, 100],
             pin_header: DEFAULT_PIN_HEADER.to_owned(),
             arm_header: DEFAULT_ARM_HEADER.to_owned(),
+            pin_proof: None,
             concurrency: 4,
             request_timeout: Duration::from_secs(30),
         }
@@ -376,6 +382,7 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
                 .to_owned(),
         ));
     }
+    require_proof(spec.canary.as_ref(), spec.pin_proof.as_ref())?;
     let (url, pin, route) = match &spec.canary {
         None => (
             spec.base_url.clone(),
@@ -419,6 +426,10 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
             reason: "the value holds characters a header cannot carry".to_owned(),
         })?;
         common.append(n, v);
+    }
+    if let Some(proof) = &spec.pin_proof {
+        let (name, value) = proof.header_pair()?;
+        common.insert(name, value);
     }
     if pin {
         common.insert(

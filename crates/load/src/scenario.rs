@@ -14,6 +14,63 @@ use crate::sufficiency::SampleRule;
 pub const DEFAULT_PIN_HEADER: &str = "X-Canary";
 /// The response header in which the embedded proxy names the arm that answered.
 pub const DEFAULT_ARM_HEADER: &str = "X-Canary-Arm";
+/// The request header that carries the embedded proxy's pin token.
+pub const DEFAULT_PROOF_HEADER: &str = "X-Canary-Token";
+
+/// The embedded proxy's pin token and the header that carries it. The proxy honours a pin
+/// header, and names the arm that answered, only for requests that carry it; it never passes
+/// either header on to an arm.
+#[derive(Debug, Clone)]
+pub struct PinProof {
+    /// The request header the token goes in (`X-Canary-Token` by default).
+    pub header: String,
+    /// The token (the proxy's admin API hands it out: `GET /pin`).
+    pub token: Secret,
+}
+
+impl PinProof {
+    /// The token in the default header.
+    pub fn new(token: Secret) -> Self {
+        PinProof {
+            header: DEFAULT_PROOF_HEADER.to_owned(),
+            token,
+        }
+    }
+
+    /// The header and its value, marked sensitive so no debug output shows it.
+    pub(crate) fn header_pair(&self) -> Result<(http::HeaderName, http::HeaderValue), LoadError> {
+        let name = http::HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| {
+            LoadError::InvalidHeader {
+                name: self.header.clone(),
+                reason: "not a valid header name".to_owned(),
+            }
+        })?;
+        let mut value = http::HeaderValue::from_str(self.token.expose()).map_err(|_| {
+            LoadError::InvalidHeader {
+                name: self.header.clone(),
+                reason: "the pin token holds characters a header cannot carry".to_owned(),
+            }
+        })?;
+        value.set_sensitive(true);
+        Ok((name, value))
+    }
+}
+
+/// Refuses a pin-header route without the token: the proxy would ignore the pin and the
+/// "canary" results would come from whichever arm the split chose.
+pub(crate) fn require_proof(
+    route: Option<&CanaryRoute>,
+    proof: Option<&PinProof>,
+) -> Result<(), LoadError> {
+    if matches!(route, Some(CanaryRoute::PinHeader)) && proof.is_none() {
+        return Err(LoadError::InvalidScenario(
+            "pinning to the canary through the load balancer needs the embedded proxy's pin token \
+             (its admin API's GET /pin): give it, or give the canary's own URL"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
 
 /// A test user: a name (used as `{{user}}` in the body and in the transcript) and the bearer
 /// token the user's requests carry.
@@ -71,7 +128,7 @@ impl OpenLoop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CanaryRoute {
     /// Through the load balancer with the pin header (`X-Canary: canary` by default) — the
-    /// embedded proxy honours it.
+    /// embedded proxy honours it only with the pin token ([`PinProof`]).
     PinHeader,
     /// The canary's own address, bypassing the load balancer.
     Url(String),
@@ -144,6 +201,9 @@ pub struct Scenario {
     pub pin_header: String,
     /// Response header naming the arm that answered (`canary` | `baseline`).
     pub arm_header: String,
+    /// The embedded proxy's pin token: sent on every request when set, so pins count and every
+    /// answer names its arm. Required by [`CanaryRoute::PinHeader`].
+    pub pin_proof: Option<PinProof>,
     /// Name of the event that ends a complete stream (relay: `done`). An event stream that
     /// ends without it is incomplete. Empty: event streams need no terminal event.
     pub terminal_event: String,
@@ -184,6 +244,7 @@ impl Scenario {
             targeting: Targeting::Lb,
             pin_header: DEFAULT_PIN_HEADER.to_owned(),
             arm_header: DEFAULT_ARM_HEADER.to_owned(),
+            pin_proof: None,
             terminal_event: "done".to_owned(),
             request_timeout: Duration::from_secs(30),
             sample_rules: SampleRule::runbook(),
@@ -238,6 +299,14 @@ impl Scenario {
                     );
                 }
             }
+        }
+        let route = match &self.targeting {
+            Targeting::Lb => None,
+            Targeting::Canary(route) | Targeting::Both(route) => Some(route),
+        };
+        require_proof(route, self.pin_proof.as_ref())?;
+        if let Some(proof) = &self.pin_proof {
+            proof.header_pair()?;
         }
         for name in [&self.pin_header, &self.arm_header] {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

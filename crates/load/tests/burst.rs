@@ -19,16 +19,19 @@ use canary_load::{
 };
 use support::*;
 
-fn runbook(url: String) -> Scenario {
-    let mut s = Scenario::runbook(url, users());
+/// The runbook's burst through the stack's proxy, with its pin token (so every answer names
+/// its arm and pins count).
+fn runbook(stack: &Stack) -> Scenario {
+    let mut s = Scenario::runbook(stack.url(), users());
     s.queries = relay_demo::seed_queries(4);
+    s.pin_proof = Some(stack.proof());
     s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runbook_burst_counts_and_attributes_every_request() {
     let stack = Stack::start(&[], 50).await;
-    let scenario = runbook(stack.url());
+    let scenario = runbook(&stack);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let report = run_burst(&scenario, Some(tx)).await.unwrap();
 
@@ -158,7 +161,7 @@ async fn the_runbook_burst_counts_and_attributes_every_request() {
 async fn canary_targeting_pins_every_request_and_both_reports_each_pass() {
     // All load-balancer traffic to the baseline: only pinning can reach the canary.
     let stack = Stack::start(&[], 0).await;
-    let mut scenario = runbook(stack.url());
+    let mut scenario = runbook(&stack);
     scenario.users.truncate(2);
     scenario.requests_per_user = 5;
     scenario.pause = Duration::ZERO;
@@ -260,11 +263,27 @@ async fn time_to_first_value_waits_for_the_first_complete_event() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn pinning_by_header_without_the_proxy_token_is_refused_before_anything_is_sent() {
+    // The proxy ignores a pin without its token: the "canary" pass would measure whichever arm
+    // the split chose. So the scenario and the probes refuse to run that way.
+    let mut scenario = Scenario::runbook("http://127.0.0.1:9".to_owned(), users());
+    scenario.targeting = Targeting::Canary(CanaryRoute::PinHeader);
+    let err = run_burst(&scenario, None).await.unwrap_err().to_string();
+    assert!(err.contains("pin token"), "{err}");
+    let probes = canary_load::ProbeSpec::new("http://127.0.0.1:9", probe_users());
+    let err = canary_load::run_probes(&probes)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pin token"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_ends_before_done_is_incomplete() {
     // relay-demo's sse-drop fault on the canary: streams are cut half-way, through the proxy.
     let stack = Stack::start(&["sse-drop"], 0).await;
-    let mut scenario = runbook(stack.url());
+    let mut scenario = runbook(&stack);
     scenario.users.truncate(2);
     scenario.requests_per_user = 3;
     scenario.pause = Duration::ZERO;

@@ -6,7 +6,7 @@
 mod support;
 
 use canary_core::ArmRole;
-use canary_load::{ProbeSpec, ProbeVerdict, probe_json, probe_text, run_probes};
+use canary_load::{ProbeVerdict, probe_json, probe_text, run_probes};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,9 +14,7 @@ async fn a_tenant_leak_on_the_canary_is_caught_and_attributed_to_the_canary() {
     // The canary returns other tenants' rows; no load-balancer traffic goes to it, so only the
     // pinned probes can see it.
     let stack = Stack::start(&["tenant-leak"], 0).await;
-    let report = run_probes(&ProbeSpec::new(stack.url(), probe_users()))
-        .await
-        .unwrap();
+    let report = run_probes(&stack.probes()).await.unwrap();
     assert_eq!(report.verdict(), ProbeVerdict::Leaked);
     assert_eq!(report.pairs, 20);
     assert!(!report.leaks.is_empty());
@@ -60,9 +58,7 @@ async fn a_tenant_leak_on_the_canary_is_caught_and_attributed_to_the_canary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_service_yields_no_leak() {
     let stack = Stack::start(&[], 5).await;
-    let report = run_probes(&ProbeSpec::new(stack.url(), probe_users()))
-        .await
-        .unwrap();
+    let report = run_probes(&stack.probes()).await.unwrap();
     assert!(report.leaks.is_empty(), "{:?}", report.leaks);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.self_checks.len(), 5);

@@ -134,3 +134,39 @@ async fn a_wrong_token_fails_at_once_without_leaking_the_token() {
     assert!(!format!("{:?}", router(&proxy, TOKEN)).contains(TOKEN));
     assert_eq!(proxy.weight().canary(), 0);
 }
+
+#[tokio::test]
+async fn the_pin_token_comes_from_the_admin_api_and_a_rollback_fences_the_canary() {
+    let baseline = Backend::start("baseline").await;
+    let canary = Backend::start("canary").await;
+    let proxy = proxy(&baseline.url(), &canary.url()).await;
+    let router = router(&proxy, TOKEN);
+    let access = router.pin_access().await.unwrap();
+    assert_eq!(
+        (access.header.as_str(), access.proof_header.as_str()),
+        ("x-canary", "x-canary-token")
+    );
+    assert!(!access.canary_fenced);
+    assert_eq!(access.token.expose().len(), 64, "a generated 256-bit token");
+    assert!(!format!("{access:?}").contains(access.token.expose()));
+
+    // A proven pin reaches the canary at 0 %; after a rollback (5 % → 0 %) it does not.
+    let pinned = || async {
+        reqwest::Client::new()
+            .get(format!("http://{}/", proxy.data_addr()))
+            .header("x-canary", "canary")
+            .header("x-canary-token", access.token.expose())
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(pinned().await.text().await.unwrap(), "canary");
+    set_verified(&router, 5, &RetryPolicy::default())
+        .await
+        .unwrap();
+    set_verified(&router, 0, &RetryPolicy::default())
+        .await
+        .unwrap();
+    assert!(router.pin_access().await.unwrap().canary_fenced);
+    assert_eq!(pinned().await.status(), 403);
+}

@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::arm::Arm;
 use crate::body::ResponseBody;
-use crate::config::{AdminToken, Upstream};
+use crate::config::{AdminToken, ProxyConfig, Upstream};
 use crate::control::{ArmHealth, Control, HealthStatus, WeightCause};
 use crate::distribute::CanaryWeight;
 use crate::lease::LeaseView;
+use crate::pin::PinToken;
 use crate::server::Handler;
 
 /// Largest admin request body accepted.
@@ -48,6 +49,25 @@ impl From<CanaryWeight> for WeightsView {
 struct WeightsRequest {
     canary: u32,
     baseline: Option<u32>,
+}
+
+/// `GET /pin` and `PUT /pin` (answer): how to pin a request, and whether the canary is fenced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinView {
+    /// The request header that pins (`canary` | `baseline`).
+    pub header: String,
+    /// The request header that carries the token.
+    pub proof_header: String,
+    /// The pin token. Only admin-token holders see it.
+    pub token: String,
+    /// The canary was rolled back: pinned requests to it are refused.
+    pub canary_fenced: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRequest {
+    canary_fenced: bool,
 }
 
 #[derive(Deserialize)]
@@ -83,15 +103,39 @@ pub(crate) struct AdminApi {
     control: Arc<Control>,
     token: AdminToken,
     upstreams: [Upstream; 2],
+    pin_header: String,
+    proof_header: String,
+    pin_token: PinToken,
 }
 
 impl AdminApi {
-    pub fn new(control: Arc<Control>, token: AdminToken, upstreams: [Upstream; 2]) -> Self {
+    pub fn new(control: Arc<Control>, cfg: &ProxyConfig) -> Self {
         AdminApi {
             control,
-            token,
-            upstreams,
+            token: cfg.admin_token.clone(),
+            upstreams: [cfg.baseline.clone(), cfg.canary.clone()],
+            pin_header: cfg.pin_header.to_string(),
+            proof_header: cfg.proof_header.to_string(),
+            pin_token: cfg.pin_token.clone(),
         }
+    }
+
+    fn pin_view(&self) -> PinView {
+        PinView {
+            header: self.pin_header.clone(),
+            proof_header: self.proof_header.clone(),
+            token: self.pin_token.expose().to_owned(),
+            canary_fenced: self.control.split().canary_fenced,
+        }
+    }
+
+    async fn put_pin(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let body: PinRequest = match read_json(req).await {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        };
+        self.control.set_canary_fence(body.canary_fenced);
+        json(StatusCode::OK, &self.pin_view())
     }
 
     async fn route(&self, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -103,6 +147,8 @@ impl AdminApi {
             }
             (&Method::PUT, "/weights") => self.put_weights(req).await,
             (&Method::GET, "/healthz") => self.healthz(),
+            (&Method::GET, "/pin") => json(StatusCode::OK, &self.pin_view()),
+            (&Method::PUT, "/pin") => self.put_pin(req).await,
             (&Method::GET, "/lease") => json(StatusCode::OK, &self.control.lease.view()),
             (&Method::PUT, "/lease") => self.put_lease(req).await,
             (&Method::DELETE, "/lease") => {
@@ -121,12 +167,12 @@ impl AdminApi {
                 );
                 resp
             }
-            (_, "/weights") => not_allowed("GET, PUT"),
+            (_, "/weights" | "/pin") => not_allowed("GET, PUT"),
             (_, "/lease") => not_allowed("GET, PUT, DELETE"),
             (_, "/healthz" | "/metrics") => not_allowed("GET"),
             _ => problem(
                 StatusCode::NOT_FOUND,
-                format!("no admin route {path}: use /weights, /healthz, /lease or /metrics"),
+                format!("no admin route {path}: use /weights, /healthz, /lease, /pin or /metrics"),
             ),
         }
     }

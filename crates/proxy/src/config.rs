@@ -10,6 +10,7 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use crate::distribute::{CanaryWeight, SplitMode};
 use crate::error::ProxyError;
+use crate::pin::{PinToken, constant_time_eq, random_hex};
 
 /// Everything [`crate::start`] needs. Build it with [`ProxyConfig::new`] and adjust the public
 /// fields; [`crate::start`] validates it.
@@ -28,8 +29,14 @@ pub struct ProxyConfig {
     /// How weighted requests are spread.
     pub split: SplitMode,
     /// Request header that pins a request to an arm (`canary` | `baseline`). Default `X-Canary`.
+    /// Honoured only with proof (`proof_header` carrying `pin_token`); ignored otherwise.
     pub pin_header: HeaderName,
-    /// Response header naming the arm that answered. Default `X-Canary-Arm`.
+    /// Request header that carries the pin token. Default `X-Canary-Token`.
+    pub proof_header: HeaderName,
+    /// The secret a caller must present to pin a request or to learn which arm answered.
+    pub pin_token: PinToken,
+    /// Response header naming the arm that answered, sent only to callers that presented the
+    /// pin token. Default `X-Canary-Arm`.
     pub arm_header: HeaderName,
     /// Bearer token the admin API requires on every request.
     pub admin_token: AdminToken,
@@ -50,7 +57,8 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// A configuration with defaults: data port `127.0.0.1:0`, admin port `127.0.0.1:0`, weight
-    /// 0, `random` split, `X-Canary` / `X-Canary-Arm`, the default timeouts and health checks.
+    /// 0, `random` split, `X-Canary` / `X-Canary-Token` / `X-Canary-Arm`, a generated pin token,
+    /// the default timeouts and health checks.
     pub fn new(baseline: Upstream, canary: Upstream, admin_token: AdminToken) -> Self {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -60,6 +68,8 @@ impl ProxyConfig {
             initial_weight: CanaryWeight::ZERO,
             split: SplitMode::Random,
             pin_header: HeaderName::from_static("x-canary"),
+            proof_header: HeaderName::from_static("x-canary-token"),
+            pin_token: PinToken::generate(),
             arm_header: HeaderName::from_static("x-canary-arm"),
             admin_token,
             timeouts: Timeouts::default(),
@@ -82,6 +92,17 @@ impl ProxyConfig {
             return Err(ProxyError::Config(format!(
                 "the data port and the admin port are both {}: give the admin API its own port",
                 self.listen
+            )));
+        }
+        if self.pin_token.expose().is_empty() {
+            return Err(ProxyError::Config(
+                "the pin token is empty: set one (or generate one with PinToken::generate)".into(),
+            ));
+        }
+        if self.pin_header == self.proof_header || self.pin_header == self.arm_header {
+            return Err(ProxyError::Config(format!(
+                "the pin header `{}` must differ from the proof and arm headers",
+                self.pin_header
             )));
         }
         if self.admin_token.0.is_empty() {
@@ -288,8 +309,7 @@ impl AdminToken {
 
     /// A fresh random token (256 bits, hex) for a proxy whose operator gave none.
     pub fn generate() -> Self {
-        let bytes: [u8; 32] = rand::random();
-        AdminToken(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        AdminToken(random_hex())
     }
 
     /// The token itself, for handing to the controller. Do not log it.
@@ -299,18 +319,9 @@ impl AdminToken {
 
     /// Whether an `Authorization` header value carries this token, compared in constant time.
     pub(crate) fn authorizes(&self, header: Option<&[u8]>) -> bool {
-        let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        let expected = self.0.as_bytes();
-        if presented.len() != expected.len() {
-            return false;
-        }
-        presented
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        header
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .is_some_and(|presented| constant_time_eq(presented, self.0.as_bytes()))
     }
 }
 

@@ -1,5 +1,6 @@
-//! The control state shared by the data path and the admin API: the canary weight, each arm's
-//! health, the lease, and the metrics. Reads on the data path are single atomic loads.
+//! The control state shared by the data path and the admin API: the split (canary weight and
+//! rollback fence), each arm's health, the lease, and the metrics. Reads on the data path are
+//! single atomic loads.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::arm::Arm;
 use crate::config::HealthCheck;
-use crate::distribute::{CanaryWeight, Readiness};
+use crate::distribute::{CanaryWeight, Readiness, SplitState};
 use crate::lease::LeaseBook;
 use crate::metrics::{Gauges, Metrics};
 
@@ -20,6 +21,21 @@ pub(crate) enum WeightCause {
     Admin,
     /// The lease lapsed (dead man's switch).
     LeaseExpired,
+}
+
+/// The fence bit of the split byte; the low seven bits hold the canary weight.
+const FENCED: u8 = 0x80;
+
+fn encode(split: SplitState) -> u8 {
+    split.weight.canary() | if split.canary_fenced { FENCED } else { 0 }
+}
+
+fn decode(byte: u8) -> SplitState {
+    SplitState {
+        // Only `encode` stores, and it stores a validated weight.
+        weight: CanaryWeight::new(byte & !FENCED).unwrap_or(CanaryWeight::ZERO),
+        canary_fenced: byte & FENCED != 0,
+    }
 }
 
 impl WeightCause {
@@ -69,7 +85,8 @@ impl ArmHealth {
 }
 
 pub(crate) struct Control {
-    weight: AtomicU8,
+    /// The split: weight and fence in one byte, so the data path reads both at once.
+    split: AtomicU8,
     /// 0 = Unknown, 1 = Healthy, 2 = Unhealthy, per arm; the data path's readiness.
     status: [AtomicU8; 2],
     health: Mutex<[ArmHealth; 2]>,
@@ -80,7 +97,7 @@ pub(crate) struct Control {
 impl Control {
     pub fn new(weight: CanaryWeight) -> Self {
         Control {
-            weight: AtomicU8::new(weight.canary()),
+            split: AtomicU8::new(weight.canary()),
             status: [AtomicU8::new(0), AtomicU8::new(0)],
             health: Mutex::new([ArmHealth::UNKNOWN, ArmHealth::UNKNOWN]),
             lease: LeaseBook::default(),
@@ -88,23 +105,58 @@ impl Control {
         }
     }
 
-    pub fn weight(&self) -> CanaryWeight {
-        // Only `set_weight` stores, and it stores a validated weight.
-        CanaryWeight::new(self.weight.load(Ordering::Relaxed)).unwrap_or(CanaryWeight::ZERO)
+    pub fn split(&self) -> SplitState {
+        decode(self.split.load(Ordering::Relaxed))
     }
 
-    /// Sets the weight and logs the change; returns the previous weight.
+    pub fn weight(&self) -> CanaryWeight {
+        self.split().weight
+    }
+
+    /// Sets the weight and logs the change; returns the previous weight. A canary that loses
+    /// all its traffic is fenced (see [`SplitState::with_weight`]); a lapsed lease fences it
+    /// whatever its weight was, since the controller that owned the run is gone.
     pub fn set_weight(&self, weight: CanaryWeight, cause: WeightCause) -> CanaryWeight {
-        let previous = self.weight.swap(weight.canary(), Ordering::Relaxed);
-        if previous != weight.canary() {
+        let update = |byte: u8| {
+            let mut next = decode(byte).with_weight(weight);
+            if cause == WeightCause::LeaseExpired {
+                next.canary_fenced = true;
+            }
+            Some(encode(next))
+        };
+        // The closure always returns `Some`, so both arms hold the previous value.
+        let (Ok(before) | Err(before)) =
+            self.split
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, update);
+        let (before, after) = (decode(before), self.split());
+        if before != after {
             tracing::info!(
-                from = previous,
-                to = weight.canary(),
+                from = before.weight.canary(),
+                to = after.weight.canary(),
+                canary_fenced = after.canary_fenced,
                 cause = cause.as_str(),
                 "canary weight changed"
             );
         }
-        CanaryWeight::new(previous).unwrap_or(CanaryWeight::ZERO)
+        before.weight
+    }
+
+    /// Fences the canary against pinned requests, or lifts the fence (an operator's explicit
+    /// choice); returns whether it was fenced before.
+    pub fn set_canary_fence(&self, fenced: bool) -> bool {
+        let previous = if fenced {
+            self.split.fetch_or(FENCED, Ordering::Relaxed)
+        } else {
+            self.split.fetch_and(!FENCED, Ordering::Relaxed)
+        };
+        let was = previous & FENCED != 0;
+        if was != fenced {
+            tracing::warn!(
+                canary_fenced = fenced,
+                "canary pin fence changed by the admin API"
+            );
+        }
+        was
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -170,8 +222,10 @@ impl Control {
 
     pub fn gauges(&self) -> Gauges {
         let table = self.health_table();
+        let split = self.split();
         Gauges {
-            weight: self.weight(),
+            weight: split.weight,
+            canary_fenced: split.canary_fenced,
             health: [table[0].status, table[1].status],
             lease_held: self.lease.view().is_some(),
         }

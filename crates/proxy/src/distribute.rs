@@ -15,7 +15,8 @@
 //!
 //! An arm that health checks report as not ready is skipped in favour of the other arm, as long
 //! as that arm has a non-zero weight (a rolled-back canary never gets traffic back by fallback).
-//! A pinned request always goes where it was pinned.
+//! A pinned request (pins count only with proof, see [`crate::pin`]) goes where it was pinned,
+//! unless that is a canary that was rolled back: then it is refused, never forwarded.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,6 +76,44 @@ impl fmt::Display for CanaryWeight {
             self.baseline()
         )
     }
+}
+
+/// The split in force: the canary weight, and whether the canary was rolled back (its weight
+/// went to 0 after it had traffic, or the lease lapsed) so that not even a pin may reach it
+/// until the operator gives it traffic again or lifts the fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitState {
+    /// Percent to the canary.
+    pub weight: CanaryWeight,
+    /// The canary was rolled back: pinned requests to it are refused.
+    pub canary_fenced: bool,
+}
+
+impl SplitState {
+    /// The state after the weight becomes `weight`: a canary that had traffic and now has
+    /// none is fenced; a canary given traffic is not; a fence otherwise stays as it was.
+    pub const fn with_weight(self, weight: CanaryWeight) -> SplitState {
+        let canary_fenced = if weight.canary() > 0 {
+            false
+        } else {
+            self.canary_fenced || self.weight.canary() > 0
+        };
+        SplitState {
+            weight,
+            canary_fenced,
+        }
+    }
+}
+
+/// A request that must not be forwarded where it asked to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It is pinned to an arm that was rolled back.
+    #[error(
+        "the {0} arm was rolled back: pinned requests are refused until it gets traffic again \
+         or an operator lifts the fence (admin API PUT /pin {{\"canary_fenced\": false}})"
+    )]
+    RolledBack(Arm),
 }
 
 /// How weighted requests are spread over the arms.
@@ -189,19 +228,25 @@ pub struct Decision {
 
 /// Chooses the arm for one request.
 ///
-/// Contract: a pinned request goes to its pin; otherwise the ticket's arm, unless that arm is
-/// not ready while the other arm is ready *and* has a non-zero share — then the other arm.
+/// Contract: a pinned request goes to its pin, unless the pin names a fenced (rolled-back)
+/// canary — then it is refused; otherwise the ticket's arm, unless that arm is not ready while
+/// the other arm is ready *and* has a non-zero share — then the other arm. A weighted request
+/// never reaches an arm with a zero share.
 pub fn choose(
-    weight: CanaryWeight,
+    split: SplitState,
     ticket: Ticket,
     pin: Option<Arm>,
     ready: Readiness,
-) -> Decision {
+) -> Result<Decision, Refusal> {
+    let weight = split.weight;
     if let Some(arm) = pin {
-        return Decision {
+        if arm == Arm::Canary && split.canary_fenced {
+            return Err(Refusal::RolledBack(arm));
+        }
+        return Ok(Decision {
             arm,
             reason: Reason::Pinned,
-        };
+        });
     }
     let wanted = if ticket.value() < weight.canary() {
         Arm::Canary
@@ -209,17 +254,19 @@ pub fn choose(
         Arm::Baseline
     };
     let other = wanted.other();
-    if !ready.of(wanted) && ready.of(other) && weight.share(other) > 0 {
-        Decision {
-            arm: other,
-            reason: Reason::Fallback,
-        }
-    } else {
-        Decision {
-            arm: wanted,
-            reason: Reason::Weighted,
-        }
-    }
+    Ok(
+        if !ready.of(wanted) && ready.of(other) && weight.share(other) > 0 {
+            Decision {
+                arm: other,
+                reason: Reason::Fallback,
+            }
+        } else {
+            Decision {
+                arm: wanted,
+                reason: Reason::Weighted,
+            }
+        },
+    )
 }
 
 /// Issues tickets for live requests: the shuffled deck (shared by all connections) or the
@@ -282,15 +329,23 @@ mod tests {
         CanaryWeight::new(pct).unwrap()
     }
 
+    fn split(pct: u8) -> SplitState {
+        SplitState {
+            weight: weight(pct),
+            canary_fenced: false,
+        }
+    }
+
     fn canary_count(seed: u64, start: u64, n: u64, pct: u8) -> u64 {
         (start..start + n)
             .filter(|&seq| {
                 choose(
-                    weight(pct),
+                    split(pct),
                     Ticket::shuffled(seed, seq),
                     None,
                     Readiness::ALL,
                 )
+                .unwrap()
                 .arm == Arm::Canary
             })
             .count() as u64
@@ -350,17 +405,52 @@ mod tests {
         ];
         for (pct, ticket, pin, baseline, canary, arm, reason) in table {
             let got = choose(
-                weight(pct),
+                split(pct),
                 Ticket(ticket),
                 pin,
                 Readiness { baseline, canary },
             );
             assert_eq!(
                 got,
-                Decision { arm, reason },
+                Ok(Decision { arm, reason }),
                 "weight {pct} ticket {ticket} pin {pin:?} ready b={baseline} c={canary}"
             );
         }
+    }
+
+    #[test]
+    fn a_canary_that_had_traffic_and_lost_it_is_fenced_until_it_gets_traffic_again() {
+        // (weights applied in order) → fenced after each
+        let start = split(0);
+        let steps = [
+            (5, false),
+            (0, true),
+            (0, true),
+            (25, false),
+            (100, false),
+            (0, true),
+        ];
+        let mut state = start;
+        for (pct, fenced) in steps {
+            state = state.with_weight(weight(pct));
+            assert_eq!(state.canary_fenced, fenced, "after weight {pct}");
+        }
+        // Zero from the start is not a rollback: a trusted probe may still pin the canary.
+        assert!(!start.with_weight(weight(0)).canary_fenced);
+        let fenced = SplitState {
+            weight: weight(0),
+            canary_fenced: true,
+        };
+        assert_eq!(
+            choose(fenced, Ticket(0), Some(Arm::Canary), Readiness::ALL),
+            Err(Refusal::RolledBack(Arm::Canary))
+        );
+        assert_eq!(
+            choose(fenced, Ticket(0), Some(Arm::Baseline), Readiness::ALL)
+                .unwrap()
+                .arm,
+            Arm::Baseline
+        );
     }
 
     #[test]
@@ -411,7 +501,7 @@ mod tests {
             let (low, high) = (low.min(high), low.max(high));
             let ticket = Ticket::sticky(&token);
             prop_assert_eq!(ticket, Ticket::sticky(&token));
-            let on_canary = |pct| choose(weight(pct), ticket, None, Readiness::ALL).arm == Arm::Canary;
+            let on_canary = |pct| choose(split(pct), ticket, None, Readiness::ALL).unwrap().arm == Arm::Canary;
             // A user on the canary at a low weight stays there as the weight grows.
             prop_assert!(!on_canary(low) || on_canary(high));
         }

@@ -7,7 +7,8 @@
 //! `X-Accel-Buffering: no`. Streams are bounded by an idle timeout, never a whole-response
 //! timeout. An upstream failure becomes a 502/503/504 attributed to its arm. Hop-by-hop headers
 //! are removed as RFC 9110 §7.6.1 says; `X-Forwarded-For`, `X-Forwarded-Proto`,
-//! `X-Forwarded-Host` and `Via` are added. Each response names its arm in `X-Canary-Arm`.
+//! `X-Forwarded-Host` and `Via` are added. A response names its arm in `X-Canary-Arm` only to a
+//! caller that presented the pin token.
 //!
 //! # Data port
 //!
@@ -25,11 +26,18 @@
 //!
 //! | request header | effect |
 //! |---|---|
-//! | `X-Canary: canary` / `baseline` (name configurable) | pins the request to that arm, whatever the weight; any other value → 400 |
+//! | `X-Canary-Token: <pin token>` (name configurable) | proof: the caller may pin, and is told the arm in `X-Canary-Arm` |
+//! | `X-Canary: canary` / `baseline` (name configurable) | with proof, pins the request to that arm whatever the weight (any other value → 400); without proof, ignored and counted |
 //! | `Authorization: Bearer <token>` | in `sticky` mode, the token decides the arm |
+//!
+//! Pinning is for canary's own probes and for operators. The pin and proof headers never reach
+//! an arm. After a rollback — the canary's weight went from above 0 to 0, or the lease lapsed —
+//! the canary is *fenced*: a proven pin onto it gets `403` and is not forwarded, until the canary
+//! is given traffic again or an operator lifts the fence (`PUT /pin`).
 //!
 //! | status made by the proxy | meaning (the arm is in `X-Canary-Arm` and the metrics) |
 //! |---|---|
+//! | 403 | a proven pin named the canary while it is fenced after a rollback |
 //! | 502 | the arm closed or reset the connection, or answered with something that is not HTTP |
 //! | 503 | the arm could not be connected to |
 //! | 504 | connecting, or waiting for the response head, took too long |
@@ -48,12 +56,14 @@
 //! | `PUT /lease` | `{"ttl_ms": 5000, "holder": "run-42"}` | `200 {"holder", "ttl_ms", "expires_in_ms"}`; renews or takes the lease |
 //! | `GET /lease` | — | `200` with the lease, or `null` |
 //! | `DELETE /lease` | — | `204`; gives the lease up without tripping the switch |
+//! | `GET /pin` | — | `200 {"header": "x-canary", "proof_header": "x-canary-token", "token": "<pin token>", "canary_fenced": false}` |
+//! | `PUT /pin` | `{"canary_fenced": false}` | `200` as `GET /pin`; lifts (or sets) the fence explicitly |
 //! | `GET /metrics` | — | Prometheus text format 0.0.4 |
 //!
 //! **Dead man's switch.** While a lease is held, the controller must renew it (`PUT /lease`)
 //! before `ttl_ms` runs out. If it lapses, the proxy sets the canary weight to 0 by itself —
 //! within milliseconds of expiry — logs a warning, drops `canary_proxy_lease_held` to 0 and
-//! counts `canary_proxy_lease_expirations_total`. Pinned requests are not affected.
+//! counts `canary_proxy_lease_expirations_total`, and fences the canary against pinned requests.
 //!
 //! **Health.** Both arms are probed with `GET <upstream>/healthz` (configurable) every
 //! interval; an arm is unhealthy after `fall` failures in a row. An unhealthy arm is skipped
@@ -66,7 +76,8 @@
 //! `canary_proxy_first_byte_seconds{arm}`, `canary_proxy_sse_streams_total{arm,outcome}`
 //! (`complete` | `client_closed` | `upstream_error` | `timeout`), `canary_proxy_weight{arm}`,
 //! plus `canary_proxy_upstream_errors_total{arm,kind}`, `canary_proxy_fallback_requests_total{arm}`,
-//! `canary_proxy_bad_requests_total`, `canary_proxy_arm_healthy{arm}`,
+//! `canary_proxy_bad_requests_total`, `canary_proxy_pins_refused_total{reason}`
+//! (`unauthenticated` | `rolled_back`), `canary_proxy_canary_fenced`, `canary_proxy_arm_healthy{arm}`,
 //! `canary_proxy_lease_held` and `canary_proxy_lease_expirations_total`. `arm` is `baseline` or
 //! `canary`.
 #![forbid(unsafe_code)]
@@ -87,6 +98,7 @@ mod health;
 mod lease;
 mod link;
 mod metrics;
+mod pin;
 mod pool;
 mod server;
 mod workers;
@@ -100,17 +112,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use admin::WeightsView;
+pub use admin::{PinView, WeightsView};
 pub use arm::{Arm, UnknownArm};
 pub use body::{BoxError, IdleTimeout, ResponseBody};
 pub use config::{AdminToken, HealthCheck, ProxyConfig, Timeouts, Upstream};
 pub use control::{ArmHealth, HealthStatus};
 pub use distribute::{
-    CanaryWeight, Decision, InvalidWeight, Readiness, Reason, SplitMode, Splitter, Ticket, choose,
+    CanaryWeight, Decision, InvalidWeight, Readiness, Reason, Refusal, SplitMode, SplitState,
+    Splitter, Ticket, choose,
 };
 pub use error::{Blame, FailureKind, ForwardError, ProxyError};
 pub use lease::LeaseView;
-pub use metrics::StreamOutcome;
+pub use metrics::{PinRefusal, StreamOutcome};
+pub use pin::{BadPin, Credentials, PinToken};
 
 use crate::admin::AdminApi;
 use crate::control::Control;
@@ -143,6 +157,11 @@ impl ProxyHandle {
     /// The current canary weight.
     pub fn weight(&self) -> CanaryWeight {
         self.control.weight()
+    }
+
+    /// The current split: weight, and whether the canary is fenced after a rollback.
+    pub fn split(&self) -> SplitState {
+        self.control.split()
     }
 
     /// What health checks currently know about `arm`.
@@ -219,11 +238,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         data_threads = stopped;
     }
 
-    let admin_api = Arc::new(AdminApi::new(
-        control.clone(),
-        cfg.admin_token.clone(),
-        [cfg.baseline.clone(), cfg.canary.clone()],
-    ));
+    let admin_api = Arc::new(AdminApi::new(control.clone(), &cfg));
     tasks.spawn(server::serve(
         Connections::Listener(admin),
         admin_api,

@@ -1,7 +1,7 @@
 //! Per-arm telemetry and its Prometheus text exposition (format 0.0.4) for `GET /metrics`.
 //!
 //! Every label set is bounded: `arm` (2 values), `code_class` (`1xx`..`5xx`), `outcome` (4),
-//! `kind` (the [`FailureKind`] labels). Recording is a handful of relaxed atomic adds, so the
+//! `kind` (the [`FailureKind`] labels), `reason` (the [`PinRefusal`] labels). Recording is a handful of relaxed atomic adds, so the
 //! data path never waits on the exposition.
 
 use std::fmt::Write as _;
@@ -95,9 +95,32 @@ impl Histogram {
     }
 }
 
+/// Why a pin header was not honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinRefusal {
+    /// It came without the pin token: ignored, the request was split like any other.
+    Unauthenticated,
+    /// It named a canary that was rolled back: the request was refused with 403.
+    RolledBack,
+}
+
+impl PinRefusal {
+    /// All reasons, in metric order.
+    pub const ALL: [PinRefusal; 2] = [PinRefusal::Unauthenticated, PinRefusal::RolledBack];
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PinRefusal::Unauthenticated => "unauthenticated",
+            PinRefusal::RolledBack => "rolled_back",
+        }
+    }
+}
+
 /// The live values that are not counters, read at exposition time.
 pub(crate) struct Gauges {
     pub weight: CanaryWeight,
+    pub canary_fenced: bool,
     pub health: [HealthStatus; 2],
     pub lease_held: bool,
 }
@@ -112,6 +135,7 @@ pub(crate) struct Metrics {
     upstream_errors: [[AtomicU64; FailureKind::ALL.len()]; 2],
     fallbacks: [AtomicU64; 2],
     bad_requests: AtomicU64,
+    pins_refused: [AtomicU64; PinRefusal::ALL.len()],
     lease_expirations: AtomicU64,
 }
 
@@ -147,6 +171,10 @@ impl Metrics {
 
     pub fn count_fallback(&self, to: Arm) {
         self.fallbacks[to.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_pin_refused(&self, why: PinRefusal) {
+        self.pins_refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_lease_expiration(&self) {
@@ -254,6 +282,31 @@ impl Metrics {
         );
         header(
             &mut out,
+            "canary_proxy_pins_refused_total",
+            "counter",
+            "Pin headers not honoured: sent without the pin token (ignored), or naming a rolled-back canary (403).",
+        );
+        for why in PinRefusal::ALL {
+            let _ = writeln!(
+                out,
+                "canary_proxy_pins_refused_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                self.pins_refused[why as usize].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "canary_proxy_canary_fenced",
+            "gauge",
+            "1 while the canary is fenced after a rollback: no request reaches it, pinned or not.",
+        );
+        let _ = writeln!(
+            out,
+            "canary_proxy_canary_fenced {}",
+            u8::from(gauges.canary_fenced)
+        );
+        header(
+            &mut out,
             "canary_proxy_weight",
             "gauge",
             "Percent of weighted traffic each arm receives.",
@@ -323,8 +376,10 @@ mod tests {
         m.observe_first_byte(Arm::Canary, Duration::from_millis(1));
         m.count_stream(Arm::Canary, StreamOutcome::Timeout);
         m.count_failure(Some(Arm::Canary), FailureKind::Reset);
+        m.count_pin_refused(PinRefusal::Unauthenticated);
         let text = m.render(&Gauges {
             weight: CanaryWeight::new(5).unwrap(),
+            canary_fenced: false,
             health: [HealthStatus::Healthy, HealthStatus::Unhealthy],
             lease_held: true,
         });
@@ -342,6 +397,9 @@ mod tests {
             "canary_proxy_weight{arm=\"baseline\"} 95",
             "canary_proxy_arm_healthy{arm=\"canary\"} 0",
             "canary_proxy_lease_held 1",
+            "canary_proxy_pins_refused_total{reason=\"unauthenticated\"} 1",
+            "canary_proxy_pins_refused_total{reason=\"rolled_back\"} 0",
+            "canary_proxy_canary_fenced 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

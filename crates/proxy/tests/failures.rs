@@ -24,6 +24,7 @@ async fn pinned_to_canary(
 ) -> support::Answer {
     let req = Request::get(format!("http://{}/q", proxy.data_addr()))
         .header("x-canary", "canary")
+        .header("x-canary-token", support::PIN_TOKEN)
         .body(Full::default())
         .unwrap();
     send(client, req).await
@@ -103,6 +104,7 @@ async fn upstream_failures_become_gateway_errors_attributed_to_the_arm() {
                 &client,
                 Request::get(format!("http://{}/q", proxy.data_addr()))
                     .header("x-canary", "baseline")
+                    .header("x-canary-token", support::PIN_TOKEN)
                     .body(Full::default())
                     .unwrap(),
             )
@@ -168,6 +170,7 @@ async fn request_bodies_stream_to_the_upstream_without_being_collected() {
     let body = ChannelBody(chunks_rx);
     let client: Client<_, ChannelBody> = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::post(format!("http://{}/api/v1/memory", proxy.data_addr()))
+        .header("x-canary-token", support::PIN_TOKEN)
         .body(body)
         .unwrap();
     let response = tokio::spawn(async move { client.request(request).await });
@@ -206,6 +209,7 @@ async fn an_upstream_answering_before_the_body_ends_is_answered_at_once() {
     let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let client: Client<_, ChannelBody> = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::post(format!("http://{}/upload", proxy.data_addr()))
+        .header("x-canary-token", support::PIN_TOKEN)
         .body(ChannelBody(chunks_rx))
         .unwrap();
     let response = tokio::spawn(async move { client.request(request).await });

@@ -108,6 +108,7 @@ async fn sticky_split_keeps_each_token_on_one_arm() {
         for _ in 0..8 {
             let req = Request::get(format!("http://{}/q", proxy.data_addr()))
                 .header("authorization", format!("Bearer {token}"))
+                .header("x-canary-token", support::PIN_TOKEN)
                 .body(Full::default())
                 .unwrap();
             arms.insert(send(&client, req).await.header("x-canary-arm").to_owned());
@@ -132,6 +133,7 @@ async fn sticky_split_keeps_each_token_on_one_arm() {
             let token = format!("user-{user}-jwt");
             let req = Request::get(format!("http://{}/q", proxy.data_addr()))
                 .header("authorization", format!("Bearer {token}"))
+                .header("x-canary-token", support::PIN_TOKEN)
                 .body(Full::default())
                 .unwrap();
             if send(&client, req).await.header("x-canary-arm") == "canary" {
@@ -149,6 +151,7 @@ async fn sticky_split_keeps_each_token_on_one_arm() {
     for token in canary_users {
         let req = Request::get(format!("http://{}/q", proxy.data_addr()))
             .header("authorization", format!("Bearer {token}"))
+            .header("x-canary-token", support::PIN_TOKEN)
             .body(Full::default())
             .unwrap();
         assert_eq!(
@@ -160,7 +163,7 @@ async fn sticky_split_keeps_each_token_on_one_arm() {
 }
 
 #[tokio::test]
-async fn pin_header_overrides_the_split() {
+async fn a_proven_pin_overrides_the_split() {
     let baseline = Backend::start("baseline").await;
     let canary = Backend::start("canary").await;
     let proxy = canary_proxy::start(config(&baseline.url(), &canary.url(), 0))
@@ -170,6 +173,7 @@ async fn pin_header_overrides_the_split() {
     let pinned = |arm: &str| {
         Request::get(format!("http://{}/q", proxy.data_addr()))
             .header("x-canary", arm)
+            .header("x-canary-token", support::PIN_TOKEN)
             .body(Full::<Bytes>::default())
             .unwrap()
     };

@@ -116,6 +116,7 @@ async fn each_event_reaches_the_client_as_soon_as_it_is_written() {
         .request(
             Request::get(format!("http://{}/api/v1/memory/query", proxy.data_addr()))
                 .header("accept", "text/event-stream")
+                .header("x-canary-token", support::PIN_TOKEN)
                 .body(Full::default())
                 .unwrap(),
         )

@@ -413,6 +413,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .collect();
     let queries = relay_demo::seed_queries(16);
 
+    // Traffic: the embedded proxy's admin API, its lease renewed while the controller lives, its
+    // health checks turned into events.
+    let embedded = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
+        admin_url: format!("http://{proxy_admin}"),
+        token: proxy_token.expose().to_owned(),
+    })?);
+    // The proxy honours pins, and names the arm that answered, only for requests that carry
+    // its pin token.
+    let pin_proof = crate::commands::load::pin_proof(&template, Some(&embedded), true).await?;
+
     // Steady background traffic for the whole window: through the split, and pinned to the
     // canary so its percentiles rest on enough samples.
     let window = plan.window() + Duration::from_secs(10);
@@ -425,6 +435,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         );
         s.mode = Mode::OpenLoop(OpenLoop::new(rate, window, 64));
         s.targeting = targeting;
+        s.pin_proof = pin_proof.clone();
         s
     };
     let lb_traffic = background(args.background_rps, Targeting::Lb);
@@ -447,15 +458,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .filter_map(canary_load::SampleRule::for_guardrail)
         .collect();
     burst.canary_weight_percent = plan.steps.first().map(|s| f64::from(s.weight));
+    burst.pin_proof = pin_proof.clone();
     let mut probes = ProbeSpec::new(proxy_url.clone(), probe_users);
     probes.canary = Some(CanaryRoute::PinHeader);
+    probes.pin_proof = pin_proof;
 
-    // Traffic: the embedded proxy's admin API, its lease renewed while the controller lives, its
-    // health checks turned into events.
-    let embedded = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
-        admin_url: format!("http://{proxy_admin}"),
-        token: proxy_token.expose().to_owned(),
-    })?);
     let router: Arc<dyn TrafficRouter> = embedded.clone();
     let (events_tx, events_rx) = mpsc::channel(16);
     let background_tasks = vec![

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canary_load::{
-    BurstReport, CanaryRoute, Mode, OpenLoop, ProbeReport, ProbeSpec, ProbeUser, ProbeVerdict,
-    Progress, SampleRule, Scenario, Targeting, User,
+    BurstReport, CanaryRoute, Mode, OpenLoop, PinProof, ProbeReport, ProbeSpec, ProbeUser,
+    ProbeVerdict, Progress, SampleRule, Scenario, Targeting, User,
 };
+use canary_providers::traffic::EmbeddedRouter;
 
 use crate::commands::validate::load_config;
 use crate::config::settings::{LoadSettings, LoadTarget};
@@ -77,7 +78,8 @@ enum TargetArg {
 }
 
 /// How canary-targeted load reaches the canary: its own URL (`[arms.canary] url`) when
-/// configured, else the embedded proxy's pin header on the load balancer's URL.
+/// configured, else the embedded proxy's pin header (with its pin token) on the load
+/// balancer's URL.
 pub fn canary_route(config: &Config) -> CanaryRoute {
     match &config.canary_url {
         Some(url) => CanaryRoute::Url(url.clone()),
@@ -85,9 +87,49 @@ pub fn canary_route(config: &Config) -> CanaryRoute {
     }
 }
 
+/// The embedded proxy's pin token, from its admin API, when traffic goes through it: with it
+/// pins count and every answer names its arm. Fails when load must be pinned to the canary
+/// and there is no embedded proxy to pin through.
+pub async fn pin_proof(
+    config: &Config,
+    embedded: Option<&EmbeddedRouter>,
+    pins: bool,
+) -> anyhow::Result<Option<PinProof>> {
+    let Some(router) = embedded else {
+        if pins && config.canary_url.is_none() {
+            anyhow::bail!(
+                "canary-targeted load and isolation probes are pinned to the canary through the \
+                 embedded proxy, and [traffic] is not the embedded proxy: give the canary's own \
+                 URL in [arms.canary] url, or send the burst with target = \"lb\""
+            );
+        }
+        return Ok(None);
+    };
+    let access = router
+        .pin_access()
+        .await
+        .context("cannot read the embedded proxy's pin token (admin API GET /pin)")?;
+    Ok(Some(PinProof {
+        header: access.proof_header,
+        token: access.token,
+    }))
+}
+
+/// Whether the burst or the probes pin requests to the canary by header: canary targeting, or
+/// isolation probes, without the canary's own URL.
+pub fn pins_by_header(
+    config: &Config,
+    load: &LoadSettings,
+    target: LoadTarget,
+    probes: bool,
+) -> bool {
+    let probing = probes && load.users.iter().filter(|u| u.marker.is_some()).count() >= 2;
+    config.canary_url.is_none() && (target != LoadTarget::Lb || probing)
+}
+
 /// The runbook's burst as `[load]` describes it, judging sample sufficiency for the plan's
 /// percentile and ratio guardrails at the first step's canary weight.
-pub fn scenario(config: &Config, load: &LoadSettings) -> Scenario {
+pub fn scenario(config: &Config, load: &LoadSettings, proof: Option<&PinProof>) -> Scenario {
     let users = load
         .users
         .iter()
@@ -116,12 +158,17 @@ pub fn scenario(config: &Config, load: &LoadSettings) -> Scenario {
         .filter_map(SampleRule::for_guardrail)
         .collect();
     s.canary_weight_percent = config.plan.steps.first().map(|st| f64::from(st.weight));
+    s.pin_proof = proof.cloned();
     s
 }
 
 /// The isolation probes for the `[load]` users that have markers, pinned to the canary; `None`
 /// when fewer than two users have one.
-pub fn probe_spec(config: &Config, load: &LoadSettings) -> Option<ProbeSpec> {
+pub fn probe_spec(
+    config: &Config,
+    load: &LoadSettings,
+    proof: Option<&PinProof>,
+) -> Option<ProbeSpec> {
     let users: Vec<ProbeUser> = load
         .users
         .iter()
@@ -141,6 +188,7 @@ pub fn probe_spec(config: &Config, load: &LoadSettings) -> Option<ProbeSpec> {
     spec.method = load.method.clone();
     spec.path = load.path.clone();
     spec.body = load.body.clone();
+    spec.pin_proof = proof.cloned();
     Some(spec)
 }
 
@@ -150,27 +198,42 @@ pub fn artifact_stamp(t: jiff::Timestamp) -> String {
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
-    let config = load_config(
-        &args.config,
-        Needs {
-            load: true,
-            ..Needs::PLAN
-        },
-    )?;
-    let Some(load) = &config.load else {
+    let mut needs = Needs {
+        load: true,
+        ..Needs::PLAN
+    };
+    let mut config = load_config(&args.config, needs)?;
+    let Some(load) = config.load.clone() else {
         anyhow::bail!(
             "{} has no [load] section: add one (`canary init` writes the runbook's burst)",
             args.config.display()
         );
     };
-    let mut scenario = scenario(&config, load);
-    if let Some(t) = args.target {
-        scenario.targeting = match t {
-            TargetArg::Lb => Targeting::Lb,
-            TargetArg::Canary => Targeting::Canary(canary_route(&config)),
-            TargetArg::Both => Targeting::Both(canary_route(&config)),
-        };
+    let target = match args.target {
+        None => load.target,
+        Some(TargetArg::Lb) => LoadTarget::Lb,
+        Some(TargetArg::Canary) => LoadTarget::Canary,
+        Some(TargetArg::Both) => LoadTarget::Both,
+    };
+    // Pinning goes through the embedded proxy, whose pin token its admin API holds: only then
+    // does this command need [traffic] (and its variables).
+    let mut embedded = None;
+    let pins = pins_by_header(&config, &load, target, !args.no_probes);
+    if pins {
+        needs.traffic = true;
+        config = load_config(&args.config, needs)?;
+        if let Some(traffic) = &config.traffic {
+            embedded = crate::run::wiring::router(traffic)?.1;
+        }
     }
+    let proof = pin_proof(&config, embedded.as_deref(), pins).await?;
+    let load = &load;
+    let mut scenario = scenario(&config, load, proof.as_ref());
+    scenario.targeting = match target {
+        LoadTarget::Lb => Targeting::Lb,
+        LoadTarget::Canary => Targeting::Canary(canary_route(&config)),
+        LoadTarget::Both => Targeting::Both(canary_route(&config)),
+    };
     if let Some(n) = args.requests_per_user {
         scenario.requests_per_user = n;
     }
@@ -193,7 +256,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let probes = if args.no_probes {
         None
     } else {
-        let spec = probe_spec(&config, load);
+        let spec = probe_spec(&config, load, proof.as_ref());
         if spec.is_none() {
             eprintln!(
                 "note: isolation probes skipped: give at least two [[load.users]] a `marker` (relay-demo: `relay-demo markers`)"

@@ -4,16 +4,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use canary_proxy::{AdminToken, CanaryWeight, ProxyConfig, SplitMode, Upstream};
+use canary_proxy::{AdminToken, CanaryWeight, PinToken, ProxyConfig, SplitMode, Upstream};
 
 /// Run the embedded weighted proxy alone: split traffic between a baseline and a canary, with an
-/// admin API (weights, lease, health, metrics) on a loopback port. The admin token comes from
-/// CANARY_PROXY_TOKEN, or is generated and printed once on stdout.
+/// admin API (weights, lease, health, pin token, metrics) on a loopback port. The admin token
+/// comes from CANARY_PROXY_TOKEN, or is generated and printed once on stdout.
+///
+/// Pinning a request to an arm (`X-Canary: canary`) needs proof: the pin token in
+/// `X-Canary-Token`, from CANARY_PROXY_PIN_TOKEN or generated (read it with `GET /pin` on the
+/// admin API). Without it the pin header is ignored, and only callers with the token are told
+/// which arm answered (`X-Canary-Arm`). After a rollback the canary refuses pins until it gets
+/// traffic again or `PUT /pin {"canary_fenced": false}` lifts the fence.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   CANARY_PROXY_TOKEN=... canary proxy --listen 127.0.0.1:8080 \\
       --baseline http://127.0.0.1:8081 --canary http://127.0.0.1:8082 --weight 5 --admin 127.0.0.1:9901
-  curl -H \"Authorization: Bearer $CANARY_PROXY_TOKEN\" http://127.0.0.1:9901/weights")]
+  curl -H \"Authorization: Bearer $CANARY_PROXY_TOKEN\" http://127.0.0.1:9901/weights
+  PIN=$(curl -s -H \"Authorization: Bearer $CANARY_PROXY_TOKEN\" http://127.0.0.1:9901/pin | jq -r .token)
+  curl -H 'X-Canary: canary' -H \"X-Canary-Token: $PIN\" http://127.0.0.1:8080/healthz")]
 pub struct ProxyArgs {
     /// Where clients connect.
     #[arg(long)]
@@ -70,6 +78,11 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
         Upstream::parse(&args.canary).context("--canary")?,
         token,
     );
+    if let Ok(pin) = std::env::var("CANARY_PROXY_PIN_TOKEN")
+        && !pin.is_empty()
+    {
+        cfg.pin_token = PinToken::new(pin);
+    }
     cfg.listen = args.listen;
     cfg.admin_listen = args.admin;
     cfg.initial_weight = CanaryWeight::new(args.weight)?;

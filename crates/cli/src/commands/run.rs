@@ -20,7 +20,7 @@ use canary_providers::traffic::TrafficRouter;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::commands::load::{probe_spec, scenario};
+use crate::commands::load::{pin_proof, pins_by_header, probe_spec, scenario};
 use crate::commands::validate::load_config;
 use crate::config::settings::MetricsSettings;
 use crate::config::{Config, Needs};
@@ -265,7 +265,6 @@ async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<Chec
                 .bearer_auth(u.token.expose())
                 .header("accept", "application/json")
                 .header("content-type", "application/json")
-                .header("x-canary", "baseline")
                 .body(body)
                 .timeout(Duration::from_secs(15))
                 .send()
@@ -449,6 +448,8 @@ async fn wiring_for(
     let alertmanager = config.alertmanager.clone();
     let notifier = wiring::notifier(&config.notify)?.map(Arc::new);
     let load = config.load.as_ref();
+    let pins = load.is_some_and(|l| pins_by_header(config, l, l.target, plan.probes));
+    let proof = pin_proof(config, integrations.embedded.as_deref(), pins).await?;
     let grafana = config.grafana.clone();
     let dashboard: Arc<OnceLock<GrafanaClient>> = Arc::default();
     let plan_for_setup = plan.clone();
@@ -458,8 +459,8 @@ async fn wiring_for(
         router: integrations.router,
         source: integrations.source,
         delegates: Arc::new(LoadDelegates {
-            scenario: load.map(|l| scenario(config, l)),
-            probes: load.and_then(|l| probe_spec(config, l)),
+            scenario: load.map(|l| scenario(config, l, proof.as_ref())),
+            probes: load.and_then(|l| probe_spec(config, l, proof.as_ref())),
             notify: notifier.map(|n| wiring::notify_fn(n, config.plan.service.clone(), None)),
             dashboard: dashboard.clone(),
         }),

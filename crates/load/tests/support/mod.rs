@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use canary_core::Secret;
-use canary_load::{ProbeUser, User};
-use canary_proxy::{AdminToken, CanaryWeight, ProxyConfig, ProxyHandle, Upstream};
+use canary_load::{PinProof, ProbeSpec, ProbeUser, User};
+use canary_proxy::{AdminToken, CanaryWeight, PinToken, ProxyConfig, ProxyHandle, Upstream};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 
 /// JWT signing secret of every test instance.
 pub const SECRET: &str = "canary-load-test-signing-secret";
+/// The proxy's pin token: requests carrying it may pin and are told their arm.
+pub const PIN_TOKEN: &str = "canary-load-test-pin-token";
 
 /// A relay-demo instance: seeded (60 memories per user), with `faults`.
 pub async fn relay(version: &str, faults: &[&str]) -> RunningServer {
@@ -54,6 +56,7 @@ impl Stack {
             AdminToken::new("load-test-admin-token"),
         );
         cfg.initial_weight = CanaryWeight::new(weight).unwrap();
+        cfg.pin_token = PinToken::new(PIN_TOKEN);
         // Serve on the test's runtime: no extra threads on a two-core machine.
         cfg.workers = 0;
         let proxy = canary_proxy::start(cfg).await.expect("proxy starts");
@@ -62,6 +65,18 @@ impl Stack {
             canary,
             proxy,
         }
+    }
+
+    /// The proxy's pin token, as canary hands it to the load crate.
+    pub fn proof(&self) -> PinProof {
+        PinProof::new(Secret::new(PIN_TOKEN))
+    }
+
+    /// Probes of the seeded users through the proxy, pinned to the canary with the token.
+    pub fn probes(&self) -> ProbeSpec {
+        let mut spec = ProbeSpec::new(self.url(), probe_users());
+        spec.pin_proof = Some(self.proof());
+        spec
     }
 
     /// The load balancer's URL.

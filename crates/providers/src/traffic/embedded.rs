@@ -5,6 +5,7 @@ use crate::error_text::error_chain;
 use std::fmt;
 use std::time::Duration;
 
+use canary_core::Secret;
 use serde::Deserialize;
 
 use super::{BoxFuture, Split, TrafficError, TrafficRouter};
@@ -59,6 +60,28 @@ pub struct ProxyHealth {
     pub split: Split,
     /// Who holds the lease, if anyone.
     pub lease_holder: Option<String>,
+}
+
+/// How to pin a request on the proxy's data port: the pin header, and the header and token
+/// that prove the caller may (canary's probes; the proxy ignores pins without it).
+#[derive(Clone, Debug)]
+pub struct PinAccess {
+    /// The request header that pins (`x-canary`).
+    pub header: String,
+    /// The request header that carries the token (`x-canary-token`).
+    pub proof_header: String,
+    /// The pin token. Never printed.
+    pub token: Secret,
+    /// The canary was rolled back: the proxy refuses pins onto it.
+    pub canary_fenced: bool,
+}
+
+#[derive(Deserialize)]
+struct PinBody {
+    header: String,
+    proof_header: String,
+    token: String,
+    canary_fenced: bool,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +171,17 @@ impl EmbeddedRouter {
             canary: body.arms.canary,
             split: split_of(&body.weights, &self.base)?,
             lease_holder: body.lease.map(|l| l.holder),
+        })
+    }
+
+    /// The pin header, its proof header and the pin token (`GET /pin`).
+    pub async fn pin_access(&self) -> Result<PinAccess, TrafficError> {
+        let body: PinBody = self.fetch("/pin").await?;
+        Ok(PinAccess {
+            header: body.header,
+            proof_header: body.proof_header,
+            token: Secret::new(body.token),
+            canary_fenced: body.canary_fenced,
         })
     }
 

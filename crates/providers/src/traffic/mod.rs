@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use crate::BoxFuture;
 pub use command::{CommandConfig, CommandRouter};
-pub use embedded::{ArmState, EmbeddedRouter, EmbeddedRouterConfig, ProxyHealth};
+pub use embedded::{ArmState, EmbeddedRouter, EmbeddedRouterConfig, PinAccess, ProxyHealth};
 pub use haproxy::{HaproxyConfig, HaproxyEndpoint, HaproxyRouter};
 pub use nginx::{NginxConfig, NginxRouter};
 

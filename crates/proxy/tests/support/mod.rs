@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use canary_proxy::{AdminToken, HealthCheck, ProxyConfig, ProxyHandle, Timeouts, Upstream};
+use canary_proxy::{
+    AdminToken, HealthCheck, PinToken, ProxyConfig, ProxyHandle, Timeouts, Upstream,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -22,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-admin-token";
+/// The pin token of test proxies: requests that carry it in `x-canary-token` may pin and are
+/// told which arm answered.
+pub const PIN_TOKEN: &str = "test-pin-token";
 
 /// An HTTP backend that answers every request `200 <name>` (and `/healthz`), counting hits.
 pub struct Backend {
@@ -187,6 +192,7 @@ pub fn config(baseline: &str, canary: &str, weight: u8) -> ProxyConfig {
         Upstream::parse(canary).unwrap(),
         AdminToken::new(TOKEN),
     );
+    cfg.pin_token = PinToken::new(PIN_TOKEN);
     cfg.initial_weight = canary_proxy::CanaryWeight::new(weight).unwrap();
     cfg.health = HealthCheck {
         interval: Duration::from_millis(100),
@@ -236,9 +242,11 @@ pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Answer {
     }
 }
 
-/// A bodiless `GET` of `path` on the proxy's data port.
+/// A bodiless `GET` of `path` on the proxy's data port, with the pin token (so the answer
+/// names its arm).
 pub fn get_request(proxy: &ProxyHandle, path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("http://{}{path}", proxy.data_addr()))
+        .header("x-canary-token", PIN_TOKEN)
         .body(Full::default())
         .unwrap()
 }
