@@ -116,6 +116,7 @@ impl ProxyConfig {
             ("connect timeout", t.connect),
             ("response head timeout", t.response_head),
             ("idle timeout", t.idle),
+            ("client body timeout", t.client_body),
             ("health-check interval", self.health.interval),
             ("health-check timeout", self.health.timeout),
         ] {
@@ -140,18 +141,23 @@ impl ProxyConfig {
     }
 }
 
-/// Upstream timeouts. None of them bounds a whole response: a stream may run for as long as it
-/// keeps sending within `idle`.
+/// Upstream and client timeouts. None of them bounds a whole response: a stream may run for as
+/// long as it keeps sending within `idle`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Connecting to an upstream (TCP). Exceeded → 504.
     pub connect: Duration,
-    /// From sending the request to receiving the response head. Exceeded → 504.
+    /// From sending the request (its body included) to receiving the response head; also the
+    /// longest an upstream may take none of the request. Exceeded → 504. Time spent waiting
+    /// for the client's body does not count.
     pub response_head: Duration,
     /// Longest silence allowed between two body chunks of a response (a stream's heartbeat
     /// budget). Exceeded → the stream is cut and counted as `timeout`. Default 15 minutes, so a
     /// stream that is quiet for 10 minutes survives.
     pub idle: Duration,
+    /// Longest silence allowed between two pieces of a client's request body. Exceeded → 408,
+    /// blamed on the client. Default 60 seconds, as nginx's `client_body_timeout`.
+    pub client_body: Duration,
 }
 
 impl Default for Timeouts {
@@ -160,6 +166,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             response_head: Duration::from_secs(30),
             idle: Duration::from_secs(15 * 60),
+            client_body: Duration::from_secs(60),
         }
     }
 }

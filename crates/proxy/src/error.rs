@@ -72,21 +72,28 @@ pub enum FailureKind {
     HeadTimeout,
     /// The upstream answered with something that is not HTTP: 502.
     Protocol,
-    /// The request cannot be forwarded as sent (for example an unknown pin value): 400.
+    /// The request cannot be forwarded as sent (for example an unknown pin value; a missing,
+    /// repeated or malformed `Host`; a body cut short): 400.
     BadRequest,
+    /// The method is not one a reverse proxy forwards (`CONNECT` asks for a tunnel): 405.
+    MethodNotAllowed,
+    /// The client stopped sending its request body for longer than the client-body timeout: 408.
+    ClientTimeout,
     /// The proxy failed to build the upstream request: 500.
     Internal,
 }
 
 impl FailureKind {
     /// All kinds, in metric order.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::ConnectFailed,
         FailureKind::ConnectTimeout,
         FailureKind::Reset,
         FailureKind::HeadTimeout,
         FailureKind::Protocol,
         FailureKind::BadRequest,
+        FailureKind::MethodNotAllowed,
+        FailureKind::ClientTimeout,
         FailureKind::Internal,
     ];
 
@@ -97,6 +104,8 @@ impl FailureKind {
             FailureKind::ConnectTimeout | FailureKind::HeadTimeout => StatusCode::GATEWAY_TIMEOUT,
             FailureKind::Reset | FailureKind::Protocol => StatusCode::BAD_GATEWAY,
             FailureKind::BadRequest => StatusCode::BAD_REQUEST,
+            FailureKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            FailureKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,7 +113,9 @@ impl FailureKind {
     /// Who is to blame.
     pub const fn blame(self) -> Blame {
         match self {
-            FailureKind::BadRequest => Blame::Downstream,
+            FailureKind::BadRequest
+            | FailureKind::MethodNotAllowed
+            | FailureKind::ClientTimeout => Blame::Downstream,
             FailureKind::Internal => Blame::Internal,
             _ => Blame::Upstream,
         }
@@ -119,7 +130,8 @@ impl FailureKind {
         )
     }
 
-    /// The metric label (`kind` of `canary_proxy_upstream_errors_total`).
+    /// The metric label (`kind` of `canary_proxy_upstream_errors_total`, or of
+    /// `canary_proxy_client_errors_total` for the kinds blamed on the client).
     pub const fn as_str(self) -> &'static str {
         match self {
             FailureKind::ConnectFailed => "connect_failed",
@@ -128,6 +140,8 @@ impl FailureKind {
             FailureKind::HeadTimeout => "head_timeout",
             FailureKind::Protocol => "protocol",
             FailureKind::BadRequest => "bad_request",
+            FailureKind::MethodNotAllowed => "method_not_allowed",
+            FailureKind::ClientTimeout => "client_timeout",
             FailureKind::Internal => "internal",
         }
     }
@@ -144,6 +158,8 @@ impl FailureKind {
             FailureKind::HeadTimeout => "the upstream sent no response head in time",
             FailureKind::Protocol => "the upstream's response is not valid HTTP",
             FailureKind::BadRequest => "the request cannot be forwarded",
+            FailureKind::MethodNotAllowed => "the proxy does not forward this method",
+            FailureKind::ClientTimeout => "the client stopped sending its request body",
             FailureKind::Internal => "the proxy failed to build the upstream request",
         }
     }
@@ -210,6 +226,8 @@ mod tests {
             (FailureKind::HeadTimeout, 504, Blame::Upstream, false),
             (FailureKind::Protocol, 502, Blame::Upstream, false),
             (FailureKind::BadRequest, 400, Blame::Downstream, false),
+            (FailureKind::MethodNotAllowed, 405, Blame::Downstream, false),
+            (FailureKind::ClientTimeout, 408, Blame::Downstream, false),
             (FailureKind::Internal, 500, Blame::Internal, false),
         ];
         for (i, (kind, status, blame, retry)) in expected.into_iter().enumerate() {

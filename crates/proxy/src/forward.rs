@@ -1,15 +1,15 @@
-//! The data path, as a sequence of phases (Pingora's shape): choose the arm (a pin counts only
-//! with proof), build the upstream request (pin and proof headers removed), exchange with the
-//! arm under the response-head timeout, filter the response head (the arm named only to callers
-//! with proof), stream the body back observed. Every failure becomes a response attributed to
-//! its arm.
+//! The data path, as a sequence of phases (Pingora's shape): refuse what cannot be forwarded
+//! (`CONNECT`, a bad `Host`), choose the arm (a pin counts only with proof), build the upstream
+//! request (pin and proof headers removed), exchange with the arm under the response-head
+//! timeout, filter the response head (the arm named only to callers with proof), stream the
+//! body back observed. Every failure becomes a response attributed to its arm, or to the client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::control::Control;
 use crate::distribute::{
     self, Decision, Readiness, Reason, Refusal, SplitMode, SplitState, Splitter,
 };
-use crate::error::{FailureKind, ForwardError};
+use crate::error::{Blame, FailureKind, ForwardError};
 use crate::headers;
 use crate::link::UpstreamBody;
 use crate::metrics::PinRefusal;
@@ -51,7 +51,7 @@ impl Forwarder {
                 } else {
                     &cfg.baseline
                 };
-                ArmPool::new(arm, upstream.dial_target(), cfg.timeouts.connect)
+                ArmPool::new(arm, upstream.dial_target(), cfg.timeouts)
             }),
             upstreams: [cfg.baseline.clone(), cfg.canary.clone()],
             splitter,
@@ -104,12 +104,7 @@ impl Forwarder {
         client: SocketAddr,
     ) -> Result<Request<Incoming>, ForwardError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let original_host = headers::original_host(&parts.uri, &parts.headers);
         let upstream = &self.upstreams[arm.index()];
         parts.uri = upstream
             .origin_form(parts.uri.path_and_query())
@@ -260,9 +255,49 @@ fn local_response(status: StatusCode, why: &dyn std::fmt::Display) -> Response<R
     resp
 }
 
+/// Methods the proxy forwards, for `Allow` (RFC 9110 §15.5.6): all but `CONNECT`.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+
+/// Phase 0: whether the request may be forwarded at all, before any arm is involved. `CONNECT`
+/// asks for a tunnel, which a reverse proxy does not open (405, as nginx answers); RFC 9112
+/// §3.2 wants a missing (HTTP/1.1), repeated or malformed `Host` answered with 400.
+fn check_form(req: &Request<Incoming>) -> Result<(), ForwardError> {
+    if req.method() == Method::CONNECT {
+        return Err(ForwardError::new(
+            None,
+            FailureKind::MethodNotAllowed,
+            "CONNECT asks for a tunnel; this is a reverse proxy",
+        ));
+    }
+    match headers::host_problem(req.version(), req.headers()) {
+        Some(problem) => Err(ForwardError::new(None, FailureKind::BadRequest, problem)),
+        None => Ok(()),
+    }
+}
+
+/// Finishes the answer to a request the client got wrong (its form, or its body): a 405 says
+/// which methods are forwarded, and on HTTP/1.x the connection closes after it, as nginx and
+/// HAProxy do: what the client sends next (tunnel bytes after a `CONNECT`, the rest of a
+/// stalled body) cannot be read as a request. RFC 9110 §15.5.9 asks this of a 408.
+fn closing(mut resp: Response<ResponseBody>, version: Version) -> Response<ResponseBody> {
+    let refused_method = resp.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let headers = resp.headers_mut();
+    if refused_method {
+        headers.insert(header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
+    }
+    if version < Version::HTTP_2 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 impl Handler for Forwarder {
     async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
         let started = Instant::now();
+        let version = req.version();
+        if let Err(err) = check_form(&req) {
+            return closing(self.failure(err, false, started), version);
+        }
         let Routed {
             decision, trusted, ..
         } = match self.choose_arm(&req) {
@@ -275,24 +310,16 @@ impl Handler for Forwarder {
             Ok(req) => req,
             Err(err) => return self.failure(err, trusted, started),
         };
-        // Phase 3: the exchange. Only the response head is under a deadline; the body is
-        // under the idle timeout, so streams can run for as long as they keep talking.
-        let exchange = self.pools[arm.index()].send(upstream_req);
-        match tokio::time::timeout(self.timeouts.response_head, exchange).await {
-            Ok(Ok(resp)) => self.downstream_response(resp, arm, trusted, started),
-            Ok(Err(err)) => self.failure(err, trusted, started),
-            Err(_) => self.failure(
-                ForwardError::new(
-                    Some(arm),
-                    FailureKind::HeadTimeout,
-                    format!(
-                        "no response head within {} ms",
-                        self.timeouts.response_head.as_millis()
-                    ),
-                ),
-                trusted,
-                started,
-            ),
+        // Phase 3: the exchange. The arm owes a response head within its timeout once the
+        // request has gone out, the client its body without a long silence (the pool's link
+        // times both); the response body is under the idle timeout, so streams can run for as
+        // long as they keep talking.
+        match self.pools[arm.index()].send(upstream_req).await {
+            Ok(resp) => self.downstream_response(resp, arm, trusted, started),
+            Err(err) if err.kind.blame() == Blame::Downstream => {
+                closing(self.failure(err, trusted, started), version)
+            }
+            Err(err) => self.failure(err, trusted, started),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Header rules of a forwarding proxy: RFC 9110 §7.6.1 hop-by-hop removal, `X-Forwarded-*`,
-//! `Via`, and recognising event streams.
+//! `Via`, RFC 9112 §3.2 `Host` rules, and recognising event streams.
 
 use std::net::IpAddr;
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Uri};
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1, plus the
 /// non-standard `Proxy-Connection` and `Keep-Alive` that HTTP/1.0 clients still send).
@@ -49,6 +51,49 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Why a request's `Host` makes it unfit to forward (RFC 9112 §3.2: answered with 400), or
+/// `None`: more than one `Host` line, a value that is not `host[:port]`, or none at all on
+/// HTTP/1.1. HTTP/1.0 may leave it out, and HTTP/2 names its authority in `:authority`.
+pub(crate) fn host_problem(version: Version, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (Some(host), None) if !is_host(host.as_bytes()) => {
+            Some("the Host header is not host[:port]")
+        }
+        (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request without Host"),
+        _ => None,
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2; no user info), or empty, which RFC 9112 §3.2 allows
+/// for a target without an authority.
+fn is_host(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let Ok(authority) = Authority::try_from(value) else {
+        return false;
+    };
+    // `Authority` takes user info and leaves the port unchecked.
+    let after_host = &authority.as_str()[authority.host().len()..];
+    !value.contains(&b'@')
+        && after_host
+            .strip_prefix(':')
+            .map_or(after_host.is_empty(), |port| {
+                port.bytes().all(|b| b.is_ascii_digit())
+            })
+}
+
+/// The host the client asked for, kept in `X-Forwarded-Host`: the request target's own
+/// authority when it has one (absolute-form, where RFC 9112 §3.2.2 says `Host` is ignored, or
+/// HTTP/2's `:authority`), else `Host`.
+pub(crate) fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| headers.get(header::HOST).cloned())
 }
 
 /// Prepares the headers of a request about to go upstream: hop-by-hop removed, the client's
@@ -151,6 +196,58 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "relay.example");
         assert_eq!(h["via"], "1.1 canary");
         assert!(!h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn host_follows_rfc_9112() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        // (version, Host lines, refused)
+        #[rustfmt::skip]
+        let cases: [(Version, &[&str], bool); 17] = [
+            (HTTP_11, &["relay.example"], false),
+            (HTTP_11, &["relay.example:8080"], false),
+            (HTTP_11, &["127.0.0.1:80"], false),
+            (HTTP_11, &["[::1]:8080"], false),
+            (HTTP_11, &[""], false),
+            (HTTP_10, &[], false),
+            (HTTP_2, &[], false),
+            (HTTP_11, &[], true),
+            (HTTP_11, &["a", "b"], true),
+            (HTTP_11, &["a", "a"], true),
+            (HTTP_10, &["a", "b"], true),
+            (HTTP_11, &["a b"], true),
+            (HTTP_11, &["user@relay.example"], true),
+            (HTTP_11, &["relay.example/path"], true),
+            (HTTP_11, &["relay.example:80x"], true),
+            (HTTP_11, &["[::1"], true),
+            (HTTP_2, &["a", "b"], true),
+        ];
+        for (version, hosts, refused) in cases {
+            let mut headers = HeaderMap::new();
+            for host in hosts {
+                headers.append(header::HOST, HeaderValue::from_str(host).unwrap());
+            }
+            assert_eq!(
+                host_problem(version, &headers).is_some(),
+                refused,
+                "{version:?} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_original_host_is_the_targets_authority_first() {
+        let headers = map(&[("host", "from-host")]);
+        let absolute: Uri = "http://from-target:8080/q".parse().unwrap();
+        let origin: Uri = "/q".parse().unwrap();
+        assert_eq!(
+            original_host(&absolute, &headers).unwrap(),
+            "from-target:8080"
+        );
+        assert_eq!(original_host(&origin, &headers).unwrap(), "from-host");
+        assert_eq!(original_host(&origin, &HeaderMap::new()), None);
     }
 
     #[test]

@@ -42,6 +42,16 @@
 //! | 503 | the arm could not be connected to |
 //! | 504 | connecting, or waiting for the response head, took too long |
 //!
+//! Requests whose form or body the client got wrong reach no arm: the proxy answers them, counts
+//! them against the client (`canary_proxy_client_errors_total{kind}`), never against an arm, and
+//! on HTTP/1.x closes the connection after the answer.
+//!
+//! | status made by the proxy | the client's request |
+//! |---|---|
+//! | 400 | has more than one `Host`, a `Host` that is not `host[:port]`, or none on HTTP/1.1 (RFC 9112 §3.2; HTTP/1.0 may omit it); or its body ended early. An absolute-form target's authority is the host asked for, not `Host` (§3.2.2) |
+//! | 405 | is a `CONNECT`: a reverse proxy opens no tunnels (nginx answers the same); `Allow` lists the methods forwarded |
+//! | 408 | stalled: nothing more of its body for the client-body timeout ([`Timeouts::client_body`], 60 s by default). The arm is not timed while it waits for that body |
+//!
 //! # Admin API
 //!
 //! Served on its own loopback port. Every request needs `Authorization: Bearer <admin token>`;
@@ -76,7 +86,9 @@
 //! `canary_proxy_first_byte_seconds{arm}`, `canary_proxy_sse_streams_total{arm,outcome}`
 //! (`complete` | `client_closed` | `upstream_error` | `timeout`), `canary_proxy_weight{arm}`,
 //! plus `canary_proxy_upstream_errors_total{arm,kind}`, `canary_proxy_fallback_requests_total{arm}`,
-//! `canary_proxy_bad_requests_total`, `canary_proxy_pins_refused_total{reason}`
+//! `canary_proxy_client_errors_total{kind}` (`bad_request` | `method_not_allowed` |
+//! `client_timeout`), `canary_proxy_bad_requests_total` (its `bad_request`),
+//! `canary_proxy_pins_refused_total{reason}`
 //! (`unauthenticated` | `rolled_back`), `canary_proxy_canary_fenced`, `canary_proxy_arm_healthy{arm}`,
 //! `canary_proxy_lease_held` and `canary_proxy_lease_expirations_total`. `arm` is `baseline` or
 //! `canary`.

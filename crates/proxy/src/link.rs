@@ -12,11 +12,17 @@
 //! connection is never reused. Conflicting `Content-Length` values are a protocol error. A
 //! chunked body's trailer fields become a trailers frame; a client's trailers end a chunked
 //! request body.
+//!
+//! Each side is timed for what it owes: the client its request body (no silence longer than the
+//! client-body timeout), the upstream its part (taking the request, and answering within the
+//! response-head timeout once the request has gone out). An upstream waiting for a body the
+//! client is slow to send is not late.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,8 +31,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::io::poll_read_buf;
 
+use crate::config::Timeouts;
 use crate::headers;
 use crate::pool::ArmPool;
 
@@ -61,6 +69,18 @@ pub(crate) enum ExchangeError {
     /// The client's request body failed while it was being forwarded.
     #[error("reading the request body from the client: {0}")]
     RequestBody(String),
+    /// The client sent nothing more of its request body for the client-body timeout.
+    #[error(
+        "the client sent nothing more of its request body for {} ms",
+        .0.as_millis()
+    )]
+    ClientBodyTimeout(Duration),
+    /// The request went out, and no response head came within the response-head timeout.
+    #[error(
+        "no response head within {} ms of the request being sent",
+        .0.as_millis()
+    )]
+    HeadTimeout(Duration),
 }
 
 impl ExchangeError {
@@ -75,7 +95,21 @@ impl ExchangeError {
                     | io::ErrorKind::BrokenPipe
                     | io::ErrorKind::ConnectionAborted
             ),
-            ExchangeError::Protocol(_) | ExchangeError::RequestBody(_) => false,
+            ExchangeError::Protocol(_)
+            | ExchangeError::RequestBody(_)
+            | ExchangeError::ClientBodyTimeout(_)
+            | ExchangeError::HeadTimeout(_) => false,
+        }
+    }
+
+    /// Whether a failure to send the body ends the exchange at once, without waiting for a
+    /// response head: the client's failures, and an upstream that stopped taking the request
+    /// (an answer it had sent would have been read meanwhile).
+    fn ends_exchange(&self) -> bool {
+        match self {
+            ExchangeError::RequestBody(_) | ExchangeError::ClientBodyTimeout(_) => true,
+            ExchangeError::Io { source, .. } => source.kind() == io::ErrorKind::TimedOut,
+            _ => false,
         }
     }
 }
@@ -199,30 +233,52 @@ impl Link {
         }
     }
 
-    /// Sends `req` (its head, then its body as the client sends it) and reads the response head.
-    /// A bodiless request is left intact, so it can be sent again on another connection.
-    pub async fn exchange(&mut self, req: &mut Outgoing) -> Result<ResponseHead, ExchangeError> {
-        let written = self.io.write_all(&req.head).await;
-        written.map_err(|source| ExchangeError::Io {
-            during: "sending the request head",
-            source,
-        })?;
+    /// Sends `req` (its head, then its body as the client sends it) and reads the response head,
+    /// under `timeouts` (`response_head` and `client_body`). A bodiless request is left intact,
+    /// so it can be sent again on another connection.
+    pub async fn exchange(
+        &mut self,
+        req: &mut Outgoing,
+        timeouts: &Timeouts,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let head_timeout = timeouts.response_head;
+        write_upstream(
+            &mut self.io,
+            &req.head,
+            head_timeout,
+            "sending the request head",
+        )
+        .await?;
         let head = match req.body.as_mut() {
-            None => read_head(&mut self.io, &mut self.buf, &req.method).await?,
+            None => timeout(
+                head_timeout,
+                read_head(&mut self.io, &mut self.buf, &req.method),
+            )
+            .await
+            .map_err(|_| ExchangeError::HeadTimeout(head_timeout))??,
             Some(body) => {
                 // The upstream may answer before it has read the whole body (a 413, a 401): the
                 // body is sent while the head is awaited, and the answer wins, as in nginx.
                 let (mut reader, mut writer) = self.io.split();
-                let sending = send_body(&mut writer, body, req.framing);
+                let sending = send_body(&mut writer, body, req.framing, timeouts);
                 let receiving = read_head(&mut reader, &mut self.buf, &req.method);
                 tokio::pin!(sending, receiving);
                 let mut sent = None;
+                // The head is due once the body has gone out: until then the upstream may be
+                // waiting for the client, which the client-body timeout bounds.
+                let mut due = None;
                 loop {
                     tokio::select! {
                         result = &mut sending, if sent.is_none() => match result {
-                            Err(err @ ExchangeError::RequestBody(_)) => return Err(err),
-                            other => sent = Some(other),
+                            Err(err) if err.ends_exchange() => return Err(err),
+                            other => {
+                                sent = Some(other);
+                                due = Some(Instant::now() + head_timeout);
+                            }
                         },
+                        () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                            return Err(ExchangeError::HeadTimeout(head_timeout));
+                        }
                         head = &mut receiving => match (head, sent) {
                             (Ok(head), Some(Ok(()))) => break head,
                             // Answered early: the rest of the body was never sent, so the
@@ -244,21 +300,44 @@ impl Link {
     }
 }
 
+/// Writes `bytes` to the upstream, which must take them within `within`: an upstream that
+/// takes nothing for that long fails with `TimedOut` (it is late, as with a response head).
+async fn write_upstream<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bytes: &[u8],
+    within: Duration,
+    during: &'static str,
+) -> Result<(), ExchangeError> {
+    let source = match timeout(within, io.write_all(bytes)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(source)) => source,
+        Err(_) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the upstream took none of it for {} ms", within.as_millis()),
+        ),
+    };
+    Err(ExchangeError::Io { during, source })
+}
+
 /// Streams the client's request body to the upstream. A chunked body ends with the client's
 /// trailer fields (minus those that must not be trailers); a `Content-Length` body has no place
-/// for them, so they are dropped there.
+/// for them, so they are dropped there. A client silent for longer than the client-body
+/// timeout fails it with [`ExchangeError::ClientBodyTimeout`].
 async fn send_body<W: AsyncWrite + Unpin>(
     io: &mut W,
     body: &mut Incoming,
     framing: RequestFraming,
+    timeouts: &Timeouts,
 ) -> Result<(), ExchangeError> {
-    let io_err = |source| ExchangeError::Io {
-        during: "sending the request body",
-        source,
-    };
+    const DURING: &str = "sending the request body";
+    let within = timeouts.response_head;
     let mut trailers = HeaderMap::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?;
+    loop {
+        let frame = match timeout(timeouts.client_body, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(|e| ExchangeError::RequestBody(e.to_string()))?,
+            Ok(None) => break,
+            Err(_) => return Err(ExchangeError::ClientBodyTimeout(timeouts.client_body)),
+        };
         let data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
@@ -281,16 +360,16 @@ async fn send_body<W: AsyncWrite + Unpin>(
             chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             chunk.extend_from_slice(&data);
             chunk.extend_from_slice(b"\r\n");
-            io.write_all(&chunk).await.map_err(io_err)?;
+            write_upstream(io, &chunk, within, DURING).await?;
         } else {
-            io.write_all(&data).await.map_err(io_err)?;
+            write_upstream(io, &data, within, DURING).await?;
         }
     }
     if framing == RequestFraming::Chunked {
         let mut last = b"0\r\n".to_vec();
         put_fields(&mut last, &trailers);
         last.extend_from_slice(b"\r\n");
-        io.write_all(&last).await.map_err(io_err)?;
+        write_upstream(io, &last, within, DURING).await?;
     }
     Ok(())
 }

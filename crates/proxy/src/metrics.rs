@@ -13,7 +13,7 @@ use http::StatusCode;
 use crate::arm::Arm;
 use crate::control::HealthStatus;
 use crate::distribute::CanaryWeight;
-use crate::error::FailureKind;
+use crate::error::{Blame, FailureKind};
 
 /// Upper bounds (seconds) of the latency histograms' buckets; `+Inf` is implied.
 const BUCKETS: [f64; 17] = [
@@ -134,7 +134,8 @@ pub(crate) struct Metrics {
     streams: [[AtomicU64; 4]; 2],
     upstream_errors: [[AtomicU64; FailureKind::ALL.len()]; 2],
     fallbacks: [AtomicU64; 2],
-    bad_requests: AtomicU64,
+    /// Failures blamed on the client, by kind (no arm is charged with them).
+    client_errors: [AtomicU64; FailureKind::ALL.len()],
     pins_refused: [AtomicU64; PinRefusal::ALL.len()],
     lease_expirations: AtomicU64,
 }
@@ -164,7 +165,7 @@ impl Metrics {
                 self.upstream_errors[arm.index()][kind.index()].fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                self.client_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -245,7 +246,7 @@ impl Metrics {
         );
         for arm in Arm::ALL {
             for kind in FailureKind::ALL {
-                if kind == FailureKind::BadRequest {
+                if kind.blame() == Blame::Downstream {
                     continue;
                 }
                 let v = self.upstream_errors[arm.index()][kind.index()].load(Ordering::Relaxed);
@@ -273,13 +274,30 @@ impl Metrics {
             &mut out,
             "canary_proxy_bad_requests_total",
             "counter",
-            "Requests refused with 400 before an arm was chosen (for example a bad pin header).",
+            "Requests refused with 400 because of the client (a bad pin header, a missing, repeated or malformed Host, a body cut short); the bad_request kind of canary_proxy_client_errors_total.",
         );
         let _ = writeln!(
             out,
             "canary_proxy_bad_requests_total {}",
-            self.bad_requests.load(Ordering::Relaxed)
+            self.client_errors[FailureKind::BadRequest.index()].load(Ordering::Relaxed)
         );
+        header(
+            &mut out,
+            "canary_proxy_client_errors_total",
+            "counter",
+            "Requests the proxy answered itself because of the client, charged to no arm: bad_request (400), method_not_allowed (CONNECT, 405), client_timeout (request body stalled, 408).",
+        );
+        for kind in FailureKind::ALL {
+            if kind.blame() != Blame::Downstream {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "canary_proxy_client_errors_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.client_errors[kind.index()].load(Ordering::Relaxed)
+            );
+        }
         header(
             &mut out,
             "canary_proxy_pins_refused_total",
@@ -376,6 +394,7 @@ mod tests {
         m.observe_first_byte(Arm::Canary, Duration::from_millis(1));
         m.count_stream(Arm::Canary, StreamOutcome::Timeout);
         m.count_failure(Some(Arm::Canary), FailureKind::Reset);
+        m.count_failure(None, FailureKind::ClientTimeout);
         m.count_pin_refused(PinRefusal::Unauthenticated);
         let text = m.render(&Gauges {
             weight: CanaryWeight::new(5).unwrap(),
@@ -393,6 +412,9 @@ mod tests {
             "canary_proxy_sse_streams_total{arm=\"canary\",outcome=\"timeout\"} 1",
             "canary_proxy_sse_streams_total{arm=\"baseline\",outcome=\"complete\"} 0",
             "canary_proxy_upstream_errors_total{arm=\"canary\",kind=\"reset\"} 1",
+            "canary_proxy_client_errors_total{kind=\"client_timeout\"} 1",
+            "canary_proxy_client_errors_total{kind=\"method_not_allowed\"} 0",
+            "canary_proxy_bad_requests_total 0",
             "canary_proxy_weight{arm=\"canary\"} 5",
             "canary_proxy_weight{arm=\"baseline\"} 95",
             "canary_proxy_arm_healthy{arm=\"canary\"} 0",
@@ -406,5 +428,13 @@ mod tests {
                 "missing `{line}` in\n{text}"
             );
         }
+        // The client's failures are charged to no arm.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("canary_proxy_upstream_errors_total")
+                    && l.contains("client_timeout")),
+            "{text}"
+        );
     }
 }

@@ -4,13 +4,13 @@
 //! is needed per connection or per request.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use crate::arm::Arm;
+use crate::config::Timeouts;
 use crate::error::{FailureKind, ForwardError, chain_text};
 use crate::link::{ExchangeError, Link, Outgoing, UpstreamBody};
 
@@ -22,16 +22,17 @@ pub(crate) struct ArmPool {
     arm: Arm,
     /// `host:port` to dial.
     target: String,
-    connect_timeout: Duration,
+    /// Connecting, and one exchange (response head, client body).
+    timeouts: Timeouts,
     idle: Mutex<Vec<Link>>,
 }
 
 impl ArmPool {
-    pub fn new(arm: Arm, target: String, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(arm: Arm, target: String, timeouts: Timeouts) -> Arc<Self> {
         Arc::new(ArmPool {
             arm,
             target,
-            connect_timeout,
+            timeouts,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -49,12 +50,12 @@ impl ArmPool {
             Some(link) => link,
             None => self.dial().await?,
         };
-        let head = match link.exchange(&mut outgoing).await {
+        let head = match link.exchange(&mut outgoing, &self.timeouts).await {
             Ok(head) => head,
             Err(err) if link.reused() && outgoing.replayable() && err.stale_connection() => {
                 tracing::debug!(arm = self.arm.as_str(), error = %err, "kept-alive connection was gone; sending on a new one");
                 link = self.dial().await?;
-                link.exchange(&mut outgoing)
+                link.exchange(&mut outgoing, &self.timeouts)
                     .await
                     .map_err(|err| self.exchange_error(&err))?
             }
@@ -75,10 +76,14 @@ impl ArmPool {
     fn exchange_error(&self, err: &ExchangeError) -> ForwardError {
         let kind = match err {
             ExchangeError::Protocol(_) => FailureKind::Protocol,
-            // The client's failure, not the arm's: counted as a bad request, not against the arm.
+            // The client's failures, not the arm's: counted against the client, not the arm.
             ExchangeError::RequestBody(_) => {
                 return ForwardError::new(None, FailureKind::BadRequest, chain_text(err));
             }
+            ExchangeError::ClientBodyTimeout(_) => {
+                return ForwardError::new(None, FailureKind::ClientTimeout, chain_text(err));
+            }
+            ExchangeError::HeadTimeout(_) => FailureKind::HeadTimeout,
             ExchangeError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
                 FailureKind::HeadTimeout
             }
@@ -99,12 +104,8 @@ impl ArmPool {
 
     async fn dial(&self) -> Result<Link, ForwardError> {
         let fail = |kind, detail: String| ForwardError::new(Some(self.arm), kind, detail);
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(&self.target),
-        )
-        .await
-        {
+        let connecting = TcpStream::connect(&self.target);
+        let stream = match tokio::time::timeout(self.timeouts.connect, connecting).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(fail(
@@ -124,7 +125,7 @@ impl ArmPool {
                     format!(
                         "connecting to {} took over {} ms",
                         self.target,
-                        self.connect_timeout.as_millis()
+                        self.timeouts.connect.as_millis()
                     ),
                 ));
             }

@@ -191,6 +191,7 @@ async fn a_quiet_stream_is_not_cut_by_the_request_timeout() {
         connect: Duration::from_secs(1),
         response_head: Duration::from_millis(200),
         idle: Duration::from_secs(3),
+        ..Timeouts::default()
     };
     assert!(Timeouts::default().idle >= Duration::from_secs(10 * 60));
     let proxy = canary_proxy::start(cfg).await.unwrap();

@@ -203,6 +203,7 @@ pub fn config(baseline: &str, canary: &str, weight: u8) -> ProxyConfig {
         connect: Duration::from_secs(1),
         response_head: Duration::from_secs(5),
         idle: Duration::from_secs(30),
+        client_body: Duration::from_secs(30),
     };
     cfg
 }
