@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod escape;
 pub mod journal;
 pub mod json_float;
 pub mod plan;
@@ -14,6 +15,7 @@ pub mod statistics;
 pub mod verdict;
 
 pub use engine::{Action, Engine, EngineError, Event, Input, Millis, Reading, Severity};
+pub use escape::Escaped;
 pub use plan::{ArmRole, Guardrail, OnBreach, OnNoData, Plan};
 pub use secret::Secret;
 pub use verdict::{Decision, Reason, Verdict};

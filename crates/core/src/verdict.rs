@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Human;
 use crate::engine::{GuardrailSummary, Millis};
+use crate::escape::Escaped;
 use crate::plan::{ArmRole, OnBreach, Threshold};
 
 /// The outcome of a run.
@@ -90,7 +91,9 @@ impl fmt::Display for NoDataCause {
             NoDataCause::InsufficientSamples { got, need } => {
                 write!(f, "{got} samples, {need} needed")
             }
-            NoDataCause::QueryError { message } => write!(f, "query failed: {message}"),
+            NoDataCause::QueryError { message } => {
+                write!(f, "query failed: {}", Escaped(message))
+            }
             NoDataCause::NeverEvaluated => f.write_str("never evaluated"),
         }
     }
@@ -188,6 +191,8 @@ impl Reason {
     }
 }
 
+/// One line per reason, whatever text from outside it carries (operators, Alertmanager, the
+/// services): free-text fields are shown [`Escaped`]; the journal keeps them as given.
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -224,11 +229,16 @@ impl fmt::Display for Reason {
                 last_error,
             } => write!(
                 f,
-                "{guardrail}: {consecutive} consecutive query errors (last: {last_error})"
+                "{guardrail}: {consecutive} consecutive query errors (last: {})",
+                Escaped(last_error)
             ),
             Reason::AlertFired { alert, security } => {
                 let kind = if *security { "security alert" } else { "alert" };
-                write!(f, "Alertmanager {kind} {alert} fired for this run")
+                write!(
+                    f,
+                    "Alertmanager {kind} {} fired for this run",
+                    Escaped(alert)
+                )
             }
             Reason::IsolationLeak {
                 observer,
@@ -236,11 +246,17 @@ impl fmt::Display for Reason {
                 arm,
             } => write!(
                 f,
-                "SECURITY: {observer} received {owner}'s data from the {arm} arm (cross-tenant leak)"
+                "SECURITY: {} received {}'s data from the {arm} arm (cross-tenant leak)",
+                Escaped(observer),
+                Escaped(owner)
             ),
-            Reason::CanaryUnhealthy { detail } => write!(f, "canary unhealthy: {detail}"),
-            Reason::Aborted { by, reason } => write!(f, "aborted by {by}: {reason}"),
-            Reason::Signal { signal } => write!(f, "controller received {signal}"),
+            Reason::CanaryUnhealthy { detail } => {
+                write!(f, "canary unhealthy: {}", Escaped(detail))
+            }
+            Reason::Aborted { by, reason } => {
+                write!(f, "aborted by {}: {}", Escaped(by), Escaped(reason))
+            }
+            Reason::Signal { signal } => write!(f, "controller received {}", Escaped(signal)),
             Reason::BurstBelowBar {
                 successful,
                 total,
@@ -254,7 +270,9 @@ impl fmt::Display for Reason {
             Reason::ApprovalTimedOut { waited } => {
                 write!(f, "no approval within {}", Human(*waited))
             }
-            Reason::TrafficFailed { detail } => write!(f, "traffic change failed: {detail}"),
+            Reason::TrafficFailed { detail } => {
+                write!(f, "traffic change failed: {}", Escaped(detail))
+            }
         }
     }
 }

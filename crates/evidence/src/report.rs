@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use canary_core::engine::GuardrailSummary;
+use canary_core::escape::escaped;
 use canary_core::plan::Threshold;
 use canary_core::verdict::fmt_value;
 use canary_core::{Decision, Millis, Verdict};
@@ -90,7 +91,7 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
         escape(&ctx.run_id),
         escape(&stamp::rfc3339(ctx.started)),
         escape(&ctx.when(d.at)),
-        escape(&d.authorised_by),
+        escape(&escaped(&d.authorised_by)),
     );
 
     h.push_str("<section>\n<h2>Reasons</h2>\n<ul>\n");
@@ -109,7 +110,7 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
         escape(&r.traffic.verification.describe(ctx))
     );
     if let Some(why) = r.cooldown_override {
-        let _ = writeln!(h, "<p>Cooldown overridden: {}</p>", escape(why));
+        let _ = writeln!(h, "<p>Cooldown overridden: {}</p>", escape(&escaped(why)));
     }
     h.push_str("</section>\n");
 

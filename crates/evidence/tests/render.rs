@@ -296,6 +296,69 @@ fn rollback_file_after_an_inconclusive_verdict_and_an_unverified_rollback() {
 }
 
 #[test]
+fn operator_text_cannot_forge_a_line_in_any_artifact() {
+    // `canary abort --reason $'x\nverdict      PROMOTE\e[31m'`: stored as given in the journal,
+    // shown escaped on one line everywhere a person reads it.
+    let forged = "x\nverdict      PROMOTE\u{1b}[31m";
+    let scenario = Scenario::healthy().event(
+        20.0,
+        Event::Abort {
+            by: "mallory\nauthorised by: ops-lead".into(),
+            reason: forged.into(),
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runner = Runner::start(tmp.path(), scenario);
+    assert!(runner.run_until(200.0));
+    let journal = std::fs::read_to_string(runner.bundle.dir().join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains(r#"x\nverdict      PROMOTE\u001b[31m"#),
+        "the journal keeps the text as given"
+    );
+    let facts = RunFacts::derive(&journal::parse(&journal).unwrap()).unwrap();
+    let traffic = FinalTraffic {
+        canary_percent: 0,
+        verification: verified(0, at_min(20.0) + 220),
+    };
+    let ids = signer_ids();
+    let record = record_files(&facts, &traffic, &ids, Some("urgent\nDECISION: PROMOTE"));
+    let html = report_html(
+        &ctx(),
+        &ReportInput {
+            facts: &facts,
+            decision: facts.decision.as_ref().unwrap(),
+            traffic: &traffic,
+            artifacts: &[],
+            signer_fingerprint: &ids.0,
+            cooldown_override: Some("urgent\nDECISION: PROMOTE"),
+        },
+    );
+    for (name, text) in [
+        ("decision", decision_final(&ctx(), &record)),
+        ("rollback", outcome_final(&ctx(), &record)),
+        ("report", html),
+    ] {
+        assert!(
+            !text.contains('\u{1b}'),
+            "{name}: an escape sequence got through"
+        );
+        for line in text.lines() {
+            let line = line.trim_start();
+            assert!(
+                !line.starts_with("verdict      PROMOTE")
+                    && !line.starts_with("DECISION: PROMOTE")
+                    && !line.starts_with("authorised by: ops-lead"),
+                "{name}: forged line {line:?}"
+            );
+        }
+        assert!(
+            text.contains(r"x\nverdict      PROMOTE\e[31m"),
+            "{name}: the reason is shown, escaped"
+        );
+    }
+}
+
+#[test]
 fn decision_file_lists_a_cross_tenant_leak() {
     let scenario = Scenario::healthy().event(
         12.0,

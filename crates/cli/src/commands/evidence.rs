@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use canary_core::Escaped;
 use canary_evidence::{History, generate_keypair, verify};
 
 use crate::commands::validate::load_config;
@@ -31,7 +32,11 @@ pub struct VerifyArgs {
 fn print_report(dir: &std::path::Path, r: &canary_evidence::VerifyReport) {
     println!("{}: verified", dir.display());
     println!("  run          {} ({})", r.run_id, r.service);
-    println!("  verdict      {} by {}", r.verdict.name(), r.authorised_by);
+    println!(
+        "  verdict      {} by {}",
+        r.verdict.name(),
+        Escaped(&r.authorised_by)
+    );
     for reason in r.verdict.reasons() {
         println!("  reason       {reason}");
     }
@@ -45,7 +50,7 @@ fn print_report(dir: &std::path::Path, r: &canary_evidence::VerifyReport) {
         println!("  checkpoints  {}", r.checkpoints.join(", "));
     }
     if let Some(why) = &r.cooldown_override {
-        println!("  cooldown     overridden: {why}");
+        println!("  cooldown     overridden: {}", Escaped(why));
     }
 }
 

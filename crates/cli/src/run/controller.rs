@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, Topic, WeightChange};
-use canary_core::{ArmRole, Decision, Engine, Millis};
+use canary_core::{ArmRole, Decision, Engine, Escaped, Millis};
 use canary_evidence::durable::AppendLog;
 use canary_evidence::render::traffic::{FinalTraffic, TrafficChange, Verification};
 use canary_evidence::{Bundle, JournalWriter, RawQuery};
@@ -453,7 +453,11 @@ impl Controller {
             }
             Action::Decide(decision) => {
                 self.decided = Some(std::time::Instant::now());
-                let mut text = format!("{} by {}", decision.verdict.name(), decision.authorised_by);
+                let mut text = format!(
+                    "{} by {}",
+                    decision.verdict.name(),
+                    Escaped(&decision.authorised_by)
+                );
                 for reason in decision.verdict.reasons() {
                     text.push_str(&format!("\n{reason}"));
                 }

@@ -5,7 +5,7 @@
 
 use canary_core::duration::Human;
 use canary_core::verdict::fmt_value;
-use canary_core::{Decision, Verdict};
+use canary_core::{Decision, Escaped, Verdict};
 
 use super::traffic::FinalTraffic;
 use super::{RunContext, table};
@@ -121,13 +121,13 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         ctx.when(d.at),
     ));
     if let Some(reason) = r.cooldown_override {
-        out.push_str(&format!("cooldown  OVERRIDDEN: {reason}\n"));
+        out.push_str(&format!("cooldown  OVERRIDDEN: {}\n", Escaped(reason)));
     }
 
     out.push_str(&format!(
         "\nDECISION: {}\nauthorised by: {}\ntraffic:  {}\n",
         d.verdict.name(),
-        d.authorised_by,
+        Escaped(&d.authorised_by),
         traffic_line(ctx, r)
     ));
 
@@ -312,7 +312,7 @@ pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         ctx.run_id,
         plan.service,
         ctx.when(d.at),
-        d.authorised_by,
+        Escaped(&d.authorised_by),
         traffic_line(ctx, r)
     ));
     if !r.traffic.verification.is_verified() {
