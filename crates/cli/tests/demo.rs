@@ -46,8 +46,14 @@ fn demo(dir: &Path, args: &[&str]) -> Demo {
 }
 
 fn verify(bundle: &Path) -> (i32, String) {
+    verify_with(bundle, &[])
+}
+
+fn verify_with(bundle: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .env_remove("CANARY_VERIFY_KEY")
         .args(["verify"])
+        .args(args)
         .arg(bundle)
         .output()
         .unwrap();
@@ -58,6 +64,23 @@ fn verify(bundle: &Path) -> (i32, String) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
+    )
+}
+
+/// Runs `canary ARGS PATH` with a stdout whose reader has already gone; exit code and stderr.
+fn with_closed_stdout(args: &[&str], path: &Path) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(args)
+        .arg(path)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -153,6 +176,18 @@ fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
     assert!(t15.to_string().contains("\"resultType\""), "{t15:#}");
 
     assert_eq!(verify(&run.bundle).0, 0);
+    // Without the publisher's key the signature is only self-consistent, and verify says so;
+    // with the key the demo printed, the signer is proven.
+    let (_, unpinned) = verify(&run.bundle);
+    assert!(unpinned.contains("signer is NOT checked"), "{unpinned}");
+    let key = run.summary["public_key"].as_str().unwrap().to_owned();
+    let (code, pinned) = verify_with(&run.bundle, &["--key", &key]);
+    assert_eq!(code, 0, "{pinned}");
+    assert!(pinned.contains("signed by the pinned key"), "{pinned}");
+    // A reader that stops early (`canary verify DIR | head -1`) is no error and no panic.
+    let (code, stderr) = with_closed_stdout(&["verify", "--key", &key], &run.bundle);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 
     // No secret value anywhere: not in the bundle, not in the demo's logs, not on stderr.
     let signing_key = std::fs::read_to_string(dir.path().join(".canary/demo-signing.key")).unwrap();

@@ -35,4 +35,4 @@ pub use render::RunContext;
 pub use render::snapshot::RawQuery;
 pub use render::traffic::{FinalTraffic, TrafficChange, Verification};
 pub use signing::{KeyError, KeyPair, Signer, generate_keypair};
-pub use verify::{Problem, ProblemKind, VerifyError, VerifyReport, verify};
+pub use verify::{Problem, ProblemKind, SignerTrust, VerifyError, VerifyReport, verify};

@@ -178,7 +178,7 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
     }
     let _ = write!(
         h,
-        "</table>\n<p>manifest.json lists these hashes (and this report's); manifest.sig is its Ed25519 signature by key <code>{}</code>. Check the bundle with <code>canary verify</code>.</p>\n</section>\n</body>\n</html>\n",
+        "</table>\n<p>manifest.json lists these hashes (and this report's); manifest.sig is its Ed25519 signature by key <code>{}</code>. Check the bundle with <code>canary verify --key &lt;publisher&#39;s public key&gt;</code>: a key named inside a bundle proves nothing by itself.</p>\n</section>\n</body>\n</html>\n",
         escape(r.signer_fingerprint)
     );
     h

@@ -114,6 +114,18 @@ impl VerifyError {
     }
 }
 
+/// What a valid signature proves about who signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignerTrust {
+    /// The bundle is signed by the public key the verifier pinned: the publisher signed it.
+    Pinned,
+    /// No key was pinned: the signature matches the key the manifest itself names, which anyone
+    /// who re-signs a changed bundle with their own key can also achieve. Consistent, not
+    /// proven.
+    SelfConsistent,
+}
+
 /// A bundle that verified.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VerifyReport {
@@ -125,6 +137,8 @@ pub struct VerifyReport {
     pub finished: String,
     pub public_key: String,
     pub fingerprint: String,
+    /// Whether the signer was checked against a pinned key.
+    pub signer_trust: SignerTrust,
     /// Files whose hashes matched (every file but the manifest and its signature).
     pub files: usize,
     /// Checkpoints the run reached, whose snapshots are present.
@@ -133,14 +147,29 @@ pub struct VerifyReport {
 }
 
 /// Verifies the bundle in `dir`. With `expected_public_key` (64 hex characters), the signature
-/// must also be by that key.
+/// must also be by that key; without it the report says the signer is only self-consistent
+/// ([`SignerTrust::SelfConsistent`]). A bundle holds regular files only: a symbolic link, a
+/// directory or anything else in it is a problem, and nothing is read through a link.
 pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyReport, VerifyError> {
     let mut found = Found::default();
 
-    let present = list_files(dir).map_err(|source| VerifyError::Unreadable {
+    let (present, irregular) = list_files(dir).map_err(|source| VerifyError::Unreadable {
         dir: dir.to_path_buf(),
         source,
     })?;
+    for (name, what) in &irregular {
+        found.add(
+            ProblemKind::Tampered,
+            name,
+            format!("is {what}, not a regular file: a bundle holds only the files it signed"),
+        );
+    }
+    if irregular
+        .iter()
+        .any(|(n, _)| n == MANIFEST || n == SIGNATURE)
+    {
+        return Err(found.into_error(dir));
+    }
 
     // The manifest.
     let Some(manifest_bytes) = read_optional(dir, MANIFEST) else {
@@ -217,6 +246,9 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
             continue;
         }
         listed.insert(entry.name.clone());
+        if irregular.iter().any(|(n, _)| *n == entry.name) {
+            continue;
+        }
         match fs::read(dir.join(&entry.name)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => found.add(
                 ProblemKind::Incomplete,
@@ -244,7 +276,8 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
         }
     }
     for name in &present {
-        if name != MANIFEST && name != SIGNATURE && !listed.contains(name) {
+        let reported = irregular.iter().any(|(n, _)| n == name);
+        if name != MANIFEST && name != SIGNATURE && !listed.contains(name) && !reported {
             found.add(
                 ProblemKind::Tampered,
                 name,
@@ -257,7 +290,12 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
     let stamp = stamp::run_stamp(manifest.started_ms);
     let mut checkpoints = Vec::new();
     let verdict = manifest_verdict(&manifest);
-    match fs::read(dir.join(JOURNAL)) {
+    let journal_bytes = if irregular.iter().any(|(n, _)| n == JOURNAL) {
+        Err(io::Error::other("not a regular file"))
+    } else {
+        fs::read(dir.join(JOURNAL))
+    };
+    match journal_bytes {
         Err(_) => found.add(
             ProblemKind::Incomplete,
             JOURNAL,
@@ -339,6 +377,11 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
         finished: manifest.finished.clone(),
         public_key: manifest.signer.public_key.clone(),
         fingerprint: manifest.signer.fingerprint.clone(),
+        signer_trust: if expected_public_key.is_some() {
+            SignerTrust::Pinned
+        } else {
+            SignerTrust::SelfConsistent
+        },
         files: manifest.files.len(),
         checkpoints,
         cooldown_override: manifest.cooldown_override.clone(),
@@ -486,12 +529,30 @@ fn read_optional(dir: &Path, name: &str) -> Option<Vec<u8>> {
     fs::read(dir.join(name)).ok()
 }
 
-/// Every entry in `dir` (files, directories, anything), by name; names that are not UTF-8 are
-/// shown lossily (and can never match the manifest).
-fn list_files(dir: &Path) -> io::Result<BTreeSet<String>> {
+/// Entries that are not regular files, with what each is instead (`a symbolic link`, ...).
+type Irregular = Vec<(String, &'static str)>;
+
+/// Every entry in `dir` (files, directories, anything), by name, and those that are not
+/// regular files with what they are instead (the link itself is looked at, never followed);
+/// names that are not UTF-8 are shown lossily (and can never match the manifest).
+fn list_files(dir: &Path) -> io::Result<(BTreeSet<String>, Irregular)> {
     let mut names = BTreeSet::new();
+    let mut irregular = Vec::new();
     for entry in fs::read_dir(dir)? {
-        names.insert(entry?.file_name().to_string_lossy().into_owned());
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type()?;
+        if !kind.is_file() {
+            let what = if kind.is_symlink() {
+                "a symbolic link"
+            } else if kind.is_dir() {
+                "a directory"
+            } else {
+                "a special file"
+            };
+            irregular.push((name.clone(), what));
+        }
+        names.insert(name);
     }
-    Ok(names)
+    Ok((names, irregular))
 }

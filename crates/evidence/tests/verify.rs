@@ -12,7 +12,9 @@ use canary_core::engine::{Input, Reading};
 use canary_core::journal;
 use canary_evidence::artifact::{JOURNAL, MANIFEST, SIGNATURE};
 use canary_evidence::manifest::sha256_hex;
-use canary_evidence::{Manifest, ProblemKind, Signer, VerifyError, generate_keypair, verify};
+use canary_evidence::{
+    Manifest, ProblemKind, Signer, SignerTrust, VerifyError, generate_keypair, verify,
+};
 use common::*;
 
 /// One sealed healthy bundle, and a scratch area for damaged copies.
@@ -171,7 +173,11 @@ fn a_different_pinned_key_fails_even_when_the_signature_is_valid() {
     manifest.signer.public_key = other.public_hex();
     manifest.signer.fingerprint = other.fingerprint();
     write_signed(&dir, &manifest, &other);
-    verify(&dir, None).unwrap();
+    // Without a pin it still "verifies" — and the report says the signer was not checked.
+    let unpinned = verify(&dir, None).unwrap();
+    assert_eq!(unpinned.signer_trust, SignerTrust::SelfConsistent);
+    let pinned_ok = verify(&f.original, Some(&fixed_signer().public_hex())).unwrap();
+    assert_eq!(pinned_ok.signer_trust, SignerTrust::Pinned);
     let err = failure(&dir, Some(&fixed_signer().public_hex()));
     assert_eq!(err.kind(), Some(ProblemKind::BadSignature));
     // A malformed pin says what a key looks like.
@@ -194,6 +200,43 @@ fn an_extra_unlisted_file_is_tampering() {
         err.to_string().contains("not listed in the manifest"),
         "{err}"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_in_a_bundle_is_tampering_and_is_not_followed() {
+    use std::os::unix::fs::symlink;
+    let f = fixture();
+    // A listed artifact replaced by a link to an identical copy outside: the bytes would hash
+    // the same through the link, but a bundle holds only the files it signed.
+    let dir = f.copy("linked-journal");
+    let outside = f.scratch.join("journal-elsewhere.jsonl");
+    fs::rename(dir.join(JOURNAL), &outside).unwrap();
+    symlink(&outside, dir.join(JOURNAL)).unwrap();
+    let err = failure(&dir, None);
+    assert_eq!(err.kind(), Some(ProblemKind::Tampered));
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.file == JOURNAL && p.detail.contains("a symbolic link")),
+        "{err}"
+    );
+    // An extra link (to anything) and a directory are reported too.
+    let dir = f.copy("extra-link");
+    symlink("/etc/passwd", dir.join("notes.txt")).unwrap();
+    fs::create_dir(dir.join("more")).unwrap();
+    let err = failure(&dir, None);
+    let text = err.to_string();
+    assert!(text.contains("notes.txt: is a symbolic link"), "{text}");
+    assert!(text.contains("more: is a directory"), "{text}");
+    // A linked manifest is not read at all.
+    let dir = f.copy("linked-manifest");
+    let manifest = f.scratch.join("manifest-elsewhere.json");
+    fs::rename(dir.join(MANIFEST), &manifest).unwrap();
+    symlink(&manifest, dir.join(MANIFEST)).unwrap();
+    let err = failure(&dir, None);
+    assert_eq!(err.kind(), Some(ProblemKind::Tampered));
+    assert_eq!(err.problems().len(), 1, "{err}");
 }
 
 fn write_signed(dir: &Path, manifest: &Manifest, signer: &Signer) {

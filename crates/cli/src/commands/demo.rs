@@ -472,6 +472,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let embedded_for_teardown = embedded.clone();
 
     let signer = demo_signer(&args.state_dir)?;
+    let public_key = signer.public_hex();
     let live_why =
         "demo: no Grafana configured; the controller served the live dashboard".to_owned();
     let alert_guardrails = plan.guardrails.clone();
@@ -537,13 +538,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     drop((baseline, canary, proxy));
     let finished = finished?;
 
-    let report = verify(&finished.bundle, None);
+    let report = verify(&finished.bundle, Some(&public_key));
     let verified = match &report {
         Ok(_) => "verified".to_owned(),
         Err(e) => format!("VERIFY FAILED: {e}"),
     };
     match args.output {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::json!({
                 "run_id": finished.run_id,
@@ -552,6 +553,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
                 "authorised_by": finished.authorised_by,
                 "bundle": finished.bundle.display().to_string(),
                 "verified": report.is_ok(),
+                "public_key": public_key,
                 "decision_to_verified_ms": finished.decision_to_verified_ms,
                 "controller": controller_usage(),
             })
@@ -561,6 +563,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             &finished.bundle,
             &finished.run_id,
             &verified,
+            &public_key,
         ),
     }
     Ok(finished.verdict.exit_code())
@@ -597,18 +600,21 @@ fn controller_usage() -> serde_json::Value {
     })
 }
 
-fn print_summary(verdict: &Verdict, bundle: &Path, run_id: &str, verified: &str) {
-    println!();
-    println!("  run        {run_id}");
-    println!("  verdict    {}", verdict.name());
+fn print_summary(verdict: &Verdict, bundle: &Path, run_id: &str, verified: &str, key: &str) {
+    outln!();
+    outln!("  run        {run_id}");
+    outln!("  verdict    {}", verdict.name());
     for r in verdict.reasons() {
-        println!("  reason     {r}");
+        outln!("  reason     {r}");
     }
-    println!("  evidence   {} ({verified})", bundle.display());
-    println!(
+    outln!("  evidence   {} ({verified})", bundle.display());
+    outln!(
         "  decision   {}",
         bundle.join("CANARY_DECISION_FINAL.txt").display()
     );
-    println!("  report     {}", bundle.join("report.html").display());
-    println!("  verify     canary verify {}", bundle.display());
+    outln!("  report     {}", bundle.join("report.html").display());
+    outln!(
+        "  verify     canary verify --key {key} {}",
+        bundle.display()
+    );
 }

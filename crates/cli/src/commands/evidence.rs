@@ -3,26 +3,33 @@
 use std::path::PathBuf;
 
 use canary_core::Escaped;
-use canary_evidence::{History, generate_keypair, verify};
+use canary_evidence::{History, SignerTrust, generate_keypair, verify};
 
 use crate::commands::validate::load_config;
 use crate::config::Needs;
 use crate::output::Format;
 
 /// Check an evidence bundle: every artifact its outcome requires is present, no byte changed,
-/// the signature is valid (by the pinned key, if given), and the decision follows from the
-/// journal when it is replayed through the engine.
+/// the signature is valid, and the decision follows from the journal when it is replayed
+/// through the engine.
+///
+/// Give the publisher's public key (`--key`, or CANARY_VERIFY_KEY): only then does a valid
+/// signature prove who signed. Without it the signature is only self-consistent — it matches
+/// the key the bundle names itself, which anyone who changes a bundle and re-signs it with
+/// their own key also achieves — and the output says so.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
-  canary verify canary-evidence/relay-20261126T101500Z-3f2a
-  canary verify DIR --key 6a1f...c3      the bundle must be signed by this public key
+  canary verify --key 6a1f...c3 canary-evidence/relay-20261126T101500Z-3f2a
+  CANARY_VERIFY_KEY=6a1f...c3 canary verify DIR
+
+The public key is what `canary keygen` printed when the signing key was made.
 
 Exit codes: 0 verified, 1 not (the reason names the file and the problem).")]
 pub struct VerifyArgs {
     /// The bundle directory.
     dir: PathBuf,
-    /// The signer's public key (64 hex characters) the bundle must carry.
-    #[arg(long)]
+    /// The publisher's public key (64 hex characters) the bundle must be signed by.
+    #[arg(long, env = "CANARY_VERIFY_KEY")]
     key: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -30,27 +37,35 @@ pub struct VerifyArgs {
 
 /// What a verified bundle holds, one fact per line.
 fn print_report(dir: &std::path::Path, r: &canary_evidence::VerifyReport) {
-    println!("{}: verified", dir.display());
-    println!("  run          {} ({})", r.run_id, r.service);
-    println!(
+    match r.signer_trust {
+        SignerTrust::Pinned => outln!("{}: verified, signed by the pinned key", dir.display()),
+        SignerTrust::SelfConsistent => outln!(
+            "{}: verified, but the signer is NOT checked: the signature only matches the key the \
+             bundle names itself; pass --key <publisher's public key> to prove who signed",
+            dir.display()
+        ),
+    }
+    outln!("  run          {} ({})", r.run_id, r.service);
+    outln!(
         "  verdict      {} by {}",
         r.verdict.name(),
         Escaped(&r.authorised_by)
     );
     for reason in r.verdict.reasons() {
-        println!("  reason       {reason}");
+        outln!("  reason       {reason}");
     }
-    println!("  window       {} .. {}", r.started, r.finished);
-    println!(
+    outln!("  window       {} .. {}", r.started, r.finished);
+    outln!(
         "  signed by    {} (Ed25519 {})",
-        r.fingerprint, r.public_key
+        r.fingerprint,
+        r.public_key
     );
-    println!("  files        {} hashes match the manifest", r.files);
+    outln!("  files        {} hashes match the manifest", r.files);
     if !r.checkpoints.is_empty() {
-        println!("  checkpoints  {}", r.checkpoints.join(", "));
+        outln!("  checkpoints  {}", r.checkpoints.join(", "));
     }
     if let Some(why) = &r.cooldown_override {
-        println!("  cooldown     overridden: {}", Escaped(why));
+        outln!("  cooldown     overridden: {}", Escaped(why));
     }
 }
 
@@ -58,7 +73,7 @@ pub fn verify_cmd(args: VerifyArgs) -> anyhow::Result<i32> {
     match verify(&args.dir, args.key.as_deref()) {
         Ok(report) => {
             match args.output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({"verified": true, "dir": args.dir.display().to_string(), "report": report})
                 ),
@@ -68,7 +83,7 @@ pub fn verify_cmd(args: VerifyArgs) -> anyhow::Result<i32> {
         }
         Err(e) => {
             match args.output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({"verified": false, "dir": args.dir.display().to_string(), "error": e.to_string()})
                 ),
@@ -88,7 +103,7 @@ pub struct KeygenArgs {}
 
 pub fn keygen(_args: KeygenArgs) -> anyhow::Result<i32> {
     let pair = generate_keypair()?;
-    println!("CANARY_SIGNING_KEY={}", pair.secret_hex.expose());
+    outln!("CANARY_SIGNING_KEY={}", pair.secret_hex.expose());
     eprintln!(
         "public key (publish it; `canary verify --key` checks against it): {}",
         pair.public_hex
@@ -134,14 +149,14 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
+            outln!("{}", serde_json::to_string_pretty(&rows)?);
         }
         Format::Text => {
             if runs.is_empty() {
-                println!("no runs recorded in {}", state_dir.display());
+                outln!("no runs recorded in {}", state_dir.display());
             }
             for r in &runs {
-                println!(
+                outln!(
                     "{}  {:<12} {:<13} {}",
                     canary_evidence::stamp::rfc3339(r.started),
                     r.service,

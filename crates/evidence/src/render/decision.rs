@@ -268,7 +268,7 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
     ));
 
     out.push_str(&format!(
-        "\nSIGNATURE\n  signer    Ed25519 key {}\n  public    {}\n  manifest.json lists the SHA-256 of this file and of every other file in the bundle;\n  manifest.sig is the signer's signature of manifest.json. Check with `canary verify <bundle>`.\n",
+        "\nSIGNATURE\n  signer    Ed25519 key {}\n  public    {}\n  manifest.json lists the SHA-256 of this file and of every other file in the bundle;\n  manifest.sig is the signer's signature of manifest.json. Check with\n  `canary verify --key <publisher's public key> <bundle>`: a key named inside a bundle proves\n  nothing by itself, since whoever changes a bundle can re-sign it and rename the key.\n",
         r.signer_fingerprint, r.signer_public_key
     ));
     out
