@@ -1,12 +1,15 @@
 //! `canary`: the binary — commands, configuration files, the terminal, and the runtime that
 //! drives the engine.
 #![forbid(unsafe_code)]
+// Results go through `outln!`/`out!` (see `output`), which survive a closed stdout.
+#![deny(clippy::print_stdout)]
 
+#[macro_use]
+mod output;
 mod commands;
 mod config;
 mod control;
 mod observe;
-mod output;
 mod run;
 mod terminal;
 
@@ -116,11 +119,18 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
         }
     });
-    match result {
-        Ok(code) => ExitCode::from(code as u8),
+    let code = match result {
+        Ok(code) => code as u8,
+        // The reader of our output went away (`canary ... | head`): nothing to say.
+        Err(e) if output::is_closed_pipe(&e) => 0,
         Err(e) => {
             output::print_error(&e);
-            ExitCode::from(1)
+            1
         }
+    };
+    if let Some(e) = output::stdout_error() {
+        eprintln!("error: cannot write the output: {e}");
+        return ExitCode::from(1);
     }
+    ExitCode::from(code)
 }

@@ -288,8 +288,8 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
         timeline,
     };
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", render_text(&report, &plan)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => out!("{}", render_text(&report, &plan)),
     }
     Ok(decision.verdict.exit_code())
 }

@@ -1,6 +1,5 @@
 //! `canary init`: write the commented runbook configuration.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,7 +24,7 @@ pub struct InitArgs {
 
 pub fn run(args: InitArgs) -> anyhow::Result<i32> {
     if args.out.as_os_str() == "-" {
-        std::io::stdout().write_all(INIT_TEMPLATE.as_bytes())?;
+        crate::output::write_stdout_bytes(INIT_TEMPLATE.as_bytes());
         return Ok(0);
     }
     if args.out.exists() && !args.force {

@@ -299,7 +299,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
                 "summary": summary.display().to_string(),
                 "exit_code": code,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         Format::Text => print_text(
             &burst,
@@ -344,7 +344,7 @@ fn print_text(
 ) {
     let o = &burst.overall;
     let rate = o.success_rate_percent.unwrap_or(0.0);
-    println!(
+    outln!(
         "burst: {} queries, {} successful, {} failed: {rate:.1} % (bar {bar} %) {}",
         o.total,
         o.successful,
@@ -358,7 +358,7 @@ fn print_text(
                 |p| format!("{:.0}/{:.0}/{:.0} ms", p.p50, p.p95, p.p99),
             )
         };
-        println!(
+        outln!(
             "  {name:<9} {:>5} requests  {:>6}  latency p50/p95/p99 {}  ttfv {}  streams complete {}/{}",
             s.total,
             s.success_rate_percent
@@ -381,12 +381,12 @@ fn print_text(
     }
     let pinned = !matches!(burst.targeting, Targeting::Lb);
     if pinned && burst.per_arm.iter().all(|a| a.arm.is_none()) {
-        println!(
+        outln!(
             "  note: no answer named its arm: the pin header only works through canary's embedded proxy; set [arms.canary] url to reach the canary directly"
         );
     }
     for c in &burst.sufficiency {
-        println!("  {}: {}", c.guardrail, c.recommendation);
+        outln!("  {}: {}", c.guardrail, c.recommendation);
     }
     if let Some(p) = probes {
         let verdict = match p.verdict() {
@@ -400,12 +400,14 @@ fn print_text(
                     .to_owned()
             }
         };
-        println!(
+        outln!(
             "probes: {} pairs, {} requests, {}: {verdict}",
-            p.pairs, p.requests, p.route
+            p.pairs,
+            p.requests,
+            p.route
         );
         for l in &p.leaks {
-            println!(
+            outln!(
                 "  LEAK {} received {}'s marker ({}) arm {}",
                 l.observer,
                 l.owner,
@@ -415,8 +417,8 @@ fn print_text(
             );
         }
     }
-    println!("wrote {}", log.display());
-    println!("wrote {}", summary.display());
+    outln!("wrote {}", log.display());
+    outln!("wrote {}", summary.display());
 }
 
 /// A progress line on stderr while the burst runs, when stderr is a terminal. The returned

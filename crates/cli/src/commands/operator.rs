@@ -60,9 +60,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let client = args.target.client()?;
     let s = client.status().await?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&s)?),
         Format::Text => {
-            println!(
+            outln!(
                 "run {} of {}: {} — T+{}s of {}s, canary weight {} %{}",
                 s["run_id"].as_str().unwrap_or("?"),
                 s["service"].as_str().unwrap_or("?"),
@@ -76,7 +76,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
             for g in s["guardrails"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "  {:<14} {:<13} canary {:>10}  baseline {:>10}  must {}",
                     g["name"].as_str().unwrap_or("?"),
                     g["status"].as_str().unwrap_or("?"),

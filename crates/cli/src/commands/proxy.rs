@@ -66,7 +66,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
         Ok(t) if !t.is_empty() => AdminToken::new(t),
         _ => {
             let t = AdminToken::generate();
-            println!(
+            outln!(
                 "admin token (set CANARY_PROXY_TOKEN to choose one): {}",
                 t.expose()
             );

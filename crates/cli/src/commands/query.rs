@@ -71,7 +71,7 @@ pub struct QueryArgs {
 pub async fn run(args: QueryArgs) -> anyhow::Result<i32> {
     match answer(&args).await? {
         Ok(value) => {
-            println!("{}", api_response_json(&value));
+            outln!("{}", api_response_json(&value));
             Ok(0)
         }
         Err(e) => {
@@ -86,7 +86,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<i32> {
                 }
                 other => other.to_string(),
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"status": "error", "errorType": error_type, "error": message})
             );

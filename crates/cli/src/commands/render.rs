@@ -129,9 +129,9 @@ pub fn run(args: RenderArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    print!("{text}");
+    out!("{text}");
     if !text.ends_with('\n') {
-        println!();
+        outln!();
     }
     Ok(0)
 }

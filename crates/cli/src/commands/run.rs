@@ -354,7 +354,7 @@ pub async fn preflight_cmd(args: PreflightArgs) -> anyhow::Result<i32> {
     let checks = preflight(&config, &mut integrations).await;
     let failed = checks.iter().filter(|c| !c.pass).count();
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&checks)?),
         Format::Text => {
             print_table(&checks);
             eprintln!(
@@ -660,14 +660,14 @@ pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         commit: args.commit.clone(),
     };
     let finished = run::execute(wiring, options).await?;
-    println!(
+    outln!(
         "{} {} — evidence {}",
         finished.run_id,
         finished.verdict.name(),
         finished.bundle.display()
     );
     for r in finished.verdict.reasons() {
-        println!("  - {r}");
+        outln!("  - {r}");
     }
     Ok(finished.verdict.exit_code())
 }
@@ -742,7 +742,7 @@ pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
         },
     )
     .await?;
-    println!(
+    outln!(
         "{} {} — evidence {}",
         finished.run_id,
         finished.verdict.name(),

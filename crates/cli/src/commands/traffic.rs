@@ -53,7 +53,7 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<i32> {
             let split = router.get().await?;
             let described = router.describe().await?;
             match output {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::json!({
                         "provider": router.name(),
@@ -63,8 +63,8 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<i32> {
                     })
                 ),
                 Format::Text => {
-                    println!("{} ({}): {split}", config.plan.service, router.name());
-                    println!("{}", described.trim_end());
+                    outln!("{} ({}): {split}", config.plan.service, router.name());
+                    outln!("{}", described.trim_end());
                 }
             }
             Ok(0)
@@ -76,7 +76,7 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<i32> {
             })?;
             let (router, _) = wiring::router(settings)?;
             let split = set_verified(router.as_ref(), percent, &RetryPolicy::default()).await?;
-            println!(
+            outln!(
                 "{} ({}): {split}, verified",
                 config.plan.service,
                 router.name()

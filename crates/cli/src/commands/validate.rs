@@ -56,11 +56,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 "variables_checked": !args.no_env,
                 "plan": plan,
             });
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            outln!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Format::Text => {
-            println!("{} is valid.", config.file.display());
-            println!(
+            outln!("{} is valid.", config.file.display());
+            outln!(
                 "  service {}: canary {} {} vs baseline {} {}",
                 plan.service,
                 plan.arms.canary.name,
@@ -73,8 +73,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 .iter()
                 .map(|s| format!("{} % for {}", s.weight, Human(s.hold)))
                 .collect();
-            println!("  traffic: {} then decide", steps.join(", then "));
-            println!(
+            outln!("  traffic: {} then decide", steps.join(", then "));
+            outln!(
                 "  guardrails: {} evaluated every {}, check log every {}, snapshots at {}",
                 plan.guardrails.len(),
                 Human(plan.evaluation_interval),
@@ -91,7 +91,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 } else {
                     format!(" for {}", Human(g.for_))
                 };
-                println!(
+                outln!(
                     "    {:<14} must {}{for_}, on breach {}",
                     g.name,
                     g.must,
@@ -99,7 +99,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 );
             }
             if let (Some(burst), Some(load)) = (&plan.burst, &config.load) {
-                println!(
+                outln!(
                     "  burst at T+{}: {} users × {} requests, {} pause, bar {} %{}",
                     Human(burst.at),
                     load.users.len(),
@@ -114,19 +114,19 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                 );
             }
             if let Approval::Manual { timeout } = plan.approval {
-                println!(
+                outln!(
                     "  promotion needs `canary approve` within {}",
                     Human(timeout)
                 );
             }
-            println!("  cooldown after a rollback: {}", Human(config.cooldown));
+            outln!("  cooldown after a rollback: {}", Human(config.cooldown));
             if let Some(t) = &config.traffic {
-                println!("  traffic provider: {}", t.provider());
+                outln!("  traffic provider: {}", t.provider());
             }
             if args.no_env {
-                println!("  variables (not checked): {}", config.variables.join(", "));
+                outln!("  variables (not checked): {}", config.variables.join(", "));
             } else {
-                println!(
+                outln!(
                     "  variables: {} referenced, all set (values not shown)",
                     config.variables.len()
                 );
