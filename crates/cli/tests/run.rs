@@ -46,6 +46,33 @@ fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
         "fell back after {fell_back:?}"
     );
 
+    // A configuration that is not the run's is refused, naming what differs: the journal's
+    // plan is the truth.
+    let config = std::fs::read_to_string(rig.dir.path().join("canary.toml")).unwrap();
+    let other = config
+        .replacen("must = \"< 1500\"", "must = \"< 2000\"", 1)
+        .replacen("name = \"rls_errors\"", "name = \"rls_policy\"", 1);
+    std::fs::write(rig.dir.path().join("other.toml"), other).unwrap();
+    let out = canary()
+        .current_dir(rig.dir.path())
+        .args(["resume", &run_id, "-c", "other.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for difference in [
+        "guardrails in the journal but not in the configuration: rls_errors",
+        "guardrails in the configuration but not in the journal: rls_policy",
+        "guardrail ttfv_p95.must.value: 1500.0 in the journal, 2000.0 in the configuration",
+    ] {
+        assert!(stderr.contains(difference), "{stderr}");
+    }
+    assert_eq!(
+        rig.canary_weight(),
+        0,
+        "a refused resume touches no traffic"
+    );
+
     // Resume from the journal: the split is re-applied and the run completes.
     let out = canary()
         .current_dir(rig.dir.path())

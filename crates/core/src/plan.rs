@@ -479,6 +479,51 @@ impl Plan {
         plan
     }
 
+    /// Where `other` (a configuration's plan) differs from this one (a journal's), one line per
+    /// difference (`steps[0].weight: 5 in the journal, 25 in the configuration`), guardrails
+    /// matched by name. Empty when they are
+    /// the same plan. Resume uses it: the journal's plan is the truth, and a configuration
+    /// that says otherwise is refused with the differences named.
+    pub fn differences(&self, other: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        let names =
+            |p: &Plan| -> Vec<String> { p.guardrails.iter().map(|g| g.name.clone()).collect() };
+        let (mine, theirs) = (names(self), names(other));
+        let missing: Vec<&String> = mine.iter().filter(|n| !theirs.contains(n)).collect();
+        let extra: Vec<&String> = theirs.iter().filter(|n| !mine.contains(n)).collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "guardrails in the journal but not in the configuration: {}",
+                join(&missing)
+            ));
+        }
+        if !extra.is_empty() {
+            out.push(format!(
+                "guardrails in the configuration but not in the journal: {}",
+                join(&extra)
+            ));
+        }
+        for g in &self.guardrails {
+            if let Some(o) = other.guardrails.iter().find(|o| o.name == g.name) {
+                diff_values(
+                    &format!("guardrail {}", g.name),
+                    &to_value(g),
+                    &to_value(o),
+                    &mut out,
+                );
+            }
+        }
+        let mut rest = to_value(self);
+        let mut other_rest = to_value(other);
+        for v in [&mut rest, &mut other_rest] {
+            if let Some(map) = v.as_object_mut() {
+                map.remove("guardrails");
+            }
+        }
+        diff_values("", &rest, &other_rest, &mut out);
+        out
+    }
+
     /// The runbook's checkpoint label for an offset of this plan: `T15` for 15 runbook minutes
     /// (15 minutes, or 15 seconds on a 60-times compressed clock).
     pub fn checkpoint_label(&self, offset: Duration) -> String {
@@ -490,6 +535,55 @@ impl Plan {
         } else {
             format!("T{}", duration::format(offset))
         }
+    }
+}
+
+fn join(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
+    // Plan types serialise to JSON without fail: no maps with non-string keys, no
+    // non-finite floats in a checked plan.
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// Appends `path: a here, b there` for every leaf where `a` and `b` differ.
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let null = Value::Null;
+                diff_values(
+                    &at(key),
+                    x.get(key).unwrap_or(&null),
+                    y.get(key).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff_values(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push(format!(
+            "{path}: {a} in the journal, {b} in the configuration"
+        )),
+        _ => {}
     }
 }
 
@@ -647,5 +741,25 @@ mod tests {
             infinite.check(),
             Err(PlanError::NonFiniteThreshold { .. })
         ));
+    }
+
+    #[test]
+    fn differences_name_every_field_that_disagrees() {
+        let journal = plan_with(&[5], &[OnBreach::Rollback, OnBreach::BlockPromotion]);
+        assert!(journal.differences(&journal.clone()).is_empty());
+        let mut config = journal.clone();
+        config.guardrails.truncate(1);
+        config.guardrails[0].must = "< 2".parse().unwrap();
+        config.steps[0].weight = 25;
+        config.service = "other".into();
+        assert_eq!(
+            journal.differences(&config),
+            [
+                "guardrails in the journal but not in the configuration: g1",
+                "guardrail g0.must.value: 1.0 in the journal, 2.0 in the configuration",
+                "service: \"relay\" in the journal, \"other\" in the configuration",
+                "steps[0].weight: 5 in the journal, 25 in the configuration",
+            ]
+        );
     }
 }

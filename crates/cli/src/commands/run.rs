@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use canary_core::engine::{Action, Input, Reading};
-use canary_core::{Engine, Event, Plan};
+use canary_core::Plan;
+use canary_core::engine::Reading;
 use canary_evidence::render::alerts::{AlertRule as EvidenceRule, AlertmanagerAlerts, Alerts};
 use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard};
 use canary_evidence::{Bundle, History, Signer};
@@ -70,12 +70,20 @@ pub struct RunArgs {
 /// every recorded input, the split re-applied and verified, and the run goes on — or rolls back
 /// if its window has passed.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  canary resume relay-20261126T101500Z-3f2a -c canary.toml")]
+#[command(after_help = "Examples:
+  canary resume relay-20261126T101500Z-3f2a -c canary.toml
+  canary resume relay-20261126T101500Z-3f2a          a demo run, from where `canary demo` ran")]
 pub struct ResumeArgs {
     /// The run id (its evidence directory's name).
     run_id: String,
     #[arg(short, long, default_value = "canary.toml")]
     config: PathBuf,
+    /// Where a demo run's state is (`canary demo --state-dir`); a demo run is resumed by
+    /// starting its services again. A configured run's state directory is in its configuration.
+    #[arg(long, default_value = crate::commands::demo::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
 }
 
 /// One row of the preflight table.
@@ -660,19 +668,14 @@ pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         commit: args.commit.clone(),
     };
     let finished = run::execute(wiring, options).await?;
-    outln!(
-        "{} {} — evidence {}",
-        finished.run_id,
-        finished.verdict.name(),
-        finished.bundle.display()
-    );
-    for r in finished.verdict.reasons() {
-        outln!("  - {r}");
-    }
+    print_finished(&finished, Format::Text);
     Ok(finished.verdict.exit_code())
 }
 
 pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
+    if crate::commands::demo::is_demo_run(&args.state_dir, &args.run_id) {
+        return crate::commands::demo::resume(&args.state_dir, &args.run_id, args.output).await;
+    }
     let config = load_config(&args.config, Needs::ALL)?;
     let evidence = config.evidence.as_ref().context("no evidence settings")?;
     let history = History::open(&config.state_dir)?;
@@ -687,66 +690,45 @@ pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
     let (bundle, journal_writer, journal) = Bundle::resume(&dir, &args.run_id)
         .with_context(|| format!("cannot resume run {}", args.run_id))?;
     let plan = journal.header.plan.clone();
-    let mut engine = Engine::new(plan.clone())?;
-    let mut last_at = 0;
-    let mut outstanding_burst = false;
-    let mut outstanding_probes = 0i32;
-    for input in &journal.inputs {
-        last_at = input.at();
-        if let Input::Event { event, .. } = input {
-            match event {
-                Event::BurstCompleted { .. } => outstanding_burst = false,
-                Event::ProbesCompleted { .. } => outstanding_probes -= 1,
-                _ => {}
-            }
-        }
-        for action in engine.apply(input)? {
-            match action {
-                Action::StartBurst => outstanding_burst = true,
-                Action::RunProbes => outstanding_probes += 1,
-                _ => {}
-            }
-        }
-    }
-    if engine.is_decided() {
+    // The journal's plan is what the run enforces; wiring built from a configuration that says
+    // otherwise would query guardrails the engine does not know, or miss ones it does.
+    let differences = plan.differences(&config.plan);
+    if !differences.is_empty() {
         bail!(
-            "run {} already reached its decision; seal it with `canary verify` to check the bundle",
-            args.run_id
+            "{} is not the configuration run {} started with; its plan differs from the one in the journal:\n  - {}\nresume with the configuration the run started with (the bundle's journal.jsonl holds its plan)",
+            args.config.display(),
+            args.run_id,
+            differences.join("\n  - ")
         );
     }
-    let started = engine
-        .started_at()
-        .context("the journal has no Start input")?;
-    eprintln!(
-        "canary: resuming run {} (T+{}s, {} inputs replayed)",
-        args.run_id,
-        (run::controller::now_ms() - started) / 1000,
-        journal.inputs.len()
-    );
     let integrations = integrations(&config)?;
-    let router = integrations.router.clone();
-    let current = router.get().await.map(|s| s.canary).unwrap_or(0);
+    let current = integrations
+        .router
+        .get()
+        .await
+        .map(|s| s.canary)
+        .unwrap_or(0);
+    let resumed = run::Resumed::rebuild(bundle, journal_writer, &journal, current)?;
     let wiring = wiring_for(&config, integrations, &plan).await?;
-    let past_window = run::controller::now_ms() > started + plan.window().as_millis() as i64;
-    let finished = run::resume(
-        wiring,
-        run::Resumed {
-            engine,
-            bundle,
-            journal: journal_writer,
-            last_input: last_at,
-            current_weight: current,
-            rerun_burst: outstanding_burst,
-            rerun_probes: outstanding_probes > 0,
-            past_window,
-        },
-    )
-    .await?;
-    outln!(
-        "{} {} — evidence {}",
-        finished.run_id,
-        finished.verdict.name(),
-        finished.bundle.display()
-    );
+    let finished = run::resume(wiring, resumed).await?;
+    print_finished(&finished, args.output);
     Ok(finished.verdict.exit_code())
+}
+
+/// The end of a run for people (verdict, reasons, evidence) or as JSON.
+fn print_finished(finished: &run::Finished, output: Format) {
+    match output {
+        Format::Json => outln!("{}", finished.json()),
+        Format::Text => {
+            outln!(
+                "{} {} — evidence {}",
+                finished.run_id,
+                finished.verdict.name(),
+                finished.bundle.display()
+            );
+            for r in finished.verdict.reasons() {
+                outln!("  - {r}");
+            }
+        }
+    }
 }
