@@ -281,3 +281,115 @@ fn gate_faults_block_promotion_at_the_decision() {
         ("pool-saturation", "db_pool", "at the decision"),
     ]);
 }
+
+/// The processes (other than `except`) running the canary binary with `dir` as their working
+/// directory: the demo's services.
+fn services_in(dir: &Path, except: u32) -> Vec<u32> {
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_canary")).unwrap();
+    let dir = std::fs::canonicalize(dir).unwrap();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        if pid != except
+            && std::fs::read_link(path.join("cwd")).is_ok_and(|c| c == dir)
+            && std::fs::read_link(path.join("exe")).is_ok_and(|e| e == exe)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_until<T>(what: &str, within: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_demo_killed_mid_run_takes_its_services_along_and_resumes_to_a_verified_promote() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RELAY_JWT_SECRET", JWT_SECRET),
+        ("RELAY_DATA_KEY", DATA_KEY),
+        ("CANARY_PROXY_TOKEN", PROXY_TOKEN),
+        ("NO_COLOR", "1"),
+    ];
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_canary"));
+    demo.current_dir(dir.path())
+        .envs(env)
+        .arg("demo")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut demo = demo.spawn().unwrap();
+    // Wait until the run is a third of the way through its window.
+    let control = dir.path().join(".canary/active/relay.json");
+    let run_id = wait_until(
+        "the demo run to reach T+20",
+        std::time::Duration::from_secs(180),
+        || {
+            let file: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&control).ok()?).ok()?;
+            let addr = file["url"]
+                .as_str()?
+                .trim_start_matches("http://")
+                .parse()
+                .ok()?;
+            let (_, body) = canary_testkit::http_get(addr, "/api/status").ok()?;
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status["elapsed_ms"].as_i64()? >= 20_000)
+                .then(|| status["run_id"].as_str().map(str::to_owned))?
+        },
+    );
+    assert_eq!(
+        services_in(dir.path(), demo.id()).len(),
+        3,
+        "two relay-demo services and the proxy"
+    );
+
+    // kill -9 of the controller: its three services stop by themselves.
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    wait_until(
+        "the demo's services to stop",
+        std::time::Duration::from_secs(20),
+        || services_in(dir.path(), 0).is_empty().then_some(()),
+    );
+
+    // `canary resume RUN_ID` starts them again and finishes the run from its journal.
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(dir.path())
+        .envs(env)
+        .args(["resume", &run_id, "--output", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["verdict"], "PROMOTE", "{summary:#}\n{stderr}");
+    assert_eq!(summary["verified"], true, "{summary:#}");
+    let bundle = dir.path().join(summary["bundle"].as_str().unwrap());
+    let key = summary["public_key"].as_str().unwrap();
+    let (code, report) = verify_with(&bundle, &["--key", key]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        services_in(dir.path(), 0).is_empty(),
+        "the resumed services stopped too"
+    );
+}

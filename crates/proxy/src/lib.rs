@@ -143,6 +143,16 @@ use crate::control::Control;
 use crate::forward::Forwarder;
 use crate::server::Connections;
 
+/// What a proxy started for a script or a supervisor reports once both ports listen
+/// (`canary proxy --ready-file`): where its data port and its admin API are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadyFile {
+    /// The data port's address.
+    pub data: SocketAddr,
+    /// The admin API's address.
+    pub admin: SocketAddr,
+}
+
 /// A running proxy. Dropping the handle stops it (without draining); prefer
 /// [`ProxyHandle::shutdown`].
 pub struct ProxyHandle {

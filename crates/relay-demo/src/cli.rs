@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// Longest time a client may take to send a request body before it is answered 408.
     #[arg(long, default_value = "30s", value_parser = timeout_arg)]
     pub body_timeout: Duration,
+    /// Stop when standard input closes: a supervisor that holds the pipe takes the service
+    /// with it when it dies, even by kill -9 (canary demo does).
+    #[arg(long)]
+    pub exit_on_stdin_close: bool,
 }
 
 /// Options of `relay-demo tokens`.
@@ -199,7 +203,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     use std::io::Write;
     match cli.command {
         Command::Serve(args) => {
-            serve(args.to_options(), shutdown_signal()).await?;
+            let on_stdin_close = args.exit_on_stdin_close;
+            let stop = async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = stdin_closed(), if on_stdin_close => {}
+                }
+            };
+            serve(args.to_options(), stop).await?;
             Ok(())
         }
         Command::Tokens(args) => {
@@ -223,6 +234,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Resolves when standard input reaches its end (or fails): the writer — a supervising
+/// process holding the pipe — closed it or died. Read on a thread of its own, which a blocked
+/// read cannot keep the runtime from shutting down.
+pub async fn stdin_closed() {
+    let (closed, wait) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 256];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    let _ = wait.await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

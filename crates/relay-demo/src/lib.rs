@@ -34,7 +34,7 @@ pub use api::{DEFAULT_TIMEOUT_MS, DEFAULT_TOP_K, MAX_BODY_BYTES, MAX_TIMEOUT_MS,
 pub use auth::{DEVELOPMENT_JWT_SECRET, mint_token};
 pub use cli::{
     Cli, CliError, Command, DATA_SECRET_ENV, JWT_SECRET_ENV, ServeArgs, TokensArgs, cli_main,
-    run as run_cli, shutdown_signal, token_variable, tokens,
+    run as run_cli, shutdown_signal, stdin_closed, token_variable, tokens,
 };
 pub use fault::{Fault, FaultKind, FaultParseError};
 pub use seed::{marker_for, seed_markers, seed_queries, seed_users};

@@ -23,6 +23,7 @@ use canary_providers::metrics::MetricSource;
 use canary_providers::metrics::embedded::EmbeddedSource;
 use canary_providers::scrape::{ScrapeConfig, ScrapeTarget, Scraper};
 use canary_providers::traffic::{EmbeddedRouter, EmbeddedRouterConfig, TrafficRouter};
+use canary_proxy::ReadyFile;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -58,8 +59,8 @@ pub struct DemoArgs {
     /// Where the evidence bundle goes.
     #[arg(long, default_value = "canary-evidence")]
     evidence_dir: PathBuf,
-    /// Run history, cooldowns and the demo's signing key.
-    #[arg(long, default_value = ".canary")]
+    /// Run history, cooldowns, the demo's signing key and its runs' records (for resume).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Background traffic through the proxy, requests per second (on top of the burst).
     #[arg(long, default_value_t = 16.0)]
@@ -82,11 +83,13 @@ pub struct DemoArgs {
     output: Format,
 }
 
-/// A child process of the demo, killed when dropped.
+/// A child process of the demo, killed when dropped, and stopping by itself when the demo's
+/// process is gone (its stdin, whose write end is `_lifeline`, closes).
 struct Service {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    _lifeline: Option<tokio::process::ChildStdin>,
 }
 
 impl Service {
@@ -112,8 +115,10 @@ fn spawn(
         std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
+    // The child reads its stdin until it closes (`--exit-on-stdin-close`): the pipe's write end
+    // lives in this process, so the child stops when the demo ends — or dies, even by kill -9.
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(out)
         .stderr(err)
         .kill_on_drop(true)
@@ -121,10 +126,16 @@ fn spawn(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
-    Ok(Service { name, child, log })
+    let lifeline = child.stdin.take();
+    Ok(Service {
+        name,
+        child,
+        log,
+        _lifeline: lifeline,
+    })
 }
 
 /// Waits until `url` answers 200, the process is still alive, or fails after `timeout`.
@@ -193,18 +204,59 @@ fn demo_signer(state_dir: &Path) -> anyhow::Result<Signer> {
     Ok(Signer::from_secret(&Secret::new(text.trim()))?)
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
-        bail!("--time-scale must be 1 or more (60 runs the 60-minute window in a minute)");
-    }
-    let scale = args.time_scale;
-    let faults = args
-        .faults
-        .iter()
-        .map(|f| demo_fault(f, scale))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// Where the demo keeps its state unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = ".canary";
 
-    // The runbook exactly as `canary init` writes it, on the compressed clock.
+/// What a demo run was started with, kept in the state directory (`demo/runs/<run id>.json`,
+/// nothing secret) so that `canary resume RUN_ID` can start the same services again: the
+/// demo's services die with the controller that started them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DemoRecord {
+    faults: Vec<String>,
+    time_scale: f64,
+    evidence_dir: PathBuf,
+    background_rps: f64,
+    canary_rps: f64,
+    seed_per_user: usize,
+}
+
+impl DemoRecord {
+    fn path(state_dir: &Path, run_id: &str) -> PathBuf {
+        state_dir
+            .join("demo")
+            .join("runs")
+            .join(format!("{run_id}.json"))
+    }
+
+    fn write(&self, state_dir: &Path, run_id: &str) -> anyhow::Result<()> {
+        let path = Self::path(state_dir, run_id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn read(state_dir: &Path, run_id: &str) -> anyhow::Result<Option<DemoRecord>> {
+        let path = Self::path(state_dir, run_id);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is not a demo run record", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// Whether `run_id` is a demo run recorded in `state_dir`.
+pub fn is_demo_run(state_dir: &Path, run_id: &str) -> bool {
+    DemoRecord::path(state_dir, run_id).is_file()
+}
+
+/// The runbook exactly as `canary init` writes it, on the demo's compressed clock, with
+/// isolation probes (the seeded users carry secret markers).
+fn demo_plan(time_scale: f64) -> anyhow::Result<(crate::config::Config, Plan)> {
     let template = config::resolve_text(
         "canary init",
         INIT_TEMPLATE,
@@ -212,14 +264,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         Needs::PLAN,
         Env::offline(),
     )?;
-    let mut plan: Plan = template.plan.compressed(scale);
-    // The seeded users carry secret markers: the demo proves isolation actively.
+    let mut plan: Plan = template.plan.compressed(time_scale);
     plan.probes = true;
-    let guardrails = scope_guardrails(&plan, Some(scale))?;
+    Ok((template, plan))
+}
 
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
+        bail!("--time-scale must be 1 or more (60 runs the 60-minute window in a minute)");
+    }
+    let record = DemoRecord {
+        faults: args.faults.clone(),
+        time_scale: args.time_scale,
+        evidence_dir: args.evidence_dir.clone(),
+        background_rps: args.background_rps,
+        canary_rps: args.canary_rps,
+        seed_per_user: args.seed_per_user,
+    };
+    // Faults are checked before anything starts.
+    for f in &record.faults {
+        demo_fault(f, record.time_scale)?;
+    }
+    let (template, plan) = demo_plan(record.time_scale)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
-    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / scale);
+    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / record.time_scale);
     let options = RunOptions {
         override_cooldown: if args.override_cooldown {
             args.reason.clone()
@@ -235,335 +304,454 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         cooldown,
         &options,
     )?;
-    let work = args.state_dir.join("demo");
-    std::fs::create_dir_all(&work)?;
-
-    // Secrets of this demo: generated (or taken from the environment, so a test can check none
-    // leaks), passed to children through the environment only.
-    let secret = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map_or_else(random_token, Secret::new)
-    };
-    let jwt_secret = secret(relay_demo::JWT_SECRET_ENV);
-    let data_key = secret(relay_demo::DATA_SECRET_ENV);
-    let proxy_token = secret("CANARY_PROXY_TOKEN");
-    let child_env = [
-        (relay_demo::JWT_SECRET_ENV, jwt_secret.expose()),
-        (relay_demo::DATA_SECRET_ENV, data_key.expose()),
-    ];
-
-    eprintln!(
-        "canary demo: starting relay-demo r0.5 (baseline) and r1 (canary), the proxy and the metrics store…"
-    );
-    let baseline_addr = free_addr()?;
-    let canary_addr = free_addr()?;
-    let relay_args = |addr: SocketAddr, version: &str, faults: &[relay_demo::Fault]| {
-        let mut a = vec![
-            "relay-demo".to_owned(),
-            "serve".to_owned(),
-            "--seed".to_owned(),
-            "--seed-per-user".to_owned(),
-            args.seed_per_user.to_string(),
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--version-label".to_owned(),
-            version.to_owned(),
-        ];
-        for f in faults {
-            a.push("--fault".to_owned());
-            a.push(f.to_string());
-        }
-        a
-    };
-    let mut baseline = spawn(
-        "relay-r0.5",
-        &work,
-        &relay_args(baseline_addr, "r0.5", &[]),
-        &child_env,
-    )?;
-    let baseline_url = format!("http://{baseline_addr}");
-    let canary_url = format!("http://{canary_addr}");
-
-    let ready_file = work.join("proxy.ready");
-    let _ = std::fs::remove_file(&ready_file);
-    let proxy_args = vec![
-        "proxy".to_owned(),
-        "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--admin".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--baseline".to_owned(),
-        baseline_url.clone(),
-        "--canary".to_owned(),
-        canary_url.clone(),
-        "--weight".to_owned(),
-        "0".to_owned(),
-        "--threads".to_owned(),
-        "1".to_owned(),
-        "--ready-file".to_owned(),
-        ready_file.display().to_string(),
-    ];
-    let mut proxy = spawn(
-        "proxy",
-        &work,
-        &proxy_args,
-        &[("CANARY_PROXY_TOKEN", proxy_token.expose())],
-    )?;
-    wait_ready(
-        &mut baseline,
-        &format!("{baseline_url}/healthz"),
-        Duration::from_secs(120),
-    )
-    .await?;
-    let mut canary = spawn(
-        "relay-r1",
-        &work,
-        &relay_args(canary_addr, "r1", &faults),
-        &child_env,
-    )?;
-    wait_ready(
-        &mut canary,
-        &format!("{canary_url}/healthz"),
-        Duration::from_secs(120),
-    )
-    .await?;
-    let (proxy_data, proxy_admin) = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_file)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                break (
-                    v["data"].as_str().unwrap_or_default().to_owned(),
-                    v["admin"].as_str().unwrap_or_default().to_owned(),
-                );
-            }
-            if let Some(status) = proxy.child.try_wait()? {
-                bail!("the proxy exited ({status}):\n{}", proxy.output());
-            }
-            if Instant::now() > deadline {
-                bail!("the proxy did not start:\n{}", proxy.output());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    };
-    let proxy_url = format!("http://{proxy_data}");
-
-    // Metrics: the embedded store scrapes both services every 15 runbook seconds.
-    let store = Arc::new(RwLock::new(Store::default()));
-    let scrape_interval = Duration::from_secs_f64((15.0 / scale).max(0.05));
-    let scraper = Scraper::new(
-        ScrapeConfig {
-            targets: vec![
-                ScrapeTarget {
-                    url: format!("{baseline_url}/metrics"),
-                    labels: vec![
-                        ("arm".into(), "baseline".into()),
-                        ("job".into(), "relay".into()),
-                    ],
-                },
-                ScrapeTarget {
-                    url: format!("{canary_url}/metrics"),
-                    labels: vec![
-                        ("arm".into(), "canary".into()),
-                        ("job".into(), "relay".into()),
-                    ],
-                },
-            ],
-            interval: scrape_interval,
-            timeout: scrape_interval.max(Duration::from_millis(200)),
-            retention: Some(Duration::from_secs(3600)),
-        },
-        store.clone(),
-    )?;
-    let source: Arc<dyn MetricSource> = Arc::new(EmbeddedSource::with_options(
-        store,
-        EvalOptions {
-            lookback_delta: (300_000.0 / scale) as i64,
-            default_subquery_step: (60_000.0 / scale).max(1.0) as i64,
-        },
-    ));
-    let (scrape_stop_tx, scrape_stop) = tokio::sync::oneshot::channel::<()>();
-    let scrape_task = tokio::spawn(scraper.run(async move {
-        let _ = scrape_stop.await;
-    }));
-
-    // The seeded users, their tokens and markers.
-    let tokens = relay_demo::tokens(jwt_secret.expose());
-    let markers = relay_demo::seed_markers();
-    let users: Vec<User> = tokens
-        .iter()
-        .map(|(name, token)| User {
-            name: name.clone(),
-            token: Secret::new(token.clone()),
-        })
-        .collect();
-    let probe_users: Vec<ProbeUser> = tokens
-        .iter()
-        .filter_map(|(name, token)| {
-            let marker = markers.iter().find(|(u, _)| u == name)?.1.clone();
-            Some(ProbeUser {
-                name: name.clone(),
-                token: Secret::new(token.clone()),
-                marker: Secret::new(marker),
-            })
-        })
-        .collect();
-    let queries = relay_demo::seed_queries(16);
-
-    // Traffic: the embedded proxy's admin API, its lease renewed while the controller lives, its
-    // health checks turned into events.
-    let embedded = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
-        admin_url: format!("http://{proxy_admin}"),
-        token: proxy_token.expose().to_owned(),
-    })?);
-    // The proxy honours pins, and names the arm that answered, only for requests that carry
-    // its pin token.
-    let pin_proof = crate::commands::load::pin_proof(&template, Some(&embedded), true).await?;
-
-    // Steady background traffic for the whole window: through the split, and pinned to the
-    // canary so its percentiles rest on enough samples.
-    let window = plan.window() + Duration::from_secs(10);
-    let background = |rate: f64, targeting: Targeting| {
-        let mut s = Scenario::runbook(proxy_url.clone(), users.clone());
-        s.queries = queries.clone();
-        s.body = Some(
-            r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 5000}"#
-                .to_owned(),
-        );
-        s.mode = Mode::OpenLoop(OpenLoop::new(rate, window, 64));
-        s.targeting = targeting;
-        s.pin_proof = pin_proof.clone();
-        s
-    };
-    let lb_traffic = background(args.background_rps, Targeting::Lb);
-    let canary_traffic = background(args.canary_rps, Targeting::Canary(CanaryRoute::PinHeader));
-    let traffic_tasks = [
-        tokio::spawn(async move {
-            let _ = canary_load::run_burst(&lb_traffic, None).await;
-        }),
-        tokio::spawn(async move {
-            let _ = canary_load::run_burst(&canary_traffic, None).await;
-        }),
-    ];
-
-    // The runbook's burst and probes, through the proxy like production.
-    let mut burst = Scenario::runbook(proxy_url.clone(), users.clone());
-    burst.queries = queries.clone();
-    burst.sample_rules = plan
-        .guardrails
-        .iter()
-        .filter_map(canary_load::SampleRule::for_guardrail)
-        .collect();
-    burst.canary_weight_percent = plan.steps.first().map(|s| f64::from(s.weight));
-    burst.pin_proof = pin_proof.clone();
-    let mut probes = ProbeSpec::new(proxy_url.clone(), probe_users);
-    probes.canary = Some(CanaryRoute::PinHeader);
-    probes.pin_proof = pin_proof;
-
-    let router: Arc<dyn TrafficRouter> = embedded.clone();
-    let (events_tx, events_rx) = mpsc::channel(16);
-    let background_tasks = vec![
-        lease_keeper(embedded.clone(), Duration::from_secs(3)),
-        health_watch(embedded.clone(), events_tx),
-    ];
-    let embedded_for_teardown = embedded.clone();
-
+    let stack = Stack::start(&record, &args.state_dir, &plan, Duration::ZERO).await?;
     let signer = demo_signer(&args.state_dir)?;
     let public_key = signer.public_hex();
-    let live_why =
-        "demo: no Grafana configured; the controller served the live dashboard".to_owned();
-    let alert_guardrails = plan.guardrails.clone();
-    let wiring = Wiring {
-        plan: plan.clone(),
-        guardrails,
-        router,
-        source,
-        delegates: Arc::new(LoadDelegates {
-            scenario: Some(burst),
-            probes: Some(probes),
-            notify: None,
-            dashboard: Arc::default(),
-        }),
+    let (wiring, stack) = stack.wiring(WiringParts {
+        plan: &plan,
         signer,
-        evidence_dir: args.evidence_dir.clone(),
-        state_dir: args.state_dir.clone(),
+        state_dir: &args.state_dir,
         cooldown,
-        config_sha256: template.sha256.clone(),
-        control_listen: "127.0.0.1:0".parse()?,
-        alert_token: None,
-        background: background_tasks,
-        setup: Box::new(move |_run_id, control_url| {
-            Box::pin(async move {
-                Ok((
-                    Dashboards::Live {
-                        url: format!("{control_url}/"),
-                        why: live_why,
-                    },
-                    Alerts::Engine {
-                        why: "demo: no Alertmanager configured; the engine evaluated every guardrail itself".into(),
-                        guardrails: alert_guardrails,
-                    },
-                ))
-            })
-        }),
-        events: Some(events_rx),
-        teardown: Some(Box::new(move || {
-            Box::pin(async move {
-                if let Err(e) = embedded_for_teardown.release_lease().await {
-                    tracing::warn!(error = %e, "cannot release the proxy lease");
-                }
-            })
-        })),
-    };
-    eprintln!(
-        "canary demo: baseline {baseline_url}, canary {canary_url}{}, proxy {proxy_url}; the 60-minute window runs in {:.0} s",
-        if faults.is_empty() {
-            String::new()
-        } else {
-            format!(" with {}", args.faults.join(", "))
-        },
-        plan.window().as_secs_f64()
-    );
+        config_sha256: &template.sha256,
+        record: &record,
+    })?;
     let finished = run::execute(wiring, options).await;
+    stack.stop().await;
+    summarise(finished?, &public_key, args.output)
+}
 
-    for t in &traffic_tasks {
-        t.abort();
+/// `canary resume RUN_ID` of a demo run: starts the demo's services again (they died with the
+/// controller), rebuilds the run from its journal and finishes it.
+pub async fn resume(state_dir: &Path, run_id: &str, output: Format) -> anyhow::Result<i32> {
+    let record = DemoRecord::read(state_dir, run_id)?
+        .with_context(|| format!("{run_id} is not a demo run of {}", state_dir.display()))?;
+    let (bundle, journal_writer, journal) =
+        canary_evidence::Bundle::resume(&record.evidence_dir, run_id)
+            .with_context(|| format!("cannot resume run {run_id}"))?;
+    let (template, demo) = demo_plan(record.time_scale)?;
+    let plan = journal.header.plan.clone();
+    let differences = plan.differences(&demo);
+    if !differences.is_empty() {
+        bail!(
+            "run {run_id} was made by another version of the demo; its plan differs:\n  - {}",
+            differences.join("\n  - ")
+        );
     }
-    let _ = scrape_stop_tx.send(());
-    let _ = scrape_task.await;
-    // The lease was released by the run; stop the services.
-    drop((baseline, canary, proxy));
-    let finished = finished?;
+    let started = journal
+        .inputs
+        .iter()
+        .find_map(|i| match i {
+            canary_core::Input::Start { at } => Some(*at),
+            _ => None,
+        })
+        .context("the journal has no Start input")?;
+    let elapsed =
+        Duration::from_millis(u64::try_from(run::controller::now_ms() - started).unwrap_or(0));
+    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / record.time_scale);
+    let stack = Stack::start(&record, state_dir, &plan, elapsed).await?;
+    let current = stack.embedded.get().await.map(|s| s.canary).unwrap_or(0);
+    let resumed = run::Resumed::rebuild(bundle, journal_writer, &journal, current)?;
+    let signer = demo_signer(state_dir)?;
+    let public_key = signer.public_hex();
+    let (wiring, stack) = stack.wiring(WiringParts {
+        plan: &plan,
+        signer,
+        state_dir,
+        cooldown,
+        config_sha256: &template.sha256,
+        record: &record,
+    })?;
+    let finished = run::resume(wiring, resumed).await;
+    stack.stop().await;
+    summarise(finished?, &public_key, output)
+}
 
-    let report = verify(&finished.bundle, Some(&public_key));
+/// The demo's running parts: the three services, the embedded proxy's admin API, the metrics
+/// store and its scraper, the steady background traffic, and the burst and probes to run.
+struct Stack {
+    services: Vec<Service>,
+    embedded: Arc<EmbeddedRouter>,
+    source: Arc<dyn MetricSource>,
+    scrape_stop: tokio::sync::oneshot::Sender<()>,
+    scrape_task: tokio::task::JoinHandle<()>,
+    traffic_tasks: Vec<tokio::task::JoinHandle<()>>,
+    burst: Option<Scenario>,
+    probes: Option<ProbeSpec>,
+}
+
+/// What the demo's wiring needs besides its stack.
+struct WiringParts<'a> {
+    plan: &'a Plan,
+    signer: Signer,
+    state_dir: &'a Path,
+    cooldown: Duration,
+    config_sha256: &'a str,
+    record: &'a DemoRecord,
+}
+
+impl Stack {
+    /// Starts the services, waits until they answer, and starts scraping and background
+    /// traffic. `elapsed` is how far into the run this is (a resume): faults keep their onset
+    /// from the run's start.
+    async fn start(
+        record: &DemoRecord,
+        state_dir: &Path,
+        plan: &Plan,
+        elapsed: Duration,
+    ) -> anyhow::Result<Stack> {
+        let scale = record.time_scale;
+        let faults = record
+            .faults
+            .iter()
+            .map(|f| {
+                let mut fault = demo_fault(f, scale)?;
+                fault.onset = fault.onset.saturating_sub(elapsed);
+                Ok(fault)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let work = state_dir.join("demo");
+        std::fs::create_dir_all(&work)?;
+
+        // Secrets of this demo: generated (or taken from the environment, so a test can check
+        // none leaks), passed to children through the environment only.
+        let secret = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map_or_else(random_token, Secret::new)
+        };
+        let jwt_secret = secret(relay_demo::JWT_SECRET_ENV);
+        let data_key = secret(relay_demo::DATA_SECRET_ENV);
+        let proxy_token = secret("CANARY_PROXY_TOKEN");
+        let child_env = [
+            (relay_demo::JWT_SECRET_ENV, jwt_secret.expose()),
+            (relay_demo::DATA_SECRET_ENV, data_key.expose()),
+        ];
+
+        eprintln!(
+            "canary demo: starting relay-demo r0.5 (baseline) and r1 (canary), the proxy and the metrics store…"
+        );
+        let baseline_addr = free_addr()?;
+        let canary_addr = free_addr()?;
+        let relay_args = |addr: SocketAddr, version: &str, faults: &[relay_demo::Fault]| {
+            let mut a = vec![
+                "relay-demo".to_owned(),
+                "serve".to_owned(),
+                "--seed".to_owned(),
+                "--seed-per-user".to_owned(),
+                record.seed_per_user.to_string(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--version-label".to_owned(),
+                version.to_owned(),
+                "--exit-on-stdin-close".to_owned(),
+            ];
+            for f in faults {
+                a.push("--fault".to_owned());
+                a.push(f.to_string());
+            }
+            a
+        };
+        let mut baseline = spawn(
+            "relay-r0.5",
+            &work,
+            &relay_args(baseline_addr, "r0.5", &[]),
+            &child_env,
+        )?;
+        let baseline_url = format!("http://{baseline_addr}");
+        let canary_url = format!("http://{canary_addr}");
+
+        let ready_file = work.join("proxy.ready");
+        let _ = std::fs::remove_file(&ready_file);
+        let proxy_args: Vec<String> = [
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--baseline",
+            &baseline_url,
+            "--canary",
+            &canary_url,
+            "--weight",
+            "0",
+            "--threads",
+            "1",
+            "--exit-on-stdin-close",
+            "--ready-file",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([ready_file.display().to_string()])
+        .collect();
+        let mut proxy = spawn(
+            "proxy",
+            &work,
+            &proxy_args,
+            &[("CANARY_PROXY_TOKEN", proxy_token.expose())],
+        )?;
+        wait_ready(
+            &mut baseline,
+            &format!("{baseline_url}/healthz"),
+            Duration::from_secs(120),
+        )
+        .await?;
+        let mut canary = spawn(
+            "relay-r1",
+            &work,
+            &relay_args(canary_addr, "r1", &faults),
+            &child_env,
+        )?;
+        wait_ready(
+            &mut canary,
+            &format!("{canary_url}/healthz"),
+            Duration::from_secs(120),
+        )
+        .await?;
+        let ready = wait_proxy_ready(&mut proxy, &ready_file).await?;
+        let proxy_url = format!("http://{}", ready.data);
+
+        // Metrics: the embedded store scrapes both services every 15 runbook seconds.
+        let store = Arc::new(RwLock::new(Store::default()));
+        let scrape_interval = Duration::from_secs_f64((15.0 / scale).max(0.05));
+        let target = |url: &str, arm: &str| ScrapeTarget {
+            url: format!("{url}/metrics"),
+            labels: vec![("arm".into(), arm.into()), ("job".into(), "relay".into())],
+        };
+        let scraper = Scraper::new(
+            ScrapeConfig {
+                targets: vec![
+                    target(&baseline_url, "baseline"),
+                    target(&canary_url, "canary"),
+                ],
+                interval: scrape_interval,
+                timeout: scrape_interval.max(Duration::from_millis(200)),
+                retention: Some(Duration::from_secs(3600)),
+            },
+            store.clone(),
+        )?;
+        let source: Arc<dyn MetricSource> = Arc::new(EmbeddedSource::with_options(
+            store,
+            EvalOptions {
+                lookback_delta: (300_000.0 / scale) as i64,
+                default_subquery_step: (60_000.0 / scale).max(1.0) as i64,
+            },
+        ));
+        let (scrape_stop, scrape_stopped) = tokio::sync::oneshot::channel::<()>();
+        let scrape_task = tokio::spawn(scraper.run(async move {
+            let _ = scrape_stopped.await;
+        }));
+
+        // The seeded users, their tokens and markers.
+        let tokens = relay_demo::tokens(jwt_secret.expose());
+        let markers = relay_demo::seed_markers();
+        let users: Vec<User> = tokens
+            .iter()
+            .map(|(name, token)| User {
+                name: name.clone(),
+                token: Secret::new(token.clone()),
+            })
+            .collect();
+        let probe_users: Vec<ProbeUser> = tokens
+            .iter()
+            .filter_map(|(name, token)| {
+                let marker = markers.iter().find(|(u, _)| u == name)?.1.clone();
+                Some(ProbeUser {
+                    name: name.clone(),
+                    token: Secret::new(token.clone()),
+                    marker: Secret::new(marker),
+                })
+            })
+            .collect();
+        let queries = relay_demo::seed_queries(16);
+
+        // Traffic: the embedded proxy's admin API; it honours pins, and names the arm that
+        // answered, only for requests that carry its pin token.
+        let embedded = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
+            admin_url: format!("http://{}", ready.admin),
+            token: proxy_token.expose().to_owned(),
+        })?);
+        let access = embedded
+            .pin_access()
+            .await
+            .context("cannot read the demo proxy's pin token")?;
+        let pin_proof = Some(canary_load::PinProof {
+            header: access.proof_header,
+            token: access.token,
+        });
+
+        // Steady background traffic for the whole window: through the split, and pinned to
+        // the canary so its percentiles rest on enough samples.
+        let window = plan.window().saturating_sub(elapsed) + Duration::from_secs(10);
+        let background = |rate: f64, targeting: Targeting| {
+            let mut s = Scenario::runbook(proxy_url.clone(), users.clone());
+            s.queries = queries.clone();
+            s.mode = Mode::OpenLoop(OpenLoop::new(rate, window, 64));
+            s.targeting = targeting;
+            s.pin_proof = pin_proof.clone();
+            s
+        };
+        let traffic_tasks = [
+            background(record.background_rps, Targeting::Lb),
+            background(record.canary_rps, Targeting::Canary(CanaryRoute::PinHeader)),
+        ]
+        .into_iter()
+        .map(|scenario| {
+            tokio::spawn(async move {
+                let _ = canary_load::run_burst(&scenario, None).await;
+            })
+        })
+        .collect();
+
+        // The runbook's burst and probes, through the proxy like production.
+        let mut burst = Scenario::runbook(proxy_url.clone(), users);
+        burst.queries = queries;
+        burst.sample_rules = plan
+            .guardrails
+            .iter()
+            .filter_map(canary_load::SampleRule::for_guardrail)
+            .collect();
+        burst.canary_weight_percent = plan.steps.first().map(|s| f64::from(s.weight));
+        burst.pin_proof = pin_proof.clone();
+        let mut probes = ProbeSpec::new(proxy_url.clone(), probe_users);
+        probes.canary = Some(CanaryRoute::PinHeader);
+        probes.pin_proof = pin_proof;
+
+        eprintln!(
+            "canary demo: baseline {baseline_url}, canary {canary_url}{}, proxy {proxy_url}; the 60-minute window runs in {:.0} s",
+            if record.faults.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", record.faults.join(", "))
+            },
+            plan.window().as_secs_f64()
+        );
+        Ok(Stack {
+            services: vec![baseline, canary, proxy],
+            embedded,
+            source,
+            scrape_stop,
+            scrape_task,
+            traffic_tasks,
+            burst: Some(burst),
+            probes: Some(probes),
+        })
+    }
+
+    /// The run's wiring over this stack: the embedded proxy's lease renewed while the
+    /// controller lives and its health checks turned into events, the live page as the
+    /// dashboard, the engine as the alerting, and the demo's record written when the run
+    /// starts.
+    fn wiring(mut self, parts: WiringParts<'_>) -> anyhow::Result<(Wiring, Stack)> {
+        let plan = parts.plan;
+        let guardrails = scope_guardrails(plan, Some(plan.time_scale))?;
+        let router: Arc<dyn TrafficRouter> = self.embedded.clone();
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let background = vec![
+            lease_keeper(self.embedded.clone(), Duration::from_secs(3)),
+            health_watch(self.embedded.clone(), events_tx),
+        ];
+        let embedded = self.embedded.clone();
+        let alert_guardrails = plan.guardrails.clone();
+        let record = parts.record.clone();
+        let state_dir = parts.state_dir.to_path_buf();
+        let wiring = Wiring {
+            plan: plan.clone(),
+            guardrails,
+            router,
+            source: self.source.clone(),
+            delegates: Arc::new(LoadDelegates {
+                scenario: self.burst.take(),
+                probes: self.probes.take(),
+                notify: None,
+                dashboard: Arc::default(),
+            }),
+            signer: parts.signer,
+            evidence_dir: parts.record.evidence_dir.clone(),
+            state_dir: parts.state_dir.to_path_buf(),
+            cooldown: parts.cooldown,
+            config_sha256: parts.config_sha256.to_owned(),
+            control_listen: "127.0.0.1:0".parse()?,
+            alert_token: None,
+            background,
+            setup: Box::new(move |run_id, control_url| {
+                Box::pin(async move {
+                    record.write(&state_dir, &run_id)?;
+                    Ok((
+                        Dashboards::Live {
+                            url: format!("{control_url}/"),
+                            why: "demo: no Grafana configured; the controller served the live dashboard".into(),
+                        },
+                        Alerts::Engine {
+                            why: "demo: no Alertmanager configured; the engine evaluated every guardrail itself".into(),
+                            guardrails: alert_guardrails,
+                        },
+                    ))
+                })
+            }),
+            events: Some(events_rx),
+            teardown: Some(Box::new(move || {
+                Box::pin(async move {
+                    if let Err(e) = embedded.release_lease().await {
+                        tracing::warn!(error = %e, "cannot release the proxy lease");
+                    }
+                })
+            })),
+        };
+        Ok((wiring, self))
+    }
+
+    /// Stops the traffic and the scraper, then the services (the run released the lease).
+    async fn stop(self) {
+        for t in &self.traffic_tasks {
+            t.abort();
+        }
+        let _ = self.scrape_stop.send(());
+        let _ = self.scrape_task.await;
+        drop(self.services);
+    }
+}
+
+/// Waits for the proxy's ready file; fails with its output if it exits first.
+async fn wait_proxy_ready(proxy: &mut Service, ready_file: &Path) -> anyhow::Result<ReadyFile> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(bytes) = std::fs::read(ready_file)
+            && let Ok(ready) = serde_json::from_slice::<ReadyFile>(&bytes)
+        {
+            return Ok(ready);
+        }
+        if let Some(status) = proxy.child.try_wait()? {
+            bail!("the proxy exited ({status}):\n{}", proxy.output());
+        }
+        if Instant::now() > deadline {
+            bail!("the proxy did not start:\n{}", proxy.output());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Verifies the bundle against the demo's key and prints the summary; the verdict's exit code.
+fn summarise(finished: run::Finished, public_key: &str, output: Format) -> anyhow::Result<i32> {
+    let report = verify(&finished.bundle, Some(public_key));
     let verified = match &report {
         Ok(_) => "verified".to_owned(),
         Err(e) => format!("VERIFY FAILED: {e}"),
     };
-    match args.output {
-        Format::Json => outln!(
-            "{}",
-            serde_json::json!({
-                "run_id": finished.run_id,
-                "verdict": finished.verdict.name(),
-                "reasons": finished.verdict.reasons().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "authorised_by": finished.authorised_by,
-                "bundle": finished.bundle.display().to_string(),
-                "verified": report.is_ok(),
-                "public_key": public_key,
-                "decision_to_verified_ms": finished.decision_to_verified_ms,
-                "controller": controller_usage(),
-            })
-        ),
+    match output {
+        Format::Json => {
+            let mut json = finished.json();
+            json["verified"] = report.is_ok().into();
+            json["public_key"] = public_key.into();
+            json["controller"] = controller_usage();
+            outln!("{json}");
+        }
         Format::Text => print_summary(
             &finished.verdict,
             &finished.bundle,
             &finished.run_id,
             &verified,
-            &public_key,
+            public_key,
         ),
     }
     Ok(finished.verdict.exit_code())

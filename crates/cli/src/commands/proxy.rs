@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use canary_proxy::{AdminToken, CanaryWeight, PinToken, ProxyConfig, SplitMode, Upstream};
+use canary_proxy::{
+    AdminToken, CanaryWeight, PinToken, ProxyConfig, ReadyFile, SplitMode, Upstream,
+};
 
 /// Run the embedded weighted proxy alone: split traffic between a baseline and a canary, with an
 /// admin API (weights, lease, health, pin token, metrics) on a loopback port. The admin token
@@ -53,6 +55,10 @@ pub struct ProxyArgs {
     /// Write `{"data": ADDR, "admin": ADDR}` here once listening (for scripts that use port 0).
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Stop when standard input closes: a supervisor that holds the pipe takes the proxy with
+    /// it when it dies, even by kill -9 (canary demo does).
+    #[arg(long)]
+    exit_on_stdin_close: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -106,16 +112,19 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
                 handle.weight().canary()
             );
             if let Some(path) = &ready_file {
-                let body = serde_json::json!({
-                    "data": handle.data_addr().to_string(),
-                    "admin": handle.admin_addr().to_string(),
-                });
-                if let Err(e) = std::fs::write(path, body.to_string()) {
+                let ready = ReadyFile {
+                    data: handle.data_addr(),
+                    admin: handle.admin_addr(),
+                };
+                let written = serde_json::to_vec(&ready)
+                    .map_err(std::io::Error::other)
+                    .and_then(|body| std::fs::write(path, body));
+                if let Err(e) = written {
                     ready_error = Some(e);
                 }
             }
         },
-        shutdown(),
+        shutdown(args.exit_on_stdin_close),
     )
     .await?;
     if let Some(e) = ready_error {
@@ -124,7 +133,14 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn shutdown() {
+async fn shutdown(on_stdin_close: bool) {
+    tokio::select! {
+        () = signalled() => {}
+        () = relay_demo::stdin_closed(), if on_stdin_close => {}
+    }
+}
+
+async fn signalled() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -86,6 +86,20 @@ pub struct Finished {
     pub decision_to_verified_ms: Option<f64>,
 }
 
+impl Finished {
+    /// The end of the run as `--output json` prints it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": self.run_id,
+            "verdict": self.verdict.name(),
+            "reasons": self.verdict.reasons().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "authorised_by": self.authorised_by,
+            "bundle": self.bundle.display().to_string(),
+            "decision_to_verified_ms": self.decision_to_verified_ms,
+        })
+    }
+}
+
 /// `<service>-<stamp>-<4 hex>`: sortable, unique, safe as a directory name.
 pub fn new_run_id(service: &str, started: Millis) -> String {
     let stamp = canary_evidence::stamp::run_stamp(started).unwrap_or_else(|| started.to_string());
@@ -181,6 +195,67 @@ pub struct Resumed {
     pub rerun_probes: bool,
     /// The window ended while the controller was down: roll back.
     pub past_window: bool,
+}
+
+impl Resumed {
+    /// Rebuilds a run from its journal: the engine replays every recorded input, and what was
+    /// asked for and never reported (the burst, a probe run) is noted to be done again.
+    /// Fails when the run already reached its decision.
+    pub fn rebuild(
+        bundle: Bundle,
+        journal: JournalWriter,
+        recorded: &canary_core::journal::Journal,
+        current_weight: u8,
+    ) -> anyhow::Result<Resumed> {
+        let plan = recorded.header.plan.clone();
+        let mut engine = Engine::new(plan.clone())?;
+        let mut last_input = 0;
+        let mut rerun_burst = false;
+        let mut outstanding_probes = 0i32;
+        for input in &recorded.inputs {
+            last_input = input.at();
+            if let Input::Event { event, .. } = input {
+                match event {
+                    canary_core::Event::BurstCompleted { .. } => rerun_burst = false,
+                    canary_core::Event::ProbesCompleted { .. } => outstanding_probes -= 1,
+                    _ => {}
+                }
+            }
+            for action in engine.apply(input)? {
+                match action {
+                    Action::StartBurst => rerun_burst = true,
+                    Action::RunProbes => outstanding_probes += 1,
+                    _ => {}
+                }
+            }
+        }
+        if engine.is_decided() {
+            bail!(
+                "run {} already reached its decision; check its bundle with `canary verify`",
+                bundle.run_id()
+            );
+        }
+        let started = engine
+            .started_at()
+            .context("the journal has no Start input")?;
+        eprintln!(
+            "canary: resuming run {} (T+{}s, {} inputs replayed)",
+            bundle.run_id(),
+            (now_ms() - started) / 1000,
+            recorded.inputs.len()
+        );
+        let past_window = now_ms() > started + plan.window().as_millis() as i64;
+        Ok(Resumed {
+            engine,
+            bundle,
+            journal,
+            last_input,
+            current_weight,
+            rerun_burst,
+            rerun_probes: outstanding_probes > 0,
+            past_window,
+        })
+    }
 }
 
 /// Continues a resumed run to its sealed bundle.
