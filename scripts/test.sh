@@ -4,13 +4,14 @@
 #   scripts/test.sh            install + run every test
 #   scripts/test.sh --install  install only
 #
-# Tests start their own Prometheus, Alertmanager, HAProxy, nginx, SMTP server and Chromium on
-# loopback ports they pick; this script only makes sure the programs are present.
+# Tests start their own Prometheus, Alertmanager, HAProxy, nginx, PostgreSQL, SMTP server and
+# Chromium on loopback ports they pick; this script only makes sure the programs are present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(prometheus prometheus-alertmanager haproxy socat nginx wrk hey chromium chromium-driver git)
-PY_PACKAGES=(aiosmtpd)
+DEB_PACKAGES=(prometheus prometheus-alertmanager haproxy socat nginx wrk hey chromium chromium-driver git postgresql)
+# aiosmtpd: a real SMTP server for the email notifier; scipy: the reference for the statistics.
+PY_PACKAGES=(aiosmtpd scipy)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -24,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's packages start services on a normal host; the tests run their own instances.
-for svc in prometheus prometheus-alertmanager haproxy nginx; do
+for svc in prometheus prometheus-alertmanager haproxy nginx postgresql; do
   command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null \
     && { systemctl stop "$svc" || true; }
 done
