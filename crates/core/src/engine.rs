@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Human;
+use crate::escape::Escaped;
 use crate::plan::{
     Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
 };
@@ -928,7 +929,10 @@ impl Engine {
                 _ => out.push(Action::Notify {
                     topic: Topic::Check,
                     severity: Severity::Info,
-                    message: format!("{by} approved, but nothing is waiting for approval"),
+                    message: format!(
+                        "{} approved, but nothing is waiting for approval",
+                        Escaped(by)
+                    ),
                 }),
             },
             Event::Signal { signal } => self.decide(
@@ -1104,8 +1108,9 @@ impl Engine {
         let weight = verdict.final_weight();
         let message = match &verdict {
             Verdict::Promote => format!(
-                "PROMOTE: {} goes to 100 % (authorised by {by})",
-                self.plan.arms.canary.name
+                "PROMOTE: {} goes to 100 % (authorised by {})",
+                self.plan.arms.canary.name,
+                Escaped(by)
             ),
             v => format!(
                 "{}: traffic back to {} — {}",
