@@ -571,14 +571,7 @@ impl Stack {
             admin_url: format!("http://{}", ready.admin),
             token: proxy_token.expose().to_owned(),
         })?);
-        let access = embedded
-            .pin_access()
-            .await
-            .context("cannot read the demo proxy's pin token")?;
-        let pin_proof = Some(canary_load::PinProof {
-            header: access.proof_header,
-            token: access.token,
-        });
+        let pin_proof = crate::commands::load::pin_proof(None, Some(&embedded), true).await?;
 
         // Steady background traffic for the whole window: through the split, and pinned to
         // the canary so its percentiles rest on enough samples.

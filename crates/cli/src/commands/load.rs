@@ -91,12 +91,12 @@ pub fn canary_route(config: &Config) -> CanaryRoute {
 /// pins count and every answer names its arm. Fails when load must be pinned to the canary
 /// and there is no embedded proxy to pin through.
 pub async fn pin_proof(
-    config: &Config,
+    canary_url: Option<&str>,
     embedded: Option<&EmbeddedRouter>,
     pins: bool,
 ) -> anyhow::Result<Option<PinProof>> {
     let Some(router) = embedded else {
-        if pins && config.canary_url.is_none() {
+        if pins && canary_url.is_none() {
             anyhow::bail!(
                 "canary-targeted load and isolation probes are pinned to the canary through the \
                  embedded proxy, and [traffic] is not the embedded proxy: give the canary's own \
@@ -226,7 +226,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
             embedded = crate::run::wiring::router(traffic)?.1;
         }
     }
-    let proof = pin_proof(&config, embedded.as_deref(), pins).await?;
+    let proof = pin_proof(config.canary_url.as_deref(), embedded.as_deref(), pins).await?;
     let load = &load;
     let mut scenario = scenario(&config, load, proof.as_ref());
     scenario.targeting = match target {

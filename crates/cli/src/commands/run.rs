@@ -457,7 +457,12 @@ async fn wiring_for(
     let notifier = wiring::notifier(&config.notify)?.map(Arc::new);
     let load = config.load.as_ref();
     let pins = load.is_some_and(|l| pins_by_header(config, l, l.target, plan.probes));
-    let proof = pin_proof(config, integrations.embedded.as_deref(), pins).await?;
+    let proof = pin_proof(
+        config.canary_url.as_deref(),
+        integrations.embedded.as_deref(),
+        pins,
+    )
+    .await?;
     let grafana = config.grafana.clone();
     let dashboard: Arc<OnceLock<GrafanaClient>> = Arc::default();
     let plan_for_setup = plan.clone();
