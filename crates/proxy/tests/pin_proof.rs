@@ -12,11 +12,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use support::{
-    Answer, Backend, PIN_TOKEN, RawUpstream, admin, client, config, metric, read_head, send,
-    wait_until,
+    Answer, Backend, PIN_TOKEN, admin, client, config, metric, recording_upstream, send, wait_until,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 fn request(proxy: &canary_proxy::ProxyHandle, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut req = Request::get(format!("http://{}/x", proxy.data_addr()));
@@ -84,14 +81,10 @@ async fn a_pin_header_without_the_token_is_ignored_at_zero_percent() {
 #[tokio::test]
 async fn the_arm_header_is_only_for_callers_with_the_token() {
     // The arm itself sends an `x-canary-arm` too: an anonymous client must not see it either.
-    let upstream = RawUpstream::start(|mut s: TcpStream| async move {
-        while !read_head(&mut s).await.is_empty() {
-            let answer = b"HTTP/1.1 200 OK\r\nx-canary-arm: canary\r\ncontent-length: 2\r\n\r\nok";
-            if s.write_all(answer).await.is_err() {
-                return;
-            }
-        }
-    })
+    let upstream = recording_upstream(
+        b"HTTP/1.1 200 OK\r\nx-canary-arm: canary\r\ncontent-length: 2\r\n\r\nok",
+        Arc::default(),
+    )
     .await;
     let baseline = Backend::start("baseline").await;
     let proxy = canary_proxy::start(config(&baseline.url(), &upstream.url(), 100))
@@ -108,23 +101,10 @@ async fn the_arm_header_is_only_for_callers_with_the_token() {
 #[tokio::test]
 async fn pin_and_proof_headers_never_reach_an_arm() {
     let heads = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = heads.clone();
-    let upstream = RawUpstream::start(move |mut s: TcpStream| {
-        let seen = seen.clone();
-        async move {
-            loop {
-                let head = read_head(&mut s).await;
-                if head.is_empty() {
-                    return;
-                }
-                seen.lock().unwrap().push(head.to_ascii_lowercase());
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if s.write_all(answer).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
+    let upstream = recording_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        heads.clone(),
+    )
     .await;
     let baseline = Backend::start("baseline").await;
     let proxy = canary_proxy::start(config(&baseline.url(), &upstream.url(), 0))

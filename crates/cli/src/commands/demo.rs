@@ -255,18 +255,30 @@ pub fn is_demo_run(state_dir: &Path, run_id: &str) -> bool {
 }
 
 /// The runbook exactly as `canary init` writes it, on the demo's compressed clock, with
-/// isolation probes (the seeded users carry secret markers).
-fn demo_plan(time_scale: f64) -> anyhow::Result<(crate::config::Config, Plan)> {
-    let template = config::resolve_text(
-        "canary init",
-        INIT_TEMPLATE,
-        Path::new("."),
-        Needs::PLAN,
-        Env::offline(),
-    )?;
-    let mut plan: Plan = template.plan.compressed(time_scale);
-    plan.probes = true;
-    Ok((template, plan))
+/// isolation probes (the seeded users carry secret markers), and the cooldown compressed alike.
+struct DemoPlan {
+    plan: Plan,
+    cooldown: Duration,
+    config_sha256: String,
+}
+
+impl DemoPlan {
+    fn new(time_scale: f64) -> anyhow::Result<DemoPlan> {
+        let template = config::resolve_text(
+            "canary init",
+            INIT_TEMPLATE,
+            Path::new("."),
+            Needs::PLAN,
+            Env::offline(),
+        )?;
+        let mut plan: Plan = template.plan.compressed(time_scale);
+        plan.probes = true;
+        Ok(DemoPlan {
+            plan,
+            cooldown: Duration::from_secs_f64(template.cooldown.as_secs_f64() / time_scale),
+            config_sha256: template.sha256,
+        })
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
@@ -285,10 +297,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     for f in &record.faults {
         demo_fault(f, record.time_scale)?;
     }
-    let (template, plan) = demo_plan(record.time_scale)?;
+    let demo = DemoPlan::new(record.time_scale)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
-    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / record.time_scale);
     let options = RunOptions {
         override_cooldown: if args.override_cooldown {
             args.reason.clone()
@@ -300,24 +311,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     // Refuse before starting anything.
     run::check_cooldown(
         &canary_evidence::History::open(&args.state_dir)?,
-        &plan.service,
-        cooldown,
+        &demo.plan.service,
+        demo.cooldown,
         &options,
     )?;
-    let stack = Stack::start(&record, &args.state_dir, &plan, Duration::ZERO).await?;
-    let signer = demo_signer(&args.state_dir)?;
-    let public_key = signer.public_hex();
-    let (wiring, stack) = stack.wiring(WiringParts {
-        plan: &plan,
-        signer,
-        state_dir: &args.state_dir,
-        cooldown,
-        config_sha256: &template.sha256,
-        record: &record,
-    })?;
-    let finished = run::execute(wiring, options).await;
-    stack.stop().await;
-    summarise(finished?, &public_key, args.output)
+    let stack = Stack::start(&record, &args.state_dir, &demo.plan, Duration::ZERO).await?;
+    stack
+        .drive(
+            &demo,
+            &record,
+            &args.state_dir,
+            args.output,
+            async |wiring| run::execute(wiring, options).await,
+        )
+        .await
 }
 
 /// `canary resume RUN_ID` of a demo run: starts the demo's services again (they died with the
@@ -328,42 +335,26 @@ pub async fn resume(state_dir: &Path, run_id: &str, output: Format) -> anyhow::R
     let (bundle, journal_writer, journal) =
         canary_evidence::Bundle::resume(&record.evidence_dir, run_id)
             .with_context(|| format!("cannot resume run {run_id}"))?;
-    let (template, demo) = demo_plan(record.time_scale)?;
-    let plan = journal.header.plan.clone();
-    let differences = plan.differences(&demo);
+    let demo = DemoPlan::new(record.time_scale)?;
+    let differences = journal.header.plan.differences(&demo.plan);
     if !differences.is_empty() {
         bail!(
             "run {run_id} was made by another version of the demo; its plan differs:\n  - {}",
             differences.join("\n  - ")
         );
     }
-    let started = journal
-        .inputs
-        .iter()
-        .find_map(|i| match i {
-            canary_core::Input::Start { at } => Some(*at),
-            _ => None,
-        })
-        .context("the journal has no Start input")?;
+    // Replayed before any service starts: a decided run is refused here.
+    let mut resumed = run::Resumed::rebuild(bundle, journal_writer, &journal)?;
+    let started = resumed.engine.started_at().unwrap_or(resumed.last_input);
     let elapsed =
         Duration::from_millis(u64::try_from(run::controller::now_ms() - started).unwrap_or(0));
-    let cooldown = Duration::from_secs_f64(template.cooldown.as_secs_f64() / record.time_scale);
-    let stack = Stack::start(&record, state_dir, &plan, elapsed).await?;
-    let current = stack.embedded.get().await.map(|s| s.canary).unwrap_or(0);
-    let resumed = run::Resumed::rebuild(bundle, journal_writer, &journal, current)?;
-    let signer = demo_signer(state_dir)?;
-    let public_key = signer.public_hex();
-    let (wiring, stack) = stack.wiring(WiringParts {
-        plan: &plan,
-        signer,
-        state_dir,
-        cooldown,
-        config_sha256: &template.sha256,
-        record: &record,
-    })?;
-    let finished = run::resume(wiring, resumed).await;
-    stack.stop().await;
-    summarise(finished?, &public_key, output)
+    let stack = Stack::start(&record, state_dir, &demo.plan, elapsed).await?;
+    resumed.current_weight = stack.embedded.get().await.map_or(0, |s| s.canary);
+    stack
+        .drive(&demo, &record, state_dir, output, async |wiring| {
+            run::resume(wiring, resumed).await
+        })
+        .await
 }
 
 /// The demo's running parts: the three services, the embedded proxy's admin API, the metrics
@@ -377,16 +368,6 @@ struct Stack {
     traffic_tasks: Vec<tokio::task::JoinHandle<()>>,
     burst: Option<Scenario>,
     probes: Option<ProbeSpec>,
-}
-
-/// What the demo's wiring needs besides its stack.
-struct WiringParts<'a> {
-    plan: &'a Plan,
-    signer: Signer,
-    state_dir: &'a Path,
-    cooldown: Duration,
-    config_sha256: &'a str,
-    record: &'a DemoRecord,
 }
 
 impl Stack {
@@ -571,7 +552,7 @@ impl Stack {
             admin_url: format!("http://{}", ready.admin),
             token: proxy_token.expose().to_owned(),
         })?);
-        let pin_proof = crate::commands::load::pin_proof(None, Some(&embedded), true).await?;
+        let pin_proof = crate::commands::load::pin_proof(Some(&embedded), true).await?;
 
         // Steady background traffic for the whole window: through the split, and pinned to
         // the canary so its percentiles rest on enough samples.
@@ -635,8 +616,32 @@ impl Stack {
     /// controller lives and its health checks turned into events, the live page as the
     /// dashboard, the engine as the alerting, and the demo's record written when the run
     /// starts.
-    fn wiring(mut self, parts: WiringParts<'_>) -> anyhow::Result<(Wiring, Stack)> {
-        let plan = parts.plan;
+    /// Wires the stack, lets `go` run the canary with it, stops the stack, and verifies and
+    /// summarises the bundle: the demo's run and its resume differ only in `go`.
+    async fn drive(
+        self,
+        demo: &DemoPlan,
+        record: &DemoRecord,
+        state_dir: &Path,
+        output: Format,
+        go: impl AsyncFnOnce(Wiring) -> anyhow::Result<run::Finished>,
+    ) -> anyhow::Result<i32> {
+        let signer = demo_signer(state_dir)?;
+        let public_key = signer.public_hex();
+        let (wiring, stack) = self.wiring(demo, record, state_dir, signer)?;
+        let finished = go(wiring).await;
+        stack.stop().await;
+        summarise(finished?, &public_key, output)
+    }
+
+    fn wiring(
+        mut self,
+        demo: &DemoPlan,
+        record: &DemoRecord,
+        state_dir: &Path,
+        signer: Signer,
+    ) -> anyhow::Result<(Wiring, Stack)> {
+        let plan = &demo.plan;
         let guardrails = scope_guardrails(plan, Some(plan.time_scale))?;
         let router: Arc<dyn TrafficRouter> = self.embedded.clone();
         let (events_tx, events_rx) = mpsc::channel(16);
@@ -646,8 +651,8 @@ impl Stack {
         ];
         let embedded = self.embedded.clone();
         let alert_guardrails = plan.guardrails.clone();
-        let record = parts.record.clone();
-        let state_dir = parts.state_dir.to_path_buf();
+        let record_for_setup = record.clone();
+        let state_for_setup = state_dir.to_path_buf();
         let wiring = Wiring {
             plan: plan.clone(),
             guardrails,
@@ -659,17 +664,20 @@ impl Stack {
                 notify: None,
                 dashboard: Arc::default(),
             }),
-            signer: parts.signer,
-            evidence_dir: parts.record.evidence_dir.clone(),
-            state_dir: parts.state_dir.to_path_buf(),
-            cooldown: parts.cooldown,
-            config_sha256: parts.config_sha256.to_owned(),
+            signer,
+            evidence_dir: record.evidence_dir.clone(),
+            state_dir: state_dir.to_path_buf(),
+            cooldown: demo.cooldown,
+            config_sha256: demo.config_sha256.clone(),
             control_listen: "127.0.0.1:0".parse()?,
             alert_token: None,
             background,
             setup: Box::new(move |run_id, control_url| {
                 Box::pin(async move {
-                    record.write(&state_dir, &run_id)?;
+                    // Without the record the run goes on; only its resume would not find it.
+                    if let Err(e) = record_for_setup.write(&state_for_setup, &run_id) {
+                        tracing::warn!(error = %e, "cannot record the demo run: it cannot be resumed");
+                    }
                     Ok((
                         Dashboards::Live {
                             url: format!("{control_url}/"),

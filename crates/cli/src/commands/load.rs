@@ -88,15 +88,14 @@ pub fn canary_route(config: &Config) -> CanaryRoute {
 }
 
 /// The embedded proxy's pin token, from its admin API, when traffic goes through it: with it
-/// pins count and every answer names its arm. Fails when load must be pinned to the canary
-/// and there is no embedded proxy to pin through.
+/// pins count and every answer names its arm. Fails when load must be pinned to the canary by
+/// header (`pins`, see [`pins_by_header`]) and there is no embedded proxy to pin through.
 pub async fn pin_proof(
-    canary_url: Option<&str>,
     embedded: Option<&EmbeddedRouter>,
     pins: bool,
 ) -> anyhow::Result<Option<PinProof>> {
     let Some(router) = embedded else {
-        if pins && canary_url.is_none() {
+        if pins {
             anyhow::bail!(
                 "canary-targeted load and isolation probes are pinned to the canary through the \
                  embedded proxy, and [traffic] is not the embedded proxy: give the canary's own \
@@ -226,7 +225,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
             embedded = crate::run::wiring::router(traffic)?.1;
         }
     }
-    let proof = pin_proof(config.canary_url.as_deref(), embedded.as_deref(), pins).await?;
+    let proof = pin_proof(embedded.as_deref(), pins).await?;
     let load = &load;
     let mut scenario = scenario(&config, load, proof.as_ref());
     scenario.targeting = match target {

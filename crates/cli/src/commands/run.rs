@@ -457,12 +457,7 @@ async fn wiring_for(
     let notifier = wiring::notifier(&config.notify)?.map(Arc::new);
     let load = config.load.as_ref();
     let pins = load.is_some_and(|l| pins_by_header(config, l, l.target, plan.probes));
-    let proof = pin_proof(
-        config.canary_url.as_deref(),
-        integrations.embedded.as_deref(),
-        pins,
-    )
-    .await?;
+    let proof = pin_proof(integrations.embedded.as_deref(), pins).await?;
     let grafana = config.grafana.clone();
     let dashboard: Arc<OnceLock<GrafanaClient>> = Arc::default();
     let plan_for_setup = plan.clone();
@@ -706,14 +701,10 @@ pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
             differences.join("\n  - ")
         );
     }
+    // Replayed before anything is touched: a decided run is refused here.
+    let mut resumed = run::Resumed::rebuild(bundle, journal_writer, &journal)?;
     let integrations = integrations(&config)?;
-    let current = integrations
-        .router
-        .get()
-        .await
-        .map(|s| s.canary)
-        .unwrap_or(0);
-    let resumed = run::Resumed::rebuild(bundle, journal_writer, &journal, current)?;
+    resumed.current_weight = integrations.router.get().await.map_or(0, |s| s.canary);
     let wiring = wiring_for(&config, integrations, &plan).await?;
     let finished = run::resume(wiring, resumed).await?;
     print_finished(&finished, args.output);

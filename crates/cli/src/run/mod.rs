@@ -200,12 +200,12 @@ pub struct Resumed {
 impl Resumed {
     /// Rebuilds a run from its journal: the engine replays every recorded input, and what was
     /// asked for and never reported (the burst, a probe run) is noted to be done again.
-    /// Fails when the run already reached its decision.
+    /// Fails when the run already reached its decision. `current_weight` is 0 until the caller
+    /// reads the load balancer.
     pub fn rebuild(
         bundle: Bundle,
         journal: JournalWriter,
         recorded: &canary_core::journal::Journal,
-        current_weight: u8,
     ) -> anyhow::Result<Resumed> {
         let plan = recorded.header.plan.clone();
         let mut engine = Engine::new(plan.clone())?;
@@ -250,7 +250,7 @@ impl Resumed {
             bundle,
             journal,
             last_input,
-            current_weight,
+            current_weight: 0,
             rerun_burst,
             rerun_probes: outstanding_probes > 0,
             past_window,

@@ -179,6 +179,31 @@ pub async fn answer_ok(mut stream: TcpStream) {
     }
 }
 
+/// A keep-alive upstream that answers every request with `response` (a whole HTTP/1.1 answer)
+/// and keeps each request head, lower-cased, in `heads`.
+pub async fn recording_upstream(
+    response: &'static [u8],
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+) -> RawUpstream {
+    use tokio::io::AsyncWriteExt;
+    RawUpstream::start(move |mut s: TcpStream| {
+        let heads = heads.clone();
+        async move {
+            loop {
+                let head = read_head(&mut s).await;
+                if head.is_empty() {
+                    return;
+                }
+                heads.lock().unwrap().push(head.to_ascii_lowercase());
+                if s.write_all(response).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// A free loopback address with nothing listening on it.
 pub async fn refused_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
