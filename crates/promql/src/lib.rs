@@ -7,15 +7,18 @@
 //! - [`ingest`]: one scrape into the store as Prometheus' scrape loop writes it.
 //! - [`eval`]: the PromQL evaluator (Prometheus 2.42 semantics).
 //! - [`rewrite`]: scoping a query to an arm, compressing its time windows.
+//! - [`analyze`]: what a query reads — selectors, metric names, how far back it reaches.
 //! - [`value`]: results in the Prometheus HTTP API's data model.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod eval;
 pub mod exposition;
 pub mod ingest;
 pub mod rewrite;
 pub mod store;
 pub mod value;
+mod walk;
 
 pub use eval::{Engine, EvalError, EvalOptions, SeriesSource};
 pub use exposition::{ExposedSample, Exposition, Format, ParseError};

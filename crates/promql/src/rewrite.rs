@@ -10,6 +10,8 @@ use std::time::Duration;
 use promql_parser::label::{MatchOp, Matcher, Matchers};
 use promql_parser::parser::{self, Expr};
 
+use crate::walk::walk_mut;
+
 /// A PromQL error, with the parser's own message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RewriteError {
@@ -135,7 +137,7 @@ pub fn compress_time(query: &Expr, factor: f64) -> Result<Expr, RewriteError> {
         Duration::from_millis(ms as u64)
     };
     let mut expr = query.clone();
-    walk(&mut expr, &mut |node| match node {
+    walk_mut(&mut expr, (), &mut |node, ()| match node {
         Expr::MatrixSelector(ms) => {
             ms.range = scale(ms.range);
             scale_offset(&mut ms.vs.offset, &scale);
@@ -160,41 +162,11 @@ fn scale_offset(offset: &mut Option<parser::Offset>, scale: &impl Fn(Duration) -
 }
 
 fn walk_selectors(expr: &mut Expr, f: &mut impl FnMut(&mut Matchers)) {
-    walk(expr, &mut |node| match node {
+    walk_mut(expr, (), &mut |node, ()| match node {
         Expr::VectorSelector(vs) => f(&mut vs.matchers),
         Expr::MatrixSelector(ms) => f(&mut ms.vs.matchers),
         _ => {}
     });
-}
-
-/// Visits every node, parents before children.
-fn walk(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
-    f(expr);
-    match expr {
-        Expr::Aggregate(a) => {
-            walk(&mut a.expr, f);
-            if let Some(p) = a.param.as_mut() {
-                walk(p, f);
-            }
-        }
-        Expr::Unary(u) => walk(&mut u.expr, f),
-        Expr::Binary(b) => {
-            walk(&mut b.lhs, f);
-            walk(&mut b.rhs, f);
-        }
-        Expr::Paren(p) => walk(&mut p.expr, f),
-        Expr::Subquery(s) => walk(&mut s.expr, f),
-        Expr::Call(c) => {
-            for arg in c.args.args.iter_mut() {
-                walk(arg, f);
-            }
-        }
-        Expr::NumberLiteral(_)
-        | Expr::StringLiteral(_)
-        | Expr::VectorSelector(_)
-        | Expr::MatrixSelector(_)
-        | Expr::Extension(_) => {}
-    }
 }
 
 #[cfg(test)]

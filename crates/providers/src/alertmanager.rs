@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use canary_core::duration;
-use canary_core::engine::Event;
+use canary_core::engine::{Event, Severity};
 use canary_core::plan::OnBreach;
 use canary_core::{Millis, Secret};
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{ACTION_LABEL, GUARDRAIL_LABEL, RUN_LABEL};
+use crate::rules::{ACTION_LABEL, GUARDRAIL_LABEL, RUN_LABEL, SEVERITY_LABEL, severity_label};
 
 /// How Alertmanager finds a credential it must present, without the value itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,19 +283,24 @@ impl FiringAlert {
 
     /// The `action` label as the engine's breach class; `None` when absent or unknown.
     pub fn action(&self) -> Option<OnBreach> {
-        Some(match self.labels.get(ACTION_LABEL)?.as_str() {
-            "rollback" => OnBreach::Rollback,
-            "security-rollback" => OnBreach::SecurityRollback,
-            "block-promotion" => OnBreach::BlockPromotion,
-            "warn" => OnBreach::Warn,
-            _ => return None,
-        })
+        let text = self.labels.get(ACTION_LABEL)?;
+        [
+            OnBreach::Rollback,
+            OnBreach::SecurityRollback,
+            OnBreach::BlockPromotion,
+            OnBreach::Warn,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == text)
     }
 
     /// A security alert: action `security-rollback`, or severity `page`.
     pub fn is_security(&self) -> bool {
         self.action() == Some(OnBreach::SecurityRollback)
-            || self.labels.get("severity").is_some_and(|s| s == "page")
+            || self
+                .labels
+                .get(SEVERITY_LABEL)
+                .is_some_and(|s| s == severity_label(Severity::Page))
     }
 
     /// Whether this alert, for run `run_id`, should roll the run back: firing, labelled with the
@@ -400,14 +405,6 @@ pub fn authorized(header: Option<&str>, token: &Secret) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Where and how to reach Alertmanager's API.
-#[derive(Debug, Clone)]
-pub struct AlertmanagerConfig {
-    pub url: String,
-    pub token: Option<Secret>,
-    pub timeout: Duration,
-}
-
 /// Why an Alertmanager call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AlertmanagerError {
@@ -417,7 +414,9 @@ pub enum AlertmanagerError {
         "Alertmanager at {url} refused the credential (HTTP {status}): check ALERTMANAGER_TOKEN"
     )]
     Unauthorized { url: String, status: u16 },
-    #[error("Alertmanager at {url} is not ready (HTTP {status}): {body}")]
+    #[error(
+        "Alertmanager at {url} is not ready (HTTP {status}: {body}): it answers 200 once it has loaded its configuration; check its log"
+    )]
     NotReady {
         url: String,
         status: u16,
@@ -450,33 +449,39 @@ pub struct AlertmanagerClient {
 }
 
 impl AlertmanagerClient {
-    pub fn new(cfg: AlertmanagerConfig) -> Result<Self, AlertmanagerError> {
-        let base = cfg.url.trim_end_matches('/').to_owned();
+    /// A client for the Alertmanager at `url` (`http://` or `https://`, a trailing `/` is
+    /// ignored), presenting `token` as a bearer credential when given; every request gives up
+    /// after `timeout`.
+    pub fn new(
+        url: &str,
+        token: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Self, AlertmanagerError> {
+        let base = url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(AlertmanagerError::Unreachable {
-                url: cfg.url,
+                url: url.to_owned(),
                 detail: "the URL must start with http:// or https://".into(),
             });
         }
         let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+            .timeout(timeout)
             .build()
             .map_err(|e| AlertmanagerError::Unreachable {
                 url: base.clone(),
                 detail: e.to_string(),
             })?;
-        Ok(AlertmanagerClient {
-            base,
-            token: cfg.token,
-            http,
-        })
+        Ok(AlertmanagerClient { base, token, http })
     }
 
     pub fn url(&self) -> &str {
         &self.base
     }
 
-    /// `GET /-/ready`: answers 200 once Alertmanager has loaded its configuration.
+    /// `GET /-/ready`: `Ok` once Alertmanager has loaded its configuration. Fails with
+    /// [`AlertmanagerError::Unreachable`] when nothing answers in time,
+    /// [`AlertmanagerError::Unauthorized`] on 401/403 and [`AlertmanagerError::NotReady`] on any
+    /// other status outside 2xx.
     pub async fn ready(&self) -> Result<(), AlertmanagerError> {
         let (status, body) = self
             .call(self.http.get(format!("{}/-/ready", self.base)))
@@ -522,7 +527,8 @@ impl AlertmanagerClient {
             .await
             .map_err(|e| AlertmanagerError::Unreachable {
                 url: self.base.clone(),
-                detail: e.without_url().to_string(),
+                // The cause (connection refused, timed out) is in the source chain.
+                detail: crate::error_text::error_chain(&e.without_url()),
             })?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {

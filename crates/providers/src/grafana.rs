@@ -2,19 +2,18 @@
 //! guardrails' thresholds drawn as lines; annotations for the start, each checkpoint and the
 //! decision; and the health and credential checks preflight runs.
 //!
-//! The dashboard is plain JSON built from [`PanelSpec`]s, so it can be printed (`canary render
-//! dashboards`), snapshot-tested and pushed with `POST /api/dashboards/db`. Every panel query is
-//! written once, unscoped, and scoped to each arm with the same rewrite the engine uses.
+//! The dashboard is a typed value ([`Dashboard`]) built from [`PanelSpec`]s that serialises to
+//! Grafana's JSON model, so it can be printed (`canary render dashboards`), snapshot-tested and
+//! pushed with `POST /api/dashboards/db`. Every panel query is written once, unscoped, and scoped
+//! to each arm with the same rewrite the engine uses.
 
 use std::time::Duration;
 
 use canary_core::plan::{Comparator, Guardrail, Plan};
 use canary_core::{Millis, Secret};
+use canary_promql::analyze;
 use canary_promql::rewrite::{self, ArmSelector, RewriteError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-
-use crate::rules::metric_names;
 
 /// One panel: a title, a Grafana unit and unscoped queries, each drawn per arm.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,13 +154,233 @@ pub enum DashboardError {
     },
 }
 
-/// A run's dashboard: the `dashboard` object Grafana stores.
-#[derive(Debug, Clone, PartialEq)]
+/// A run's dashboard: the `dashboard` object Grafana stores, serialised as Grafana's JSON
+/// model. Fields are declared in alphabetical order of their JSON names here and in every part,
+/// so the JSON's keys come out sorted, as Grafana exports them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Dashboard {
-    pub uid: String,
+    pub annotations: AnnotationList,
+    pub description: String,
+    pub editable: bool,
+    /// `1`: a shared crosshair across panels.
+    pub graph_tooltip: u8,
+    /// Always `None` (`null`): the dashboard is saved by UID.
+    pub id: Option<u64>,
+    pub panels: Vec<Panel>,
+    /// Auto-refresh interval, e.g. `10s`.
+    pub refresh: String,
+    pub schema_version: u32,
+    pub tags: Vec<String>,
+    pub templating: Templating,
+    pub time: TimeRange,
+    pub timezone: String,
     pub title: String,
-    /// The dashboard model (`title`, `uid`, `panels`, `schemaVersion`, ...).
-    pub model: Value,
+    pub uid: String,
+    pub version: u64,
+}
+
+/// The dashboard's annotation queries: Grafana's built-in one, which shows the annotations
+/// canary adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnnotationList {
+    pub list: Vec<AnnotationQuery>,
+}
+
+/// One annotation query of a dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnotationQuery {
+    pub built_in: u8,
+    pub datasource: DatasourceRef,
+    pub enable: bool,
+    pub hide: bool,
+    pub icon_color: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A data source by type and UID (`${datasource}` for the template variable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatasourceRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub uid: String,
+}
+
+/// One time-series panel: its queries drawn per arm, the guardrails' thresholds as lines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Panel {
+    pub datasource: DatasourceRef,
+    /// The guardrails it shows, or that none reads its metrics.
+    pub description: String,
+    pub field_config: FieldConfig,
+    pub grid_pos: GridPos,
+    /// Unique in the dashboard, from 1.
+    pub id: u32,
+    pub options: PanelOptions,
+    pub targets: Vec<Target>,
+    /// The spec's title followed by its guardrails: `TTFV p50 / p95 · ttfv_p95 < 1500`.
+    pub title: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Where a panel sits on Grafana's 24-column grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GridPos {
+    pub h: u32,
+    pub w: u32,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// One query of a panel, scoped to one arm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub datasource: DatasourceRef,
+    pub expr: String,
+    pub instant: bool,
+    /// `<role> <arm name> <legend>`: `canary main p95`.
+    pub legend_format: String,
+    pub range: bool,
+    pub ref_id: String,
+}
+
+/// A panel's field configuration: unit, thresholds, line style, per-arm colours.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldConfig {
+    pub defaults: FieldDefaults,
+    pub overrides: Vec<FieldOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDefaults {
+    pub custom: FieldStyle,
+    pub thresholds: Thresholds,
+    /// A Grafana unit id: `ms`, `percent`, ...
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldStyle {
+    pub draw_style: String,
+    pub line_width: u32,
+    pub show_points: String,
+    pub span_nulls: bool,
+    pub thresholds_style: ThresholdsStyle,
+}
+
+/// `line` when the panel shows a guardrail's threshold, `off` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThresholdsStyle {
+    pub mode: String,
+}
+
+/// Threshold steps whose boundaries are the guardrails' thresholds: red on the breaching side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    pub mode: String,
+    pub steps: Vec<ThresholdStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThresholdStep {
+    pub color: String,
+    /// `None` (`null`) for the base step, below every bound.
+    pub value: Option<f64>,
+}
+
+/// A colour for the series of one arm, matched by legend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldOverride {
+    pub matcher: OverrideMatcher,
+    pub properties: Vec<OverrideProperty>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverrideMatcher {
+    pub id: String,
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverrideProperty {
+    pub id: String,
+    pub value: FixedColour,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedColour {
+    pub fixed_color: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PanelOptions {
+    pub legend: Legend,
+    pub tooltip: Tooltip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Legend {
+    pub calcs: Vec<String>,
+    pub display_mode: String,
+    pub placement: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tooltip {
+    pub mode: String,
+    pub sort: String,
+}
+
+/// The dashboard's template variables: the `datasource` variable, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Templating {
+    pub list: Vec<TemplateVariable>,
+}
+
+/// A data-source variable offering every data source of one type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateVariable {
+    /// Empty: Grafana picks the default data source.
+    pub current: Current,
+    pub hide: u8,
+    pub label: String,
+    pub name: String,
+    /// Empty: Grafana lists the data sources itself.
+    pub options: Vec<String>,
+    /// The data source type offered: `prometheus`.
+    pub query: String,
+    /// `1`: refresh on dashboard load.
+    pub refresh: u8,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A variable's current value; empty (`{}`) leaves the choice to Grafana.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Current {}
+
+/// The dashboard's default time range, e.g. `now-1h5m` to `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeRange {
+    pub from: String,
+    pub to: String,
+}
+
+impl Dashboard {
+    /// The panels' titles, in order.
+    pub fn panel_titles(&self) -> impl Iterator<Item = &str> {
+        self.panels.iter().map(|p| p.title.as_str())
+    }
 }
 
 /// The dashboard's UID for a run: `canary-<run id>`, reduced to Grafana's UID alphabet and
@@ -207,9 +426,12 @@ impl Dashboard {
                 source,
             }
         })?;
-        let datasource = match &options.datasource {
-            Datasource::Variable => json!({"type": "prometheus", "uid": "${datasource}"}),
-            Datasource::Uid(uid) => json!({"type": "prometheus", "uid": uid}),
+        let datasource = DatasourceRef {
+            kind: "prometheus".into(),
+            uid: match &options.datasource {
+                Datasource::Variable => "${datasource}".into(),
+                Datasource::Uid(uid) => uid.clone(),
+            },
         };
         let mut out = Vec::with_capacity(panels.len());
         for (i, spec) in panels.iter().enumerate() {
@@ -229,19 +451,19 @@ impl Dashboard {
                     if let Some(factor) = options.time_compression {
                         expr = rewrite::compress_time(&expr, factor).map_err(err)?;
                     }
-                    for m in metric_names(&expr) {
+                    for m in analyze::metric_names(&expr) {
                         if !metrics.contains(&m) {
                             metrics.push(m);
                         }
                     }
-                    targets.push(json!({
-                        "refId": ref_id(targets.len()),
-                        "datasource": datasource,
-                        "expr": rewrite::scope(&expr, selector).to_string(),
-                        "legendFormat": format!("{role} {arm_name} {}", q.legend),
-                        "range": true,
-                        "instant": false,
-                    }));
+                    targets.push(Target {
+                        datasource: datasource.clone(),
+                        expr: rewrite::scope(&expr, selector).to_string(),
+                        instant: false,
+                        legend_format: format!("{role} {arm_name} {}", q.legend),
+                        range: true,
+                        ref_id: ref_id(targets.len()),
+                    });
                 }
             }
             let guardrails: Vec<&Guardrail> = plan
@@ -249,42 +471,61 @@ impl Dashboard {
                 .iter()
                 .filter(|g| {
                     rewrite::parse(&g.query)
-                        .map(|e| metric_names(&e).iter().any(|m| metrics.contains(m)))
+                        .map(|e| {
+                            analyze::metric_names(&e)
+                                .iter()
+                                .any(|m| metrics.contains(m))
+                        })
                         .unwrap_or(false)
                 })
                 .collect();
-            let id = i + 1;
             let threshold_style = if guardrails.is_empty() { "off" } else { "line" };
-            out.push(json!({
-                "id": id,
-                "type": "timeseries",
-                "title": titled(&spec.title, &guardrails),
-                "description": describe(&guardrails),
-                "datasource": datasource,
-                "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i / 2) * 8},
-                "targets": targets,
-                "fieldConfig": {
-                    "defaults": {
-                        "unit": spec.unit,
-                        "thresholds": thresholds(&guardrails),
-                        "custom": {
-                            "drawStyle": "line",
-                            "lineWidth": 2,
-                            "showPoints": "never",
-                            "spanNulls": false,
-                            "thresholdsStyle": {"mode": threshold_style},
+            let column = u32::try_from(i % 2).unwrap_or(0);
+            let row = u32::try_from(i / 2).unwrap_or(u32::MAX / 8);
+            out.push(Panel {
+                datasource: datasource.clone(),
+                description: describe(&guardrails),
+                field_config: FieldConfig {
+                    defaults: FieldDefaults {
+                        custom: FieldStyle {
+                            draw_style: "line".into(),
+                            line_width: 2,
+                            show_points: "never".into(),
+                            span_nulls: false,
+                            thresholds_style: ThresholdsStyle {
+                                mode: threshold_style.into(),
+                            },
                         },
+                        thresholds: thresholds(&guardrails),
+                        unit: spec.unit.clone(),
                     },
-                    "overrides": [
+                    overrides: vec![
                         arm_colour("canary", "orange"),
                         arm_colour("baseline", "blue"),
                     ],
                 },
-                "options": {
-                    "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
-                    "tooltip": {"mode": "multi", "sort": "none"},
+                grid_pos: GridPos {
+                    h: 8,
+                    w: 12,
+                    x: column * 12,
+                    y: row * 8,
                 },
-            }));
+                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                options: PanelOptions {
+                    legend: Legend {
+                        calcs: vec!["lastNotNull".into(), "max".into()],
+                        display_mode: "table".into(),
+                        placement: "bottom".into(),
+                    },
+                    tooltip: Tooltip {
+                        mode: "multi".into(),
+                        sort: "none".into(),
+                    },
+                },
+                targets,
+                title: titled(&spec.title, &guardrails),
+                kind: "timeseries".into(),
+            });
         }
         let uid = dashboard_uid(run_id);
         let title = format!(
@@ -292,45 +533,64 @@ impl Dashboard {
             plan.service, plan.arms.canary.name, plan.arms.baseline.name
         );
         let window = plan.window();
-        let templating = match options.datasource {
-            Datasource::Variable => json!({"list": [{
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-                "refresh": 1,
-                "options": [],
-            }]}),
-            Datasource::Uid(_) => json!({"list": []}),
+        let templating = Templating {
+            list: match options.datasource {
+                Datasource::Variable => vec![TemplateVariable {
+                    current: Current {},
+                    hide: 0,
+                    label: "Prometheus".into(),
+                    name: "datasource".into(),
+                    options: Vec::new(),
+                    query: "prometheus".into(),
+                    refresh: 1,
+                    kind: "datasource".into(),
+                }],
+                Datasource::Uid(_) => Vec::new(),
+            },
         };
-        let model = json!({
-            "id": null,
-            "uid": uid,
-            "title": title,
-            "description": format!("canary run {run_id} of {}: guardrails on the canary arm, baseline for comparison", plan.service),
-            "tags": ["canary", plan.service, format!("canary-run:{run_id}")],
-            "timezone": "utc",
-            "editable": true,
-            "graphTooltip": 1,
-            "schemaVersion": SCHEMA_VERSION,
-            "version": 0,
-            "refresh": canary_core::duration::format(options.refresh),
-            "time": {"from": format!("now-{}", canary_core::duration::format(window + window / 12)), "to": "now"},
-            "annotations": {"list": [{
-                "builtIn": 1,
-                "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                "enable": true,
-                "hide": true,
-                "iconColor": "rgba(0, 211, 255, 1)",
-                "name": "Annotations & Alerts",
-                "type": "dashboard",
-            }]},
-            "templating": templating,
-            "panels": out,
-        });
-        Ok(Dashboard { uid, title, model })
+        Ok(Dashboard {
+            annotations: AnnotationList {
+                list: vec![AnnotationQuery {
+                    built_in: 1,
+                    datasource: DatasourceRef {
+                        kind: "grafana".into(),
+                        uid: "-- Grafana --".into(),
+                    },
+                    enable: true,
+                    hide: true,
+                    icon_color: "rgba(0, 211, 255, 1)".into(),
+                    name: "Annotations & Alerts".into(),
+                    kind: "dashboard".into(),
+                }],
+            },
+            description: format!(
+                "canary run {run_id} of {}: guardrails on the canary arm, baseline for comparison",
+                plan.service
+            ),
+            editable: true,
+            graph_tooltip: 1,
+            id: None,
+            panels: out,
+            refresh: canary_core::duration::format(options.refresh),
+            schema_version: SCHEMA_VERSION,
+            tags: vec![
+                "canary".into(),
+                plan.service.clone(),
+                format!("canary-run:{run_id}"),
+            ],
+            templating,
+            time: TimeRange {
+                from: format!(
+                    "now-{}",
+                    canary_core::duration::format(window + window / 12)
+                ),
+                to: "now".into(),
+            },
+            timezone: "utc".into(),
+            title,
+            uid,
+            version: 0,
+        })
     }
 }
 
@@ -348,11 +608,20 @@ fn ref_id(i: usize) -> String {
     s
 }
 
-fn arm_colour(role: &str, colour: &str) -> Value {
-    json!({
-        "matcher": {"id": "byRegexp", "options": format!("^{role} .*")},
-        "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}],
-    })
+fn arm_colour(role: &str, colour: &str) -> FieldOverride {
+    FieldOverride {
+        matcher: OverrideMatcher {
+            id: "byRegexp".into(),
+            options: format!("^{role} .*"),
+        },
+        properties: vec![OverrideProperty {
+            id: "color".into(),
+            value: FixedColour {
+                fixed_color: colour.into(),
+                mode: "fixed".into(),
+            },
+        }],
+    }
 }
 
 /// The panel title followed by the guardrails it shows: `TTFV p50 / p95 · ttfv_p95 < 1500`.
@@ -379,7 +648,7 @@ fn describe(guardrails: &[&Guardrail]) -> String {
 }
 
 /// Threshold steps whose boundaries are the guardrails' thresholds: red on the breaching side.
-fn thresholds(guardrails: &[&Guardrail]) -> Value {
+fn thresholds(guardrails: &[&Guardrail]) -> Thresholds {
     let mut bounds: Vec<(f64, Comparator)> = guardrails
         .iter()
         .map(|g| (g.must.value, g.must.op))
@@ -392,15 +661,24 @@ fn thresholds(guardrails: &[&Guardrail]) -> Value {
         Some((_, Comparator::Gt | Comparator::Ge)) => "red",
         _ => "green",
     };
-    let mut steps = vec![json!({"color": base, "value": null})];
+    let mut steps = vec![ThresholdStep {
+        color: base.into(),
+        value: None,
+    }];
     for (value, op) in bounds {
         let colour = match op {
             Comparator::Gt | Comparator::Ge => "green",
             _ => "red",
         };
-        steps.push(json!({"color": colour, "value": value}));
+        steps.push(ThresholdStep {
+            color: colour.into(),
+            value: Some(value),
+        });
     }
-    json!({"mode": "absolute", "steps": steps})
+    Thresholds {
+        mode: "absolute".into(),
+        steps,
+    }
 }
 
 /// Where and how to reach Grafana.
@@ -483,10 +761,43 @@ pub struct Annotation {
     pub text: String,
 }
 
+/// What an annotation marks on the run's dashboard; its tag tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnnotationKind {
+    /// The run started: the first split applied.
+    Start,
+    /// A checkpoint's snapshot was taken.
+    Checkpoint,
+    /// The verdict.
+    Decision,
+}
+
+impl AnnotationKind {
+    /// The annotation's tag: `start`, `checkpoint`, `decision`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            AnnotationKind::Start => "start",
+            AnnotationKind::Checkpoint => "checkpoint",
+            AnnotationKind::Decision => "decision",
+        }
+    }
+}
+
+impl std::fmt::Display for AnnotationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.tag())
+    }
+}
+
 impl Annotation {
-    /// An annotation of the run's dashboard tagged `canary`, `canary-run:<id>` and `kind`
-    /// (`start`, `checkpoint`, `decision`, ...).
-    pub fn for_run(run_id: &str, kind: &str, time: Millis, text: impl Into<String>) -> Self {
+    /// An annotation of the run's dashboard tagged `canary`, `canary-run:<id>` and the kind's
+    /// [`AnnotationKind::tag`].
+    pub fn for_run(
+        run_id: &str,
+        kind: AnnotationKind,
+        time: Millis,
+        text: impl Into<String>,
+    ) -> Self {
         Annotation {
             dashboard_uid: dashboard_uid(run_id),
             time,
@@ -494,7 +805,7 @@ impl Annotation {
             tags: vec![
                 "canary".into(),
                 format!("canary-run:{run_id}"),
-                kind.to_owned(),
+                kind.tag().to_owned(),
             ],
             text: text.into(),
         }
@@ -587,14 +898,21 @@ impl GrafanaClient {
             #[serde(default)]
             version: u64,
         }
-        let mut body = json!({
-            "dashboard": dashboard.model,
-            "overwrite": true,
-            "message": message,
-        });
-        if let Some(folder) = &self.folder_uid {
-            body["folderUid"] = json!(folder);
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Save<'a> {
+            dashboard: &'a Dashboard,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            folder_uid: Option<&'a str>,
+            message: &'a str,
+            overwrite: bool,
         }
+        let body = Save {
+            dashboard,
+            folder_uid: self.folder_uid.as_deref(),
+            message,
+            overwrite: true,
+        };
         let saved: Saved = self
             .call(
                 "save the dashboard",

@@ -18,7 +18,7 @@ use canary_core::Secret;
 use canary_core::engine::Event;
 use canary_core::plan::OnBreach;
 use canary_providers::alertmanager::{
-    AlertStatus, AlertmanagerClient, AlertmanagerConfig, AlertmanagerRender, CredentialRef,
+    AlertStatus, AlertmanagerClient, AlertmanagerError, AlertmanagerRender, CredentialRef,
     PostableAlert, WebhookError, authorized, parse_webhook,
 };
 use canary_providers::rules::CanaryRules;
@@ -156,12 +156,7 @@ async fn a_real_alertmanager_calls_canary_back_with_the_run_and_the_action() {
         .await
         .unwrap();
 
-    let client = AlertmanagerClient::new(AlertmanagerConfig {
-        url: am.url(),
-        token: None,
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let client = AlertmanagerClient::new(&am.url(), None, Duration::from_secs(5)).unwrap();
     client.ready().await.unwrap();
 
     // The labels Prometheus would attach when the generated cross-tenant alert fires.
@@ -170,9 +165,9 @@ async fn a_real_alertmanager_calls_canary_back_with_the_run_and_the_action() {
         .group()
         .rules
         .iter()
-        .find(|r| r.labels["guardrail"] == "cross_tenant")
+        .find(|r| r.labels.guardrail == "cross_tenant")
         .unwrap();
-    let mut labels: BTreeMap<String, String> = rule.labels.clone();
+    let mut labels: BTreeMap<String, String> = rule.labels.to_map();
     labels.insert("alertname".into(), rule.alert.clone());
     client
         .post_alerts(&[PostableAlert {
@@ -214,6 +209,77 @@ async fn a_real_alertmanager_calls_canary_back_with_the_run_and_the_action() {
     assert_eq!(auth, None);
     assert_eq!(parse_webhook(&body).unwrap()[0].run_id(), Some(RUN_ID));
     drop(am);
+}
+
+#[tokio::test]
+async fn readiness_is_ok_from_a_running_alertmanager_and_says_what_is_wrong_otherwise() {
+    let config = AlertmanagerRender::new(
+        "http://127.0.0.1:9/alerts",
+        CredentialRef::File("/t".into()),
+    )
+    .standalone()
+    .unwrap();
+    let am = tokio::task::spawn_blocking(move || Alertmanager::start(&config))
+        .await
+        .unwrap();
+    // A trailing slash is fine, and a token Alertmanager does not ask for does no harm.
+    let token = Secret::new("am-ready-token");
+    AlertmanagerClient::new(
+        &format!("{}/", am.url()),
+        Some(token.clone()),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .ready()
+    .await
+    .unwrap();
+
+    // Nothing listening: unreachable, with the cause, never the token.
+    let port = canary_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let err = AlertmanagerClient::new(&url, Some(token.clone()), Duration::from_secs(5))
+        .unwrap()
+        .ready()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AlertmanagerError::Unreachable { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&url) && text.contains("check the URL"),
+        "{text}"
+    );
+    assert!(!text.contains("am-ready-token"), "{text}");
+
+    // Something else answering: the status and what it said; a refused credential by name.
+    for (status, want) in [(503, "not ready (HTTP 503"), (401, "ALERTMANAGER_TOKEN")] {
+        let url = answering(status, "starting up").await;
+        let err = AlertmanagerClient::new(&url, Some(token.clone()), Duration::from_secs(5))
+            .unwrap()
+            .ready()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(want), "{text}");
+        assert!(!text.contains("am-ready-token"), "{text}");
+    }
+    assert!(matches!(
+        AlertmanagerClient::new("alertmanager:9093", None, Duration::from_secs(5)),
+        Err(AlertmanagerError::Unreachable { .. })
+    ));
+    drop(am);
+}
+
+/// A server answering every request with `status` and `body`; returns its URL.
+async fn answering(status: u16, body: &'static str) -> String {
+    let status = axum::http::StatusCode::from_u16(status).unwrap();
+    let app = Router::new().fallback(move || async move { (status, body) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use canary_core::Secret;
 use canary_providers::grafana::{
-    Annotation, Dashboard, DashboardOptions, Datasource, GrafanaClient, GrafanaConfig,
-    GrafanaError, runbook_panels,
+    Annotation, AnnotationKind, Dashboard, DashboardOptions, Datasource, GrafanaClient,
+    GrafanaConfig, GrafanaError, runbook_panels,
 };
 use canary_testkit::grafana::{Grafana, TOKEN, validate_dashboard};
 use rules_support::{RUN_ID, runbook_plan};
@@ -31,11 +31,16 @@ fn runbook_dashboard(options: &DashboardOptions) -> Dashboard {
     Dashboard::build(&runbook_plan(), RUN_ID, &runbook_panels(), options).unwrap()
 }
 
+/// The JSON Grafana is sent.
+fn model(d: &Dashboard) -> serde_json::Value {
+    serde_json::to_value(d).unwrap()
+}
+
 #[test]
 fn the_runbook_dashboard_snapshot() {
     let d = runbook_dashboard(&DashboardOptions::default());
-    validate_dashboard(&d.model).unwrap();
-    insta::assert_json_snapshot!("runbook_dashboard", d.model);
+    validate_dashboard(&model(&d)).unwrap();
+    insta::assert_json_snapshot!("runbook_dashboard", d);
 }
 
 #[test]
@@ -44,9 +49,16 @@ fn six_panels_canary_against_baseline_with_the_guardrails_thresholds() {
         datasource: Datasource::Uid("prom-main".into()),
         ..DashboardOptions::default()
     });
-    validate_dashboard(&d.model).unwrap();
+    let model = model(&d);
+    validate_dashboard(&model).unwrap();
     assert_eq!(d.uid, format!("canary-{RUN_ID}"));
-    let panels = d.model["panels"].as_array().unwrap();
+    assert_eq!(model["uid"], d.uid);
+    assert_eq!(d.panel_titles().count(), 6);
+    assert_eq!(
+        d.panel_titles().next(),
+        Some("TTFV p50 / p95 · ttfv_p95 < 1500")
+    );
+    let panels = model["panels"].as_array().unwrap();
     assert_eq!(panels.len(), 6);
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "prom-main");
@@ -123,9 +135,9 @@ fn the_demo_clock_compresses_panel_windows() {
         time_compression: Some(60.0),
         ..DashboardOptions::default()
     });
-    let expr = d.model["panels"][0]["targets"][0]["expr"].as_str().unwrap();
+    let expr = &d.panels[0].targets[0].expr;
     assert!(expr.contains("[5s]"), "{expr}");
-    let expr = d.model["panels"][1]["targets"][1]["expr"].as_str().unwrap();
+    let expr = &d.panels[1].targets[1].expr;
     assert!(expr.contains("[1s]"), "{expr}");
 }
 
@@ -159,9 +171,9 @@ async fn push_annotate_and_find_the_run_dashboard() {
 
     let t0 = 1_760_875_200_000;
     for (kind, at, text) in [
-        ("start", t0, "canary started: 5 % to main"),
-        ("checkpoint", t0 + 900_000, "T15 snapshot"),
-        ("decision", t0 + 3_600_000, "PROMOTE"),
+        (AnnotationKind::Start, t0, "canary started: 5 % to main"),
+        (AnnotationKind::Checkpoint, t0 + 900_000, "T15 snapshot"),
+        (AnnotationKind::Decision, t0 + 3_600_000, "PROMOTE"),
     ] {
         let id = grafana
             .annotate(&Annotation::for_run(RUN_ID, kind, at, text))
@@ -172,6 +184,8 @@ async fn push_annotate_and_find_the_run_dashboard() {
     {
         let s = stand.state();
         assert_eq!(s.annotations.len(), 3);
+        assert_eq!(s.annotations[0]["tags"][2], "start");
+        assert_eq!(s.annotations[1]["tags"][2], "checkpoint");
         assert_eq!(s.annotations[1]["dashboardUID"], dashboard.uid);
         assert_eq!(s.annotations[1]["time"], t0 + 900_000);
         assert_eq!(
@@ -219,7 +233,7 @@ async fn preflight_failures_say_what_to_fix_without_the_token() {
     assert!(err.to_string().contains("folder not found"), "{err}");
     // A dashboard Grafana would refuse is refused by the stand-in too.
     let mut broken = dashboard.clone();
-    broken.model["panels"][2]["gridPos"] = json!({"h": 8, "w": 30, "x": 0, "y": 0});
+    broken.panels[2].grid_pos.w = 30;
     let err = client(&url, TOKEN, None)
         .push_dashboard(&broken, "x")
         .await

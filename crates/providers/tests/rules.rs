@@ -15,6 +15,7 @@ use canary_core::plan::{OnBreach, OnNoData};
 use canary_promql::{Engine, Labels, Store, Value};
 use canary_providers::rules::{
     CanaryRules, PrometheusRuleMeta, RuleFileInstaller, RuleFileInstallerConfig, RulesError,
+    severity_label,
 };
 use canary_testkit::Prometheus;
 use rules_support::{RUN_ID, guardrail, minutes, plan_with, runbook_plan};
@@ -123,7 +124,7 @@ fn each_alert_is_the_negated_guardrail_on_the_canary_with_the_runbook_labels() {
             .group()
             .rules
             .iter()
-            .find(|r| r.labels["guardrail"] == g)
+            .find(|r| r.labels.guardrail == g)
             .unwrap()
             .clone()
     };
@@ -143,9 +144,13 @@ fn each_alert_is_the_negated_guardrail_on_the_canary_with_the_runbook_labels() {
         ("db_pool", "warning", "block-promotion"),
     ] {
         let r = by_name(g);
-        assert_eq!(r.labels["severity"], severity, "{g}");
-        assert_eq!(r.labels["action"], action, "{g}");
-        assert_eq!(r.labels["canary_run"], RUN_ID, "{g}");
+        let labels = r.labels.to_map();
+        assert_eq!(labels["severity"], severity, "{g}");
+        assert_eq!(labels["action"], action, "{g}");
+        assert_eq!(labels["canary_run"], RUN_ID, "{g}");
+        assert_eq!(severity_label(r.labels.severity), severity, "{g}");
+        assert_eq!(r.labels.action.as_str(), action, "{g}");
+        assert_eq!(r.labels.run_id, RUN_ID, "{g}");
         assert!(
             r.expr.contains(r#"version="r1""#) && !r.expr.contains("r0.5"),
             "{g}: {}",

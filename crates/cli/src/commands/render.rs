@@ -107,7 +107,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<i32> {
                     refresh: Duration::from_secs(10),
                 },
             )?;
-            serde_json::to_string_pretty(&dashboard.model)?
+            serde_json::to_string_pretty(&dashboard)?
         }
         What::Alertmanager {
             config,

@@ -16,18 +16,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, Topic, WeightChange};
+use canary_core::verdict::ProbeRun;
 use canary_core::{ArmRole, Decision, Engine, Escaped, Millis};
 use canary_evidence::durable::AppendLog;
 use canary_evidence::render::traffic::{FinalTraffic, TrafficChange, Verification};
 use canary_evidence::{Bundle, JournalWriter, RawQuery};
 use canary_providers::BoxFuture;
+use canary_providers::grafana::AnnotationKind;
 use canary_providers::metrics::MetricSource;
-pub use canary_providers::notify::EventKind;
 use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::control::Command;
+use crate::control::{Command, GuardrailStatus, RecentEvent, RunStatus};
 use crate::observe::{ScopedGuardrail, observe};
 
 /// Milliseconds since the epoch, now.
@@ -49,7 +49,9 @@ pub struct BurstOutcome {
 /// What one isolation-probe run reports back.
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {
-    pub pairs: u32,
+    /// Its verdict, pairs and leak count, as the engine hears them.
+    pub run: ProbeRun,
+    /// Each leak: observer, owner, the arm that answered.
     pub leaks: Vec<(String, String, ArmRole)>,
     /// This run's report, for `CANARY_ISOLATION_PROBES_<ts>.json`.
     pub report: serde_json::Value,
@@ -66,7 +68,7 @@ pub trait Delegates: Send + Sync {
         &self,
         run_id: &str,
         severity: Severity,
-        kind: EventKind,
+        topic: Topic,
         message: String,
     ) -> BoxFuture<'static, ()>;
     /// Marks a moment (`start`, `checkpoint`, `decision`) on the run's dashboard, when one was
@@ -74,7 +76,7 @@ pub trait Delegates: Send + Sync {
     fn annotate(
         &self,
         run_id: &str,
-        kind: &'static str,
+        kind: AnnotationKind,
         at: Millis,
         text: String,
     ) -> BoxFuture<'static, ()>;
@@ -103,14 +105,6 @@ pub struct Outcome {
     pub decision_to_verified_ms: Option<f64>,
 }
 
-/// A recent notification, for the live page and `canary status`.
-#[derive(Debug, Clone, Serialize)]
-struct RecentEvent {
-    elapsed_ms: i64,
-    severity: Severity,
-    message: String,
-}
-
 /// Everything the loop needs.
 pub struct Controller {
     pub engine: Engine,
@@ -122,7 +116,7 @@ pub struct Controller {
     pub delegates: Arc<dyn Delegates>,
     pub retry: RetryPolicy,
     /// Where the live status goes (the control API), once it is served.
-    pub status: Option<watch::Sender<serde_json::Value>>,
+    pub status: Option<watch::Sender<RunStatus>>,
     /// Messages from tasks; the controller keeps a sender to give new tasks.
     pub messages: mpsc::Receiver<Message>,
     pub sender: mpsc::Sender<Message>,
@@ -390,7 +384,7 @@ impl Controller {
                 tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
                 self.deliver(self.delegates.annotate(
                     self.bundle.run_id(),
-                    "checkpoint",
+                    AnnotationKind::Checkpoint,
                     round,
                     format!("{label} snapshot"),
                 ));
@@ -416,12 +410,6 @@ impl Controller {
                 severity,
                 message,
             } => {
-                let kind = match topic {
-                    Topic::Start => EventKind::Start,
-                    Topic::Check => EventKind::Check,
-                    Topic::Breach => EventKind::Breach,
-                    Topic::Decision => EventKind::Decision,
-                };
                 match severity {
                     Severity::Info => tracing::info!(target: "canary", "{message}"),
                     Severity::Warning => tracing::warn!(target: "canary", "{message}"),
@@ -440,7 +428,7 @@ impl Controller {
                 }
                 self.deliver(
                     self.delegates
-                        .notify(self.bundle.run_id(), severity, kind, message),
+                        .notify(self.bundle.run_id(), severity, topic, message),
                 );
             }
             Action::AwaitApproval { deadline, reason } => {
@@ -463,7 +451,7 @@ impl Controller {
                 }
                 self.deliver(self.delegates.annotate(
                     self.bundle.run_id(),
-                    "decision",
+                    AnnotationKind::Decision,
                     now_ms(),
                     text,
                 ));
@@ -523,10 +511,7 @@ impl Controller {
                         arm: *arm,
                     })
                     .collect();
-                events.push(Event::ProbesCompleted {
-                    pairs: o.pairs,
-                    leaks: o.leaks.len() as u32,
-                });
+                events.push(Event::ProbesCompleted(o.run));
                 Ok(events)
             }
             Err(e) => {
@@ -600,7 +585,7 @@ impl Controller {
                         self.deliver(self.delegates.notify(
                             self.bundle.run_id(),
                             Severity::Critical,
-                            EventKind::Rollback,
+                            Topic::Rollback,
                             format!("traffic back on the baseline ({why}): {split}, verified"),
                         ));
                     }
@@ -633,7 +618,7 @@ impl Controller {
                                 self.deliver(self.delegates.notify(
                                     self.bundle.run_id(),
                                     Severity::Page,
-                                    EventKind::Rollback,
+                                    Topic::Rollback,
                                     format!(
                                         "ROLLBACK NOT VERIFIED after {attempt} attempt(s): {detail}. Traffic may still reach the canary; canary keeps retrying — check the load balancer now."
                                     ),
@@ -648,7 +633,7 @@ impl Controller {
                             self.deliver(self.delegates.notify(
                                 self.bundle.run_id(),
                                 Severity::Page,
-                                EventKind::Rollback,
+                                Topic::Rollback,
                                 format!("promotion to 100 % failed ({detail}); returning traffic to the baseline"),
                             ));
                             return Box::pin(self.set_weight(0, WeightChange::Rollback)).await;
@@ -692,41 +677,50 @@ impl Controller {
     }
 
     fn publish_status(&self) {
-        let s = self.engine.status();
+        let Some(status) = &self.status else {
+            return;
+        };
+        let engine = self.engine.status();
         let plan = self.engine.plan();
-        let guardrails: Vec<serde_json::Value> = s
+        let finite = |r: &Option<canary_core::Reading>| {
+            r.as_ref()
+                .and_then(|r| r.as_value())
+                .filter(|v| v.is_finite())
+        };
+        let guardrails = engine
             .guardrails
             .iter()
-            .map(|g| {
-                serde_json::json!({
-                    "name": g.name,
-                    "status": g.status.label(),
-                    "canary": g.canary.as_ref().and_then(|r| r.as_value()).filter(|v| v.is_finite()),
-                    "baseline": g.baseline.as_ref().and_then(|r| r.as_value()).filter(|v| v.is_finite()),
-                    "must": g.must.to_string(),
-                    "threshold": g.must.value,
-                    "on_breach": g.on_breach.as_str(),
-                })
+            .map(|g| GuardrailStatus {
+                name: g.name.clone(),
+                status: g.status.label().to_owned(),
+                canary: finite(&g.canary),
+                baseline: finite(&g.baseline),
+                must: g.must.to_string(),
+                threshold: g.must.value,
+                on_breach: g.on_breach,
             })
             .collect();
-        let decision = self.engine.decision();
-        let value = serde_json::json!({
-            "run_id": self.bundle.run_id(),
-            "service": plan.service,
-            "phase": s.phase,
-            "elapsed_ms": s.elapsed_ms,
-            "window_ms": s.window_ms,
-            "canary_weight": self.weight,
-            "round": self.engine.status().elapsed_ms / plan.evaluation_interval.as_millis().max(1) as i64,
-            "verdict": s.verdict,
-            "reasons": decision.map(|d| d.verdict.reasons().iter().map(ToString::to_string).collect::<Vec<_>>()),
-            "guardrails": guardrails,
-            "events": self.recent,
-            "bundle": self.bundle.dir().display().to_string(),
+        let interval_ms = plan.evaluation_interval.as_millis().max(1) as i64;
+        let _ = status.send(RunStatus {
+            run_id: self.bundle.run_id().to_owned(),
+            service: plan.service.clone(),
+            phase: engine.phase.to_owned(),
+            elapsed_ms: engine.elapsed_ms,
+            window_ms: engine.window_ms,
+            canary_weight: self.weight,
+            round: engine.elapsed_ms / interval_ms,
+            verdict: engine.verdict.map(str::to_owned),
+            reasons: self.engine.decision().map(|d| {
+                d.verdict
+                    .reasons()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            }),
+            guardrails,
+            events: self.recent.iter().cloned().collect(),
+            bundle: self.bundle.dir().display().to_string(),
         });
-        if let Some(status) = &self.status {
-            let _ = status.send(value);
-        }
     }
 }
 

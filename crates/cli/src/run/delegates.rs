@@ -4,18 +4,18 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::bail;
-use canary_core::engine::Severity;
+use canary_core::engine::{Severity, Topic};
 use canary_core::{ArmRole, Millis};
 use canary_evidence::durable::AppendLog;
-use canary_load::{ProbeSpec, ProbeVerdict, Scenario};
+use canary_load::{ProbeSpec, Scenario};
 use canary_providers::BoxFuture;
-use canary_providers::grafana::{Annotation, GrafanaClient};
+use canary_providers::grafana::{Annotation, AnnotationKind, GrafanaClient};
 
-use super::controller::{BurstOutcome, Delegates, EventKind, ProbeOutcome};
+use super::controller::{BurstOutcome, Delegates, ProbeOutcome};
 
 /// Sends a message to people; returns nothing because a notification never fails a run.
 pub type Notify =
-    Arc<dyn Fn(&str, Severity, EventKind, String) -> BoxFuture<'static, ()> + Send + Sync>;
+    Arc<dyn Fn(&str, Severity, Topic, String) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Burst, probes and notifications as a configuration (or the demo) describes them.
 pub struct LoadDelegates {
@@ -52,7 +52,6 @@ impl Delegates for LoadDelegates {
                 bail!("isolation probes need at least two [[load.users]] with a `marker`");
             };
             let report = canary_load::run_probes(&spec).await?;
-            let verdict = report.verdict();
             let leaks = report
                 .leaks
                 .iter()
@@ -67,12 +66,7 @@ impl Delegates for LoadDelegates {
                 })
                 .collect();
             Ok(ProbeOutcome {
-                // Only a clean run proves isolation; an unproven one counts as no pairs.
-                pairs: if verdict == ProbeVerdict::Clean {
-                    report.pairs as u32
-                } else {
-                    0
-                },
+                run: report.run(),
                 leaks,
                 report: canary_load::probe_json(&report),
             })
@@ -83,11 +77,11 @@ impl Delegates for LoadDelegates {
         &self,
         run_id: &str,
         severity: Severity,
-        kind: EventKind,
+        topic: Topic,
         message: String,
     ) -> BoxFuture<'static, ()> {
         match &self.notify {
-            Some(notify) => notify(run_id, severity, kind, message),
+            Some(notify) => notify(run_id, severity, topic, message),
             None => Box::pin(async {}),
         }
     }
@@ -95,7 +89,7 @@ impl Delegates for LoadDelegates {
     fn annotate(
         &self,
         run_id: &str,
-        kind: &'static str,
+        kind: AnnotationKind,
         at: Millis,
         text: String,
     ) -> BoxFuture<'static, ()> {
@@ -105,6 +99,7 @@ impl Delegates for LoadDelegates {
         let annotation = Annotation::for_run(run_id, kind, at, text);
         Box::pin(async move {
             if let Err(e) = client.annotate(&annotation).await {
+                let kind = kind.tag();
                 tracing::warn!(kind, error = %e, "cannot annotate the Grafana dashboard");
             }
         })

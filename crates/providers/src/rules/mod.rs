@@ -3,7 +3,7 @@
 //! One alert per guardrail fires when the guardrail's query, scoped to the canary arm, breaches
 //! its `must` for the guardrail's `for` — the same rule the engine applies, so Alertmanager can
 //! drive the rollback (DESIGN §8). Every alert carries `canary_run`, `severity`, `action` and
-//! `guardrail` labels. The group renders as a Prometheus rules file, a `PrometheusRule` manifest
+//! `guardrail` labels ([`AlertLabels`]). The group renders as a Prometheus rules file, a `PrometheusRule` manifest
 //! (Prometheus Operator) or JSON for a Cortex/Mimir ruler; [`RuleFileInstaller`] installs it into
 //! a running Prometheus and [`RulerClient`] into a Mimir/Cortex ruler, and both remove it after
 //! the run; [`CanaryRules::promtool_tests`] writes
@@ -18,13 +18,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use canary_core::duration;
+use canary_core::engine::Severity;
 use canary_core::plan::{Arms, Comparator, Guardrail, OnBreach, OnNoData, Plan};
 use canary_promql::rewrite::{self, ArmSelector, RewriteError};
 use promql_parser::parser::value::ValueType;
 use serde::Serialize;
 
 pub use install::{InstalledRules, RuleFileInstaller, RuleFileInstallerConfig};
-pub(crate) use promtool::metric_names;
 pub use promtool::{PromtoolTests, UncoveredGuardrail};
 pub use ruler::{InstalledRuleGroup, MIMIR_RULES_PREFIX, RulerClient, RulerConfig};
 
@@ -133,8 +133,47 @@ pub struct AlertRule {
     pub expr: String,
     #[serde(rename = "for", serialize_with = "serialize_duration")]
     pub for_: Duration,
-    pub labels: BTreeMap<String, String>,
+    pub labels: AlertLabels,
     pub annotations: BTreeMap<String, String>,
+}
+
+/// The labels every canary alert carries, typed; rendered as the rule's `labels:` map (see
+/// [`AlertLabels::to_map`]), which is how Alertmanager routes the alert and how canary reads a
+/// firing alert back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertLabels {
+    /// `canary_run`: the run the alert belongs to.
+    pub run_id: String,
+    /// `guardrail`: the guardrail's name.
+    pub guardrail: String,
+    /// `action`: what the engine does when the guardrail breaches.
+    pub action: OnBreach,
+    /// `severity`: how loud the alert is ([`alert_severity`] of the action).
+    pub severity: Severity,
+    /// `service`: the service under test.
+    pub service: String,
+}
+
+impl AlertLabels {
+    /// The labels as Prometheus sees them, by label name.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (RUN_LABEL.to_owned(), self.run_id.clone()),
+            (GUARDRAIL_LABEL.to_owned(), self.guardrail.clone()),
+            (ACTION_LABEL.to_owned(), self.action.as_str().to_owned()),
+            (
+                SEVERITY_LABEL.to_owned(),
+                severity_label(self.severity).to_owned(),
+            ),
+            (SERVICE_LABEL.to_owned(), self.service.clone()),
+        ])
+    }
+}
+
+impl Serialize for AlertLabels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_map().serialize(s)
+    }
 }
 
 /// A rule group: what a rules file, a `PrometheusRule` and a ruler namespace hold.
@@ -174,14 +213,29 @@ pub const RUN_LABEL: &str = "canary_run";
 pub const ACTION_LABEL: &str = "action";
 /// Label added to every alert: the guardrail's name.
 pub const GUARDRAIL_LABEL: &str = "guardrail";
+/// Label added to every alert: how loud it is ([`severity_label`]).
+pub const SEVERITY_LABEL: &str = "severity";
+/// Label added to every alert: the service under test.
+pub const SERVICE_LABEL: &str = "service";
 
-/// The `severity` label of a guardrail's alert: `page` for a security rollback, `critical` for a
-/// rollback, `warning` for a promotion gate or a warning.
-pub fn severity_label(on_breach: OnBreach) -> &'static str {
+/// The severity of a guardrail's alert: `Page` for a security rollback, `Critical` for a
+/// rollback, `Warning` for a promotion gate or a warning.
+pub fn alert_severity(on_breach: OnBreach) -> Severity {
     match on_breach {
-        OnBreach::SecurityRollback => "page",
-        OnBreach::Rollback => "critical",
-        OnBreach::BlockPromotion | OnBreach::Warn => "warning",
+        OnBreach::SecurityRollback => Severity::Page,
+        OnBreach::Rollback => Severity::Critical,
+        OnBreach::BlockPromotion | OnBreach::Warn => Severity::Warning,
+    }
+}
+
+/// The `severity` label's value for a severity, as Alertmanager routes on it: `info`,
+/// `warning`, `critical`, `page`.
+pub fn severity_label(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+        Severity::Page => "page",
     }
 }
 
@@ -231,16 +285,13 @@ impl CanaryRules {
                 alert,
                 expr,
                 for_: g.for_,
-                labels: BTreeMap::from([
-                    (RUN_LABEL.to_owned(), run_id.to_owned()),
-                    (
-                        "severity".to_owned(),
-                        severity_label(g.on_breach).to_owned(),
-                    ),
-                    (ACTION_LABEL.to_owned(), g.on_breach.as_str().to_owned()),
-                    (GUARDRAIL_LABEL.to_owned(), g.name.clone()),
-                    ("service".to_owned(), plan.service.clone()),
-                ]),
+                labels: AlertLabels {
+                    run_id: run_id.to_owned(),
+                    guardrail: g.name.clone(),
+                    action: g.on_breach,
+                    severity: alert_severity(g.on_breach),
+                    service: plan.service.clone(),
+                },
                 annotations: annotations(plan, run_id, g, &canary_query),
             });
             sources.push(RuleSource {

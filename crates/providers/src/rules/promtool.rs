@@ -15,9 +15,9 @@ use std::time::Duration;
 use canary_core::duration;
 use canary_core::plan::{Comparator, Guardrail};
 use canary_promql::rewrite::{self, ArmSelector};
-use canary_promql::{Engine, Labels, Millis, Store, Value};
-use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{Expr, Offset};
+use canary_promql::{Engine, Labels, Millis, Store, Value, analyze};
+use promql_parser::label::Matcher;
+use promql_parser::parser::Expr;
 use serde::Serialize;
 
 use super::{AlertRule, CanaryRules, RuleSource, RulesError};
@@ -228,20 +228,21 @@ fn synthesise(
     let mut warmup: Millis = 0;
     for q in queries {
         let parsed = rewrite::parse(q).map_err(|e| e.to_string())?;
-        let on_canary = selectors(&rewrite::scope(&parsed, canary));
-        let on_baseline = selectors(&rewrite::scope(&parsed, baseline));
-        warmup = warmup.max(reach(&parsed));
+        let on_canary = analyze::selectors(&rewrite::scope(&parsed, canary));
+        let on_baseline = analyze::selectors(&rewrite::scope(&parsed, baseline));
+        warmup = warmup.max(millis(analyze::reach(&parsed)));
         for (c, b) in on_canary.iter().zip(&on_baseline) {
-            let kind = if c.name.ends_with("_bucket") {
+            let name = c.metric.as_deref().unwrap_or_default();
+            let kind = if name.ends_with("_bucket") {
                 Kind::Histogram
-            } else if c.in_range || c.name.ends_with("_total") || c.name.ends_with("_count") {
+            } else if c.in_range || name.ends_with("_total") || name.ends_with("_count") {
                 Kind::Counter
             } else {
                 Kind::Gauge
             };
-            let labels = concrete_labels(&c.matchers, kind)
-                .ok_or_else(|| format!("no label values satisfy the selector of {}", c.name))?;
-            let base = concrete_labels(&b.matchers, kind).filter(|l| *l != labels);
+            let labels = series_labels(&c.matchers, kind)
+                .ok_or_else(|| format!("no label values satisfy the selector of {name}"))?;
+            let base = series_labels(&b.matchers, kind).filter(|l| *l != labels);
             match families.iter_mut().find(|f| f.canary == labels) {
                 Some(f) => {
                     if kind == Kind::Counter && f.kind == Kind::Gauge {
@@ -325,7 +326,7 @@ fn synthesise(
                     .iter()
                     .map(|l| (l.name.clone(), l.value.clone()))
                     .collect();
-                exp_labels.extend(rule.labels.clone());
+                exp_labels.extend(rule.labels.to_map());
                 ExpectedAlert {
                     exp_labels,
                     exp_annotations: rule.annotations.clone(),
@@ -645,143 +646,13 @@ fn vector_samples(
     }
 }
 
-/// A vector selector found in a query.
-struct Found {
-    name: String,
-    matchers: Vec<Matcher>,
-    in_range: bool,
-}
-
-fn selectors(expr: &Expr) -> Vec<Found> {
-    let mut out = Vec::new();
-    collect(expr, false, &mut out);
-    out
-}
-
-fn collect(expr: &Expr, in_range: bool, out: &mut Vec<Found>) {
-    match expr {
-        Expr::Aggregate(a) => {
-            collect(&a.expr, in_range, out);
-            if let Some(p) = &a.param {
-                collect(p, in_range, out);
-            }
-        }
-        Expr::Unary(u) => collect(&u.expr, in_range, out),
-        Expr::Binary(b) => {
-            collect(&b.lhs, in_range, out);
-            collect(&b.rhs, in_range, out);
-        }
-        Expr::Paren(p) => collect(&p.expr, in_range, out),
-        Expr::Subquery(s) => collect(&s.expr, true, out),
-        Expr::Call(c) => {
-            for arg in &c.args.args {
-                collect(arg, in_range, out);
-            }
-        }
-        Expr::VectorSelector(vs) => out.push(found(vs, in_range)),
-        Expr::MatrixSelector(ms) => out.push(found(&ms.vs, true)),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
-    }
-}
-
-fn found(vs: &promql_parser::parser::VectorSelector, in_range: bool) -> Found {
-    let mut matchers = vs
-        .matchers
-        .or_matchers
-        .first()
-        .cloned()
-        .unwrap_or_else(|| vs.matchers.matchers.clone());
-    if let Some(name) = &vs.name {
-        matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
-    }
-    let name = matchers
+/// A label set for a synthesised series of `kind` satisfying `matchers` (`le` left out of a
+/// histogram: the generator adds the buckets), or `None`.
+fn series_labels(matchers: &[Matcher], kind: Kind) -> Option<Labels> {
+    let kept: Vec<Matcher> = matchers
         .iter()
-        .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
-        .map(|m| m.value.clone())
-        .unwrap_or_default();
-    Found {
-        name,
-        matchers,
-        in_range,
-    }
-}
-
-/// How far back the query reads: the longest range or subquery window plus offsets.
-fn reach(expr: &Expr) -> Millis {
-    let off = |o: &Option<Offset>| match o {
-        Some(Offset::Pos(d)) => millis(*d),
-        _ => 0,
-    };
-    match expr {
-        Expr::Aggregate(a) => reach(&a.expr).max(a.param.as_deref().map(reach).unwrap_or(0)),
-        Expr::Unary(u) => reach(&u.expr),
-        Expr::Binary(b) => reach(&b.lhs).max(reach(&b.rhs)),
-        Expr::Paren(p) => reach(&p.expr),
-        Expr::Subquery(s) => millis(s.range) + off(&s.offset) + reach(&s.expr),
-        Expr::Call(c) => c.args.args.iter().map(|a| reach(a)).max().unwrap_or(0),
-        Expr::VectorSelector(vs) => off(&vs.offset),
-        Expr::MatrixSelector(ms) => millis(ms.range) + off(&ms.vs.offset),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => 0,
-    }
-}
-
-/// A label set that satisfies every matcher (`le` left out of histograms: the generator adds
-/// the buckets), or `None`.
-fn concrete_labels(matchers: &[Matcher], kind: Kind) -> Option<Labels> {
-    let mut names: Vec<&str> = matchers.iter().map(|m| m.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut pairs = Vec::new();
-    for name in names {
-        if kind == Kind::Histogram && name == "le" {
-            continue;
-        }
-        let on_name: Vec<&Matcher> = matchers.iter().filter(|m| m.name == name).collect();
-        let value = candidates(&on_name)
-            .into_iter()
-            .find(|v| on_name.iter().all(|m| m.is_match(v)))?;
-        pairs.push((name.to_owned(), value));
-    }
-    Some(Labels::from_pairs(pairs))
-}
-
-/// Label values worth trying for the matchers of one label: equality values first, then
-/// literal readings of regex alternatives, then generic values.
-fn candidates(matchers: &[&Matcher]) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in matchers {
-        match &m.op {
-            MatchOp::Equal => out.push(m.value.clone()),
-            MatchOp::Re(_) => {
-                for alt in m.value.split('|') {
-                    out.push(literal_reading(alt));
-                }
-            }
-            MatchOp::NotEqual | MatchOp::NotRe(_) => {}
-        }
-    }
-    out.extend(["", "x", "canary-test"].map(String::from));
-    out
-}
-
-/// A string a simple regex alternative matches: `5..` → `500`, `api-.*` → `api-`.
-fn literal_reading(alt: &str) -> String {
-    alt.replace(".+", "x")
-        .replace(".*", "")
-        .replace("\\d", "0")
-        .replace('.', "0")
-        .chars()
-        .filter(|c| !"^$()[]{}?*+\\".contains(*c))
-        .collect()
-}
-
-/// The metric names a query reads (`ttfv_ms_bucket`, ...), in order of appearance, each once.
-pub(crate) fn metric_names(expr: &Expr) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for f in selectors(expr) {
-        if !f.name.is_empty() && !names.contains(&f.name) {
-            names.push(f.name);
-        }
-    }
-    names
+        .filter(|m| !(kind == Kind::Histogram && m.name == "le"))
+        .cloned()
+        .collect();
+    analyze::satisfying_labels(&kept)
 }
