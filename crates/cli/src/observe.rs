@@ -35,12 +35,10 @@ impl ScopedGuardrail {
     }
 }
 
-/// Scopes every guardrail query (and sample query) of `plan` to each arm. With `compress`, range
-/// windows are divided by that factor too (the demo's compressed clock).
-pub fn scope_guardrails(
-    plan: &Plan,
-    compress: Option<f64>,
-) -> Result<Vec<ScopedGuardrail>, RewriteError> {
+/// Scopes every guardrail query (and sample query) of `plan` to each arm. On a compressed
+/// clock (the demo's `time_scale`), range windows are divided by the same factor.
+pub fn scope_guardrails(plan: &Plan) -> Result<Vec<ScopedGuardrail>, RewriteError> {
+    let compress = (plan.time_scale > 1.0).then_some(plan.time_scale);
     let canary = ArmSelector::parse(&plan.arms.canary.selector)?;
     let baseline = ArmSelector::parse(&plan.arms.baseline.selector)?;
     let scope = |query: &str, arm: &ArmSelector| -> Result<String, RewriteError> {

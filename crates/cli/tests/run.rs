@@ -485,3 +485,90 @@ fn a_rollback_reaches_decision_and_rollback_subscribers_each_with_its_kind() {
         rollback[0]
     );
 }
+
+/// The bundle's artifact kinds: names with their timestamps and checkpoint minutes taken out.
+fn artifact_kinds(bundle: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(bundle)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|name| {
+            let mut kind = String::new();
+            let mut chars = name.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c.is_ascii_digit() {
+                    while chars.peek().is_some_and(|c| c.is_ascii_alphanumeric()) {
+                        chars.next();
+                    }
+                    kind.push('#');
+                } else {
+                    kind.push(c);
+                }
+            }
+            kind
+        })
+        .collect()
+}
+
+fn artifact_text(bundle: &std::path::Path, prefix: &str) -> String {
+    let path = std::fs::read_dir(bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {}", bundle.display()));
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `canary demo` is `canary run` on settings it writes itself: a run configured by hand, as a
+/// team would, against the same kind of services leaves the same artifacts, preflight and
+/// arming behind.
+#[test]
+fn a_run_configured_by_hand_and_the_demo_go_through_one_path() {
+    let demo_dir = tempfile::tempdir().unwrap();
+    let demo = canary()
+        .current_dir(demo_dir.path())
+        .args(["demo", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rig = rig();
+    let (code, stdout, run_stderr) = finish(rig.run(&[]));
+    assert_eq!(code, 0, "{stdout}\n{run_stderr}");
+    let run_id = stdout.split_whitespace().next().unwrap();
+    let run_bundle = rig.bundle(run_id);
+    let (code, stdout, demo_stderr) = finish(demo);
+    assert_eq!(code, 0, "{stdout}\n{demo_stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let demo_bundle = demo_dir.path().join(summary["bundle"].as_str().unwrap());
+
+    assert_eq!(artifact_kinds(&run_bundle), artifact_kinds(&demo_bundle));
+    for stderr in [&run_stderr, &demo_stderr] {
+        for check in [
+            "credentials",
+            "signing key",
+            "load balancer",
+            "metrics",
+            "api token",
+            "guardrail",
+            "cooldown",
+        ] {
+            assert!(
+                stderr.contains(&format!("PASS  {check}")),
+                "no passed {check} check in the preflight:\n{stderr}"
+            );
+        }
+    }
+    for bundle in [&run_bundle, &demo_bundle] {
+        assert!(
+            artifact_text(bundle, "CANARY_DASHBOARDS_")
+                .contains("the controller served the live dashboard")
+        );
+        assert!(
+            artifact_text(bundle, "CANARY_ALERTS_")
+                .contains("the engine evaluated every guardrail itself")
+        );
+        let probes = artifact_text(bundle, "CANARY_ISOLATION_PROBES_");
+        assert!(probes.contains("\"verdict\""), "{probes}");
+        assert_eq!(verify(bundle).0, 0);
+    }
+}

@@ -13,7 +13,7 @@ use canary_core::engine::{
 use canary_core::plan::{
     Approval, Arm, Arms, BurstPlan, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, Step,
 };
-use canary_core::verdict::{NoDataCause, Reason, Verdict};
+use canary_core::verdict::{NoDataCause, ProbeRun, ProbeVerdict, Reason, Verdict};
 use canary_core::{ArmRole, Engine, Event, journal};
 
 const T0: i64 = 1_760_000_000_000;
@@ -263,10 +263,11 @@ fn run(case: Case) -> Outcome {
                         now + 10_000,
                         Input::Event {
                             at: now + 10_000,
-                            event: Event::ProbesCompleted {
+                            event: Event::ProbesCompleted(ProbeRun {
+                                verdict: ProbeVerdict::Clean,
                                 pairs: 20,
                                 leaks: 0,
-                            },
+                            }),
                         },
                     ));
                 }
@@ -1023,4 +1024,90 @@ mod properties {
             }
         }
     }
+}
+
+/// Drives `plan` to minute `m` on a virtual clock without answering anything (the controller
+/// dies with the burst, its probes and one evaluation round outstanding).
+fn started_and_abandoned_at(plan: Plan, m: f64) -> Engine {
+    let mut engine = Engine::new(plan).unwrap();
+    engine.apply(&Input::Start { at: T0 }).unwrap();
+    engine.apply(&Input::Tick { at: at_min(m) }).unwrap();
+    engine
+}
+
+#[test]
+fn a_resume_inside_the_window_restores_the_split_and_asks_again_for_what_was_outstanding() {
+    let mut engine = started_and_abandoned_at(runbook(), 6.0);
+    let outstanding = engine.outstanding();
+    assert!(
+        outstanding.burst,
+        "the burst started at T+5 and never reported"
+    );
+    assert_eq!(outstanding.probes, 1);
+    let round = outstanding.round.expect("a round was asked for");
+
+    let actions = engine.apply(&Input::Resume { at: at_min(8.0) }).unwrap();
+    assert_eq!(
+        actions[0],
+        Action::SetWeight {
+            canary: 5,
+            change: WeightChange::Step { index: 0 }
+        }
+    );
+    assert!(actions.contains(&Action::Evaluate { round }));
+    assert!(actions.contains(&Action::StartBurst));
+    assert_eq!(
+        actions.iter().filter(|a| **a == Action::RunProbes).count(),
+        1
+    );
+    assert!(!engine.is_decided());
+
+    // Once answered, nothing is outstanding any more.
+    engine
+        .apply(&Input::Event {
+            at: at_min(8.5),
+            event: Event::BurstCompleted {
+                total: 100,
+                successful: 100,
+            },
+        })
+        .unwrap();
+    assert!(!engine.outstanding().burst);
+}
+
+#[test]
+fn a_resume_past_the_window_rolls_back_for_the_controller_being_down() {
+    let mut engine = started_and_abandoned_at(runbook(), 30.0);
+    engine.apply(&Input::Resume { at: at_min(75.0) }).unwrap();
+    let decision = engine.decision().expect("decided");
+    assert_eq!(decision.authorised_by, "engine");
+    match &decision.verdict {
+        Verdict::Rollback { reasons } => {
+            assert_eq!(
+                reasons,
+                &vec![Reason::ControllerDown {
+                    since: at_min(30.0),
+                    resumed: at_min(75.0)
+                }]
+            );
+            assert!(reasons[0].to_string().contains("45m"), "{}", reasons[0]);
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_journal_with_a_resume_replays_to_the_same_decision() {
+    let plan = runbook();
+    let inputs = vec![
+        Input::Start { at: T0 },
+        Input::Tick { at: at_min(30.0) },
+        Input::Resume { at: at_min(75.0) },
+    ];
+    let mut engine = Engine::new(plan.clone()).unwrap();
+    for input in &inputs {
+        engine.apply(input).unwrap();
+    }
+    let replayed = canary_core::engine::replay(plan, inputs.iter()).unwrap();
+    assert_eq!(replayed.decision.as_ref(), engine.decision());
 }

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::connect::{Connector, Endpoint, RequestBody};
 use crate::error::LoadError;
 use crate::exchange::{Caller, Measured};
-use crate::report::{ArmSummary, BurstReport, RequestRecord, Summary, TargetSummary};
+use crate::report::{ArmSummary, BurstReport, ErrorKind, RequestRecord, Summary, TargetSummary};
 use crate::scenario::{Mode, OpenLoop, Pass, Scenario, Target, is_json_body, render};
 use crate::sufficiency;
 
@@ -420,6 +420,46 @@ where
         records.append(&mut part);
     }
     Ok(records)
+}
+
+/// How one user's request answered in [`check_users`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCheck {
+    pub user: String,
+    /// The answer's status, when one came.
+    pub status: Option<u16>,
+    /// What went wrong: `None` when the request succeeded as the burst counts success.
+    pub error: Option<ErrorKind>,
+}
+
+/// Sends one request per user, exactly as the burst's first pass would send it (method, path,
+/// body, token, pin), one user after another: the preflight's proof that every token is
+/// accepted before any load is sent.
+pub async fn check_users(scenario: &Scenario) -> Result<Vec<UserCheck>, LoadError> {
+    scenario.validate()?;
+    let passes = scenario.passes();
+    let Some(pass) = passes.first() else {
+        return Ok(Vec::new());
+    };
+    let prepared = Prepared::new(scenario, pass)?;
+    let mut caller = prepared.caller(&scenario.terminal_event, scenario.request_timeout);
+    let mut checks = Vec::with_capacity(scenario.users.len());
+    for (index, user) in scenario.users.iter().enumerate() {
+        let m = caller
+            .call(
+                prepared.request(index, index),
+                Instant::now(),
+                scenario.expect_status,
+                None,
+            )
+            .await;
+        checks.push(UserCheck {
+            user: user.name.clone(),
+            status: m.status,
+            error: m.error,
+        });
+    }
+    Ok(checks)
 }
 
 /// Each user on its own task and connection: request, pause, request, ...

@@ -153,6 +153,23 @@ pub struct ReadyFile {
     pub admin: SocketAddr,
 }
 
+impl ReadyFile {
+    /// Writes the file whole: to a temporary name beside it, then renamed, so a reader never
+    /// sees half of it.
+    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The file at `path`, once a proxy has written it.
+    pub fn read(path: &std::path::Path) -> Option<ReadyFile> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
 /// A running proxy. Dropping the handle stops it (without draining); prefer
 /// [`ProxyHandle::shutdown`].
 pub struct ProxyHandle {

@@ -9,14 +9,14 @@ use canary_core::duration::{self, Human};
 use canary_core::engine::{Action, Input, Status};
 use canary_core::plan::{Approval, OnInconclusive, Step};
 use canary_core::verdict::Reason;
-use canary_core::{Engine, Millis, Secret, Verdict};
+use canary_core::{Decision, Engine, Millis, Plan, Secret, Verdict};
 use canary_providers::metrics::MetricSource;
 use canary_providers::metrics::prometheus::{PrometheusConfig, PrometheusSource};
 use serde::Serialize;
 
 use crate::commands::validate::load_config;
-use crate::config::Needs;
 use crate::config::settings::MetricsSettings;
+use crate::config::{Config, Needs};
 use crate::observe::{observe, scope_guardrails};
 use crate::output::Format;
 
@@ -126,134 +126,22 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
         ..Needs::PLAN
     };
     let config = load_config(&args.config, needs)?;
-    let timeout = duration::parse(&args.timeout).context("--timeout")?;
-    let source = match (&args.prometheus, &config.metrics) {
-        (Some(url), _) => {
-            let token = match &args.token_env {
-                Some(var) => {
-                    Some(Secret::new(std::env::var(var).with_context(|| {
-                        format!("--token-env {var}: the variable is not set")
-                    })?))
-                }
-                None => None,
-            };
-            PrometheusSource::new(PrometheusConfig {
-                url: url.clone(),
-                token,
-                timeout,
-            })?
-        }
-        (None, Some(MetricsSettings::Prometheus { url, token, .. })) => {
-            PrometheusSource::new(PrometheusConfig {
-                url: url.clone(),
-                token: token.clone(),
-                timeout,
-            })?
-        }
-        (None, _) => bail!(
-            "backtest reads history from a Prometheus API: pass --prometheus URL (the config's [metrics] source is not prometheus)"
-        ),
-    };
-
+    let source = history_source(&args, &config)?;
     let from = parse_time(&args.from).context("--from")?;
     // An unreachable or unauthorised API is an error, not a verdict about the canary.
     let info = source.build_info().await?;
     tracing::debug!(prometheus = %source.url(), version = %info.version, "history source");
-    let mut plan = config.plan.clone();
     let to = match &args.to {
         Some(t) => parse_time(t).context("--to")?,
-        None => from + plan.window().as_millis() as Millis,
+        None => from + config.plan.window().as_millis() as Millis,
     };
     if to <= from {
         bail!("--to must be after --from");
     }
-    if let Some(step) = &args.step {
-        plan.evaluation_interval = duration::parse(step).context("--step")?;
-        if plan.evaluation_interval.is_zero() {
-            bail!("--step must be longer than 0");
-        }
-    }
-    // History has no burst, no probes and no operator: judge the guardrails alone.
-    let window = Duration::from_millis((to - from) as u64);
-    plan.steps = vec![Step {
-        weight: plan.steps[0].weight,
-        hold: window,
-    }];
-    plan.checkpoints.retain(|c| *c <= window);
-    plan.burst = None;
-    plan.probes = false;
-    plan.approval = Approval::Auto;
-    plan.on_inconclusive = OnInconclusive::Rollback;
-    plan.check_log_interval = plan.check_log_interval.min(window);
-
-    let guardrails = scope_guardrails(&plan, None)?;
-    let mut engine = Engine::new(plan.clone())?;
+    let plan = history_plan(&config.plan, args.step.as_deref(), from, to)?;
+    let replayed = replay_history(&plan, &source, from, to).await?;
+    let decision = replayed.decision;
     let secs = |t: Millis| (t - from) as f64 / 1000.0;
-    let mut timeline = Vec::new();
-    let mut events = Vec::new();
-    let mut queue = engine.apply(&Input::Start { at: from })?;
-    let max_rounds =
-        (window.as_millis() / plan.evaluation_interval.as_millis().max(1)) as usize + 2;
-    let mut rounds = 0usize;
-    loop {
-        while !queue.is_empty() {
-            let action = queue.remove(0);
-            match action {
-                Action::Evaluate { round } => {
-                    rounds += 1;
-                    if rounds > max_rounds {
-                        bail!("internal: more evaluation rounds than the window holds");
-                    }
-                    let result = observe(&source as &dyn MetricSource, &guardrails, round).await;
-                    for r in &result.raw {
-                        if let Err(e) = &r.result {
-                            tracing::debug!(guardrail = %r.guardrail, arm = %r.arm, error = %e, "query failed");
-                        }
-                    }
-                    let more = engine.apply(&Input::Observations {
-                        at: round,
-                        round,
-                        readings: result.readings,
-                    })?;
-                    timeline.push(TimelineRound {
-                        t: secs(round),
-                        guardrails: engine
-                            .status()
-                            .guardrails
-                            .into_iter()
-                            .map(|g| GuardrailPoint {
-                                status: g.status.label(),
-                                canary: g.canary.as_ref().and_then(|r| r.as_value()),
-                                baseline: g.baseline.as_ref().and_then(|r| r.as_value()),
-                                name: g.name,
-                            })
-                            .collect(),
-                    });
-                    queue.extend(more);
-                }
-                Action::Notify {
-                    severity, message, ..
-                } => events.push(EventLine {
-                    t: secs(engine.status().elapsed_ms + from),
-                    severity,
-                    message,
-                }),
-                _ => {}
-            }
-        }
-        if engine.is_decided() {
-            break;
-        }
-        match engine.next_wakeup() {
-            Some(next) if next <= to => queue = engine.apply(&Input::Tick { at: next })?,
-            _ => break,
-        }
-    }
-
-    let decision = engine
-        .decision()
-        .cloned()
-        .context("the engine did not reach a decision within the window")?;
     let triggered_at = match &decision.verdict {
         Verdict::Rollback { reasons } => Some(
             reasons
@@ -284,14 +172,155 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
             .collect(),
         triggered_at,
         decided_at: Some(secs(decision.at)),
-        events,
-        timeline,
+        events: replayed.events,
+        timeline: replayed.timeline,
     };
     match args.output {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => out!("{}", render_text(&report, &plan)),
     }
     Ok(decision.verdict.exit_code())
+}
+
+/// The Prometheus API history is read from: `--prometheus`, else the configuration's.
+fn history_source(args: &BacktestArgs, config: &Config) -> anyhow::Result<PrometheusSource> {
+    let timeout = duration::parse(&args.timeout).context("--timeout")?;
+    let (url, token) = match (&args.prometheus, &config.metrics) {
+        (Some(url), _) => {
+            let token = match &args.token_env {
+                Some(var) => {
+                    Some(Secret::new(std::env::var(var).with_context(|| {
+                        format!("--token-env {var}: the variable is not set")
+                    })?))
+                }
+                None => None,
+            };
+            (url.clone(), token)
+        }
+        (None, Some(MetricsSettings::Prometheus { url, token, .. })) => {
+            (url.clone(), token.clone())
+        }
+        (None, _) => bail!(
+            "backtest reads history from a Prometheus API: pass --prometheus URL (the config's [metrics] source is not prometheus)"
+        ),
+    };
+    Ok(PrometheusSource::new(PrometheusConfig {
+        url,
+        token,
+        timeout,
+    })?)
+}
+
+/// `plan` for a window of history: one step over `from..to`, evaluated every `step` (default:
+/// the plan's interval). History has no burst, no probes and no operator: the guardrails are
+/// judged alone.
+fn history_plan(plan: &Plan, step: Option<&str>, from: Millis, to: Millis) -> anyhow::Result<Plan> {
+    let mut plan = plan.clone();
+    if let Some(step) = step {
+        plan.evaluation_interval = duration::parse(step).context("--step")?;
+        if plan.evaluation_interval.is_zero() {
+            bail!("--step must be longer than 0");
+        }
+    }
+    let window = Duration::from_millis((to - from) as u64);
+    plan.steps = vec![Step {
+        weight: plan.steps[0].weight,
+        hold: window,
+    }];
+    plan.checkpoints.retain(|c| *c <= window);
+    plan.burst = None;
+    plan.probes = false;
+    plan.approval = Approval::Auto;
+    plan.on_inconclusive = OnInconclusive::Rollback;
+    plan.check_log_interval = plan.check_log_interval.min(window);
+    Ok(plan)
+}
+
+/// What the engine decided over history, with every round's readings and every notification.
+struct Replayed {
+    decision: Decision,
+    timeline: Vec<TimelineRound>,
+    events: Vec<EventLine>,
+}
+
+/// Drives the engine over `from..to` on history's clock: each evaluation queries `source` at
+/// the round's time.
+async fn replay_history(
+    plan: &Plan,
+    source: &PrometheusSource,
+    from: Millis,
+    to: Millis,
+) -> anyhow::Result<Replayed> {
+    let guardrails = scope_guardrails(plan)?;
+    let mut engine = Engine::new(plan.clone())?;
+    let secs = |t: Millis| (t - from) as f64 / 1000.0;
+    let mut timeline = Vec::new();
+    let mut events = Vec::new();
+    let mut queue = engine.apply(&Input::Start { at: from })?;
+    let max_rounds =
+        (plan.window().as_millis() / plan.evaluation_interval.as_millis().max(1)) as usize + 2;
+    let mut rounds = 0usize;
+    loop {
+        while !queue.is_empty() {
+            match queue.remove(0) {
+                Action::Evaluate { round } => {
+                    rounds += 1;
+                    if rounds > max_rounds {
+                        bail!("internal: more evaluation rounds than the window holds");
+                    }
+                    let result = observe(source as &dyn MetricSource, &guardrails, round).await;
+                    for r in &result.raw {
+                        if let Err(e) = &r.result {
+                            tracing::debug!(guardrail = %r.guardrail, arm = %r.arm, error = %e, "query failed");
+                        }
+                    }
+                    queue.extend(engine.apply(&Input::Observations {
+                        at: round,
+                        round,
+                        readings: result.readings,
+                    })?);
+                    timeline.push(TimelineRound {
+                        t: secs(round),
+                        guardrails: engine
+                            .status()
+                            .guardrails
+                            .into_iter()
+                            .map(|g| GuardrailPoint {
+                                status: g.status.label(),
+                                canary: g.canary.as_ref().and_then(|r| r.as_value()),
+                                baseline: g.baseline.as_ref().and_then(|r| r.as_value()),
+                                name: g.name,
+                            })
+                            .collect(),
+                    });
+                }
+                Action::Notify {
+                    severity, message, ..
+                } => events.push(EventLine {
+                    t: secs(engine.status().elapsed_ms + from),
+                    severity,
+                    message,
+                }),
+                _ => {}
+            }
+        }
+        if engine.is_decided() {
+            break;
+        }
+        match engine.next_wakeup() {
+            Some(next) if next <= to => queue = engine.apply(&Input::Tick { at: next })?,
+            _ => break,
+        }
+    }
+    let decision = engine
+        .decision()
+        .cloned()
+        .context("the engine did not reach a decision within the window")?;
+    Ok(Replayed {
+        decision,
+        timeline,
+        events,
+    })
 }
 
 fn offset(t: f64) -> String {

@@ -1,22 +1,18 @@
-//! `canary load`: the runbook's load burst and the tenant-isolation probes, standalone — and
-//! the mapping from `[load]` settings to a `canary_load::Scenario` / `ProbeSpec` that the run
-//! uses too.
+//! `canary load`: the runbook's load burst and the tenant-isolation probes, standalone, built
+//! from `[load]` by the same wiring the run uses (`run::wiring`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use canary_load::{
-    BurstReport, CanaryRoute, Mode, OpenLoop, PinProof, ProbeReport, ProbeSpec, ProbeUser,
-    ProbeVerdict, Progress, SampleRule, Scenario, Targeting, User,
-};
-use canary_providers::traffic::EmbeddedRouter;
+use canary_load::{BurstReport, Mode, OpenLoop, ProbeReport, ProbeVerdict, Progress, Targeting};
 
 use crate::commands::validate::load_config;
-use crate::config::settings::{LoadSettings, LoadTarget};
-use crate::config::{Config, Needs};
+use crate::config::Needs;
+use crate::config::settings::LoadTarget;
 use crate::output::Format;
+use crate::run::wiring::{canary_route, pin_proof, pins_by_header, probe_spec, scenario};
 
 /// Run the load burst and the isolation probes alone, and write the runbook's two artifacts:
 /// the transcript `canary_load_burst_<ts>.log` and the summary `CANARY_LOAD_SUMMARY_<ts>.json`.
@@ -75,120 +71,6 @@ enum TargetArg {
     Lb,
     Canary,
     Both,
-}
-
-/// How canary-targeted load reaches the canary: its own URL (`[arms.canary] url`) when
-/// configured, else the embedded proxy's pin header (with its pin token) on the load
-/// balancer's URL.
-pub fn canary_route(config: &Config) -> CanaryRoute {
-    match &config.canary_url {
-        Some(url) => CanaryRoute::Url(url.clone()),
-        None => CanaryRoute::PinHeader,
-    }
-}
-
-/// The embedded proxy's pin token, from its admin API, when traffic goes through it: with it
-/// pins count and every answer names its arm. Fails when load must be pinned to the canary by
-/// header (`pins`, see [`pins_by_header`]) and there is no embedded proxy to pin through.
-pub async fn pin_proof(
-    embedded: Option<&EmbeddedRouter>,
-    pins: bool,
-) -> anyhow::Result<Option<PinProof>> {
-    let Some(router) = embedded else {
-        if pins {
-            anyhow::bail!(
-                "canary-targeted load and isolation probes are pinned to the canary through the \
-                 embedded proxy, and [traffic] is not the embedded proxy: give the canary's own \
-                 URL in [arms.canary] url, or send the burst with target = \"lb\""
-            );
-        }
-        return Ok(None);
-    };
-    let access = router
-        .pin_access()
-        .await
-        .context("cannot read the embedded proxy's pin token (admin API GET /pin)")?;
-    Ok(Some(PinProof {
-        header: access.proof_header,
-        token: access.token,
-    }))
-}
-
-/// Whether the burst or the probes pin requests to the canary by header: canary targeting, or
-/// isolation probes, without the canary's own URL.
-pub fn pins_by_header(
-    config: &Config,
-    load: &LoadSettings,
-    target: LoadTarget,
-    probes: bool,
-) -> bool {
-    let probing = probes && load.users.iter().filter(|u| u.marker.is_some()).count() >= 2;
-    config.canary_url.is_none() && (target != LoadTarget::Lb || probing)
-}
-
-/// The runbook's burst as `[load]` describes it, judging sample sufficiency for the plan's
-/// percentile and ratio guardrails at the first step's canary weight.
-pub fn scenario(config: &Config, load: &LoadSettings, proof: Option<&PinProof>) -> Scenario {
-    let users = load
-        .users
-        .iter()
-        .map(|u| User {
-            name: u.name.clone(),
-            token: u.token.clone(),
-        })
-        .collect();
-    let mut s = Scenario::runbook(load.url.clone(), users);
-    s.method = load.method.clone();
-    s.path = load.path.clone();
-    s.body = Some(load.body.clone());
-    s.queries = load.queries.clone();
-    s.requests_per_user = load.requests_per_user;
-    s.pause = load.pause;
-    s.expect_status = load.expect_status;
-    s.targeting = match load.target {
-        LoadTarget::Lb => Targeting::Lb,
-        LoadTarget::Canary => Targeting::Canary(canary_route(config)),
-        LoadTarget::Both => Targeting::Both(canary_route(config)),
-    };
-    s.sample_rules = config
-        .plan
-        .guardrails
-        .iter()
-        .filter_map(SampleRule::for_guardrail)
-        .collect();
-    s.canary_weight_percent = config.plan.steps.first().map(|st| f64::from(st.weight));
-    s.pin_proof = proof.cloned();
-    s
-}
-
-/// The isolation probes for the `[load]` users that have markers, pinned to the canary; `None`
-/// when fewer than two users have one.
-pub fn probe_spec(
-    config: &Config,
-    load: &LoadSettings,
-    proof: Option<&PinProof>,
-) -> Option<ProbeSpec> {
-    let users: Vec<ProbeUser> = load
-        .users
-        .iter()
-        .filter_map(|u| {
-            Some(ProbeUser {
-                name: u.name.clone(),
-                token: u.token.clone(),
-                marker: u.marker.clone()?,
-            })
-        })
-        .collect();
-    if users.len() < 2 {
-        return None;
-    }
-    let mut spec = ProbeSpec::new(load.url.clone(), users);
-    spec.canary = Some(canary_route(config));
-    spec.method = load.method.clone();
-    spec.path = load.path.clone();
-    spec.body = load.body.clone();
-    spec.pin_proof = proof.cloned();
-    Some(spec)
 }
 
 /// `YYYYMMDDTHHMMSSZ` in UTC, as the artifacts' names carry it.

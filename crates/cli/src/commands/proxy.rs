@@ -116,10 +116,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<i32> {
                     data: handle.data_addr(),
                     admin: handle.admin_addr(),
                 };
-                let written = serde_json::to_vec(&ready)
-                    .map_err(std::io::Error::other)
-                    .and_then(|body| std::fs::write(path, body));
-                if let Err(e) = written {
+                if let Err(e) = ready.write(path) {
                     ready_error = Some(e);
                 }
             }

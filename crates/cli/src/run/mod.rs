@@ -1,14 +1,16 @@
 //! `canary run` — and everything that runs a canary the same way (`demo`, `resume`): preflight,
 //! the evidence bundle, the control API, the controller loop, sealing, history.
 
+mod arm;
 pub mod controller;
 pub mod delegates;
+pub mod preflight;
 pub mod wiring;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use canary_core::engine::{Action, Input};
@@ -21,9 +23,11 @@ use canary_providers::metrics::MetricSource;
 use canary_providers::traffic::TrafficRouter;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::Config;
 use crate::control::{self, ControlFile};
 use crate::observe::ScopedGuardrail;
 use controller::{Controller, Delegates, now_ms};
+use wiring::Integrations;
 
 /// Everything a run needs, built from a configuration (production) or by the demo.
 pub struct Wiring {
@@ -68,12 +72,17 @@ pub type Setup = Box<
 pub type Teardown = Box<dyn FnOnce() -> canary_providers::BoxFuture<'static, ()> + Send>;
 
 /// Options of `canary run` that are not configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// Run even though a cooldown is active; the reason is recorded.
     pub override_cooldown: Option<String>,
     /// Commit the sealed bundle to this git repository.
     pub commit: Option<PathBuf>,
+    /// How long failing preflight checks are retried before the run is refused (the demo's
+    /// fresh services have no baseline data yet). Zero: checked once.
+    pub preflight_patience: Duration,
+    /// Told the run's id once its bundle and journal exist.
+    pub started: Option<Box<dyn FnOnce(&str) + Send>>,
 }
 
 /// How a run ended, for the caller's summary.
@@ -144,6 +153,9 @@ pub async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Fini
     let run_id = new_run_id(&plan.service, started);
     let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
     let journal = bundle.create_journal(&plan)?;
+    if let Some(started) = options.started {
+        started(&run_id);
+    }
     history.record_start(&RunStart {
         run_id: run_id.clone(),
         service: plan.service.clone(),
@@ -180,6 +192,38 @@ pub async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Fini
     .await
 }
 
+/// Preflight, then the run: what `canary run` does, and `canary demo` on its own stack.
+pub async fn launch(config: &Config, options: RunOptions) -> anyhow::Result<Finished> {
+    let mut integrations = Integrations::new(config).await?;
+    let overriding = options.override_cooldown.is_some();
+    // Waiting for the baseline's first data is waiting for a condition, bounded.
+    let deadline = Instant::now() + options.preflight_patience;
+    let checks = loop {
+        let checks = preflight::preflight(config, &mut integrations).await;
+        if preflight::blocking(&checks, overriding).is_empty() || Instant::now() >= deadline {
+            break checks;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    preflight::print_table(&checks);
+    let failed = preflight::blocking(&checks, overriding).len();
+    if failed > 0 {
+        bail!("preflight failed ({failed} check(s)); no traffic was touched");
+    }
+    let wiring = integrations.wire(config, &config.plan)?;
+    execute(wiring, options).await
+}
+
+/// `canary resume` of a run [`Resumed::open`] found: reads the split back and lets the engine
+/// say what to do again, on the wiring `config` names.
+pub async fn resume_configured(config: &Config, resumed: Resumed) -> anyhow::Result<Finished> {
+    let integrations = Integrations::new(config).await?;
+    let current_weight = integrations.router.get().await.map_or(0, |s| s.canary);
+    let plan = resumed.engine.plan().clone();
+    let wiring = integrations.wire(config, &plan)?;
+    resume(wiring, resumed, current_weight).await
+}
+
 /// A run rebuilt from its journal (`canary resume`).
 pub struct Resumed {
     pub engine: Engine,
@@ -187,47 +231,43 @@ pub struct Resumed {
     pub journal: JournalWriter,
     /// Time of the last journaled input.
     pub last_input: Millis,
-    /// The canary weight the load balancer reports now (the lease may have reset it).
-    pub current_weight: u8,
-    /// The burst was started and never reported: run it again.
-    pub rerun_burst: bool,
-    /// A probe run was asked for and never reported: run one again.
-    pub rerun_probes: bool,
-    /// The window ended while the controller was down: roll back.
-    pub past_window: bool,
 }
 
 impl Resumed {
-    /// Rebuilds a run from its journal: the engine replays every recorded input, and what was
-    /// asked for and never reported (the burst, a probe run) is noted to be done again.
-    /// Fails when the run already reached its decision. `current_weight` is 0 until the caller
-    /// reads the load balancer.
+    /// Finds run `run_id`'s bundle (where the history says, else in `config`'s evidence
+    /// directory), replays its journal — a decided run is refused before anything is touched —
+    /// and checks that `config` describes the run's plan.
+    pub fn open(config: &Config, run_id: &str) -> anyhow::Result<Resumed> {
+        let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
+        let dir = History::open(&config.state_dir)?
+            .get(run_id)?
+            .and_then(|r| r.bundle.parent().map(PathBuf::from))
+            .unwrap_or_else(|| evidence.dir.clone());
+        let (bundle, journal_writer, journal) =
+            Bundle::resume(&dir, run_id).with_context(|| format!("cannot resume run {run_id}"))?;
+        // The journal's plan is what the run enforces; wiring built from a configuration that
+        // says otherwise would query guardrails the engine does not know, or miss ones it does.
+        let differences = journal.header.plan.differences(&config.plan);
+        if !differences.is_empty() {
+            bail!(
+                "{} is not the configuration run {run_id} started with; its plan differs from the one in the journal:\n  - {}\nresume with the configuration the run started with (the bundle's journal.jsonl holds its plan)",
+                config.file.display(),
+                differences.join("\n  - ")
+            );
+        }
+        Resumed::rebuild(bundle, journal_writer, &journal)
+    }
+
+    /// Rebuilds a run from its journal: the engine replays every recorded input. Fails when
+    /// the run already reached its decision.
     pub fn rebuild(
         bundle: Bundle,
         journal: JournalWriter,
         recorded: &canary_core::journal::Journal,
     ) -> anyhow::Result<Resumed> {
-        let plan = recorded.header.plan.clone();
-        let mut engine = Engine::new(plan.clone())?;
-        let mut last_input = 0;
-        let mut rerun_burst = false;
-        let mut outstanding_probes = 0i32;
+        let mut engine = Engine::new(recorded.header.plan.clone())?;
         for input in &recorded.inputs {
-            last_input = input.at();
-            if let Input::Event { event, .. } = input {
-                match event {
-                    canary_core::Event::BurstCompleted { .. } => rerun_burst = false,
-                    canary_core::Event::ProbesCompleted { .. } => outstanding_probes -= 1,
-                    _ => {}
-                }
-            }
-            for action in engine.apply(input)? {
-                match action {
-                    Action::StartBurst => rerun_burst = true,
-                    Action::RunProbes => outstanding_probes += 1,
-                    _ => {}
-                }
-            }
+            engine.apply(input)?;
         }
         if engine.is_decided() {
             bail!(
@@ -244,41 +284,21 @@ impl Resumed {
             (now_ms() - started) / 1000,
             recorded.inputs.len()
         );
-        let past_window = now_ms() > started + plan.window().as_millis() as i64;
         Ok(Resumed {
             engine,
             bundle,
             journal,
-            last_input,
-            current_weight: 0,
-            rerun_burst,
-            rerun_probes: outstanding_probes > 0,
-            past_window,
+            last_input: recorded.inputs.last().map_or(started, Input::at),
         })
     }
 }
 
-/// Continues a resumed run to its sealed bundle.
-pub async fn resume(wiring: Wiring, r: Resumed) -> anyhow::Result<Finished> {
+/// Continues a resumed run to its sealed bundle. `current_weight` is the canary's share the
+/// load balancer reports now (the proxy's lease may have reset it); the journaled `Resume`
+/// input lets the engine put the split back and ask again for what was outstanding — or roll
+/// back when the window passed while the controller was down.
+pub async fn resume(wiring: Wiring, r: Resumed, current_weight: u8) -> anyhow::Result<Finished> {
     let history = History::open(&wiring.state_dir)?;
-    let status = r.engine.status();
-    let mut first = Vec::new();
-    if !r.past_window {
-        // Put the split back where the engine has it; a failure rolls back.
-        first.push(Action::SetWeight {
-            canary: status.canary_weight,
-            change: canary_core::engine::WeightChange::Step { index: status.step },
-        });
-        if let Some(round) = r.engine.pending_round() {
-            first.push(Action::Evaluate { round });
-        }
-        if r.rerun_burst {
-            first.push(Action::StartBurst);
-        }
-        if r.rerun_probes {
-            first.push(Action::RunProbes);
-        }
-    }
     let mut controller = Controller::new(
         r.engine,
         r.journal,
@@ -287,20 +307,12 @@ pub async fn resume(wiring: Wiring, r: Resumed) -> anyhow::Result<Finished> {
         wiring.source.clone(),
         wiring.guardrails.clone(),
         wiring.delegates.clone(),
-        r.current_weight,
+        current_weight,
     );
     controller.last_input = r.last_input;
-    let start = if r.past_window {
-        Start::Input(Input::Event {
-            at: now_ms().max(r.last_input),
-            event: canary_core::Event::Abort {
-                by: "canary resume".into(),
-                reason: "the controller was down past the end of the window".into(),
-            },
-        })
-    } else {
-        Start::Actions(first)
-    };
+    let start = Start::Input(Input::Resume {
+        at: now_ms().max(r.last_input),
+    });
     drive_to_end(wiring, controller, start, history, None, None).await
 }
 
@@ -310,8 +322,6 @@ enum Start {
     Fresh(Input),
     /// A resumed run: journal and apply this input first.
     Input(Input),
-    /// A resumed run: carry out these actions first.
-    Actions(Vec<Action>),
 }
 
 /// Serves the control API, drives the controller to its decision, seals the bundle, records the
@@ -327,8 +337,7 @@ async fn drive_to_end(
     let run_id = controller.bundle.run_id().to_owned();
     let service = wiring.plan.service.clone();
     // The control API: status for people, abort/approve for operators, Alertmanager's callback.
-    let (status_tx, status_rx) =
-        watch::channel(serde_json::json!({"run_id": run_id, "phase": "starting"}));
+    let (status_tx, status_rx) = watch::channel(control::RunStatus::starting(&run_id, &service));
     let status_line = crate::terminal::interactive()
         .then(|| crate::terminal::spawn_status_line(status_tx.subscribe()));
     controller.status = Some(status_tx);
@@ -380,7 +389,7 @@ async fn drive_to_end(
             let actions = controller.start(input)?;
             let annotation = controller.delegates.annotate(
                 &run_id,
-                "start",
+                canary_providers::grafana::AnnotationKind::Start,
                 started,
                 format!("canary {run_id} started"),
             );
@@ -388,7 +397,6 @@ async fn drive_to_end(
             actions
         }
         Start::Input(input) => controller.feed(input)?,
-        Start::Actions(actions) => actions,
     };
     let signals = spawn_signal_listener();
     let result = controller.drive(first, commands_rx, signals).await;

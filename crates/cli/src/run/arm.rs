@@ -1,0 +1,237 @@
+//! What a run arms once its id and control API exist, and disarms when its final traffic change
+//! is verified: the Grafana dashboard, the Prometheus alert rules routed through Alertmanager,
+//! the embedded proxy's lease.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use canary_core::Plan;
+use canary_evidence::render::alerts::{AlertRule as EvidenceRule, AlertmanagerAlerts, Alerts};
+use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard};
+use canary_providers::grafana::{
+    Dashboard, DashboardOptions, Datasource, GrafanaClient, GrafanaConfig, runbook_panels,
+};
+use canary_providers::rules::{
+    CanaryRules, InstalledRules, RuleFileInstaller, RuleFileInstallerConfig, severity_label,
+};
+use canary_providers::traffic::EmbeddedRouter;
+
+use super::{Setup, Teardown};
+use crate::config::Config;
+use crate::config::settings::{AlertmanagerSettings, GrafanaSettings, MetricsSettings};
+
+/// The rules a run installed, to remove when it ends.
+pub type Armed = Arc<Mutex<Option<(RuleFileInstaller, InstalledRules)>>>;
+
+/// The run's setup: push the dashboard (or say the live page serves instead) and arm the alert
+/// rules (or say the engine evaluates every guardrail itself). The Grafana client that
+/// annotates the dashboard goes into `dashboard`.
+pub fn setup(
+    config: &Config,
+    plan: &Plan,
+    armed: Armed,
+    dashboard: Arc<OnceLock<GrafanaClient>>,
+) -> anyhow::Result<Setup> {
+    let installer = rules_installer(config)?;
+    let grafana = config.grafana.clone();
+    let alertmanager = config.alertmanager.clone();
+    let file = config.file.display().to_string();
+    let plan = plan.clone();
+    Ok(Box::new(move |run_id, control_url| {
+        Box::pin(async move {
+            let live = |why: String| Dashboards::Live {
+                url: format!("{control_url}/"),
+                why,
+            };
+            let dashboards = match &grafana {
+                None => live(format!(
+                    "no [grafana] section in {file}; the controller served the live dashboard"
+                )),
+                Some(g) => match push_dashboard(g, &plan, &run_id).await {
+                    Ok((d, client)) => {
+                        let _ = dashboard.set(client);
+                        Dashboards::Grafana {
+                            grafana_url: g.url.clone(),
+                            dashboards: vec![d],
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot push the Grafana dashboard");
+                        live(format!(
+                            "pushing the dashboard to {} failed ({e:#}); the controller served the live dashboard",
+                            g.url
+                        ))
+                    }
+                },
+            };
+            let alerts = arm_alerts(
+                alertmanager.as_ref(),
+                installer,
+                &plan,
+                &run_id,
+                &armed,
+                &file,
+            )
+            .await;
+            Ok((dashboards, alerts))
+        })
+    }))
+}
+
+/// What undoes the run's arming once its final traffic change is verified: the proxy's lease
+/// is released (so the dead man's switch does not undo a promotion), the rules removed.
+pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
+    Box::new(move || {
+        Box::pin(async move {
+            if let Some(router) = lease
+                && let Err(err) = router.release_lease().await
+            {
+                tracing::warn!(error = %err, "cannot release the proxy lease");
+            }
+            let rules = armed.lock().ok().and_then(|mut g| g.take());
+            if let Some((installer, rules)) = rules {
+                match installer.remove(&rules).await {
+                    Ok(()) => {
+                        tracing::info!(target: "canary", group = %rules.group, "alert rules removed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot remove the run's alert rules: remove {} by hand", rules.path.display())
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// Where the run's rules go: a rules directory Prometheus loads, when Alertmanager and a
+/// Prometheus metric source are configured.
+fn rules_installer(config: &Config) -> anyhow::Result<Option<RuleFileInstaller>> {
+    let (
+        Some(am),
+        Some(MetricsSettings::Prometheus {
+            url,
+            token,
+            timeout,
+        }),
+    ) = (&config.alertmanager, &config.metrics)
+    else {
+        return Ok(None);
+    };
+    let Some(dir) = &am.rules_dir else {
+        return Ok(None);
+    };
+    Ok(Some(RuleFileInstaller::new(RuleFileInstallerConfig {
+        dir: dir.clone(),
+        prometheus_url: url.clone(),
+        token: token.clone(),
+        timeout: *timeout,
+    })?))
+}
+
+/// Installs the run's alert rules when Alertmanager and a rules directory are configured, and
+/// says what was armed. The engine evaluates every guardrail in any case; the rules add
+/// Prometheus' own evaluation and Alertmanager's routing (escalation, callback).
+async fn arm_alerts(
+    alertmanager: Option<&AlertmanagerSettings>,
+    installer: Option<RuleFileInstaller>,
+    plan: &Plan,
+    run_id: &str,
+    armed: &Armed,
+    file: &str,
+) -> Alerts {
+    let engine = |why: String| Alerts::Engine {
+        why,
+        guardrails: plan.guardrails.clone(),
+    };
+    let Some(am) = alertmanager else {
+        return engine(format!(
+            "no [alertmanager] section in {file}: the engine evaluated every guardrail itself at its evaluation interval"
+        ));
+    };
+    let Some(installer) = installer else {
+        return engine(format!(
+            "Alertmanager at {} is configured but no [alertmanager] rules_dir (and Prometheus metrics source) to install rules into: the engine evaluated every guardrail itself; `canary render rules` prints the rules",
+            am.url
+        ));
+    };
+    let rules = match CanaryRules::generate(plan, run_id) {
+        Ok(r) => r,
+        Err(e) => {
+            return engine(format!(
+                "the alert rules could not be generated ({e}); the engine evaluated every guardrail itself"
+            ));
+        }
+    };
+    match installer.install(&rules).await {
+        Ok(done) => {
+            let armed_alerts = Alerts::Alertmanager(AlertmanagerAlerts {
+                alertmanager_url: am.url.clone(),
+                rules_location: done.path.display().to_string(),
+                rules: rules
+                    .group()
+                    .rules
+                    .iter()
+                    .map(|r| EvidenceRule {
+                        alert: r.alert.clone(),
+                        id: Some(format!("{}/{}", done.group, r.alert)),
+                        guardrail: r.labels.guardrail.clone(),
+                        expr: r.expr.clone(),
+                        for_: r.for_,
+                        severity: severity_label(r.labels.severity).to_owned(),
+                        action: r.labels.action.as_str().to_owned(),
+                    })
+                    .collect(),
+                receiver: format!("canary webhook at {}/api/alertmanager", am.callback_listen),
+                route: format!("canary_run=\"{run_id}\""),
+            });
+            if let Ok(mut slot) = armed.lock() {
+                *slot = Some((installer, done));
+            }
+            armed_alerts
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the alert rules");
+            engine(format!(
+                "installing the alert rules failed ({e}); the engine evaluated every guardrail itself"
+            ))
+        }
+    }
+}
+
+/// Pushes the run's dashboard (the runbook's six panels) to Grafana; returns it with the client
+/// that annotates it.
+async fn push_dashboard(
+    g: &GrafanaSettings,
+    plan: &Plan,
+    run_id: &str,
+) -> anyhow::Result<(GrafanaDashboard, GrafanaClient)> {
+    let client = GrafanaClient::new(GrafanaConfig {
+        url: g.url.clone(),
+        token: g.token.clone(),
+        folder_uid: g.folder.clone(),
+        timeout: Duration::from_secs(15),
+    })?;
+    let dashboard = Dashboard::build(
+        plan,
+        run_id,
+        &runbook_panels(),
+        &DashboardOptions {
+            datasource: Datasource::Variable,
+            time_compression: (plan.time_scale > 1.0).then_some(plan.time_scale),
+            refresh: Duration::from_secs(10),
+        },
+    )?;
+    let pushed = client
+        .push_dashboard(&dashboard, &format!("canary run {run_id}"))
+        .await?;
+    let panels = dashboard.panel_titles().map(str::to_owned).collect();
+    Ok((
+        GrafanaDashboard {
+            uid: pushed.uid,
+            title: dashboard.title,
+            url: pushed.url,
+            panels,
+        },
+        client,
+    ))
+}

@@ -1,0 +1,323 @@
+//! The preflight: everything a run needs, checked before any traffic is touched. Each
+//! integration answers its own check (the router reads the split back, the metric source
+//! answers, Grafana and Alertmanager their health, canary-load sends the burst's own request
+//! once per user); this module only collects the answers into a typed table.
+
+use std::time::Duration;
+
+use canary_core::engine::Reading;
+use canary_evidence::{History, Signer};
+use canary_providers::alertmanager::AlertmanagerClient;
+use canary_providers::grafana::{GrafanaClient, GrafanaConfig};
+use serde::Serialize;
+
+use super::controller::now_ms;
+use super::wiring::{self, Integrations};
+use crate::config::Config;
+use crate::config::settings::MetricsSettings;
+use crate::observe::observe;
+
+/// What a preflight row checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckKind {
+    #[serde(rename = "credentials")]
+    Credentials,
+    #[serde(rename = "signing key")]
+    SigningKey,
+    #[serde(rename = "load balancer")]
+    LoadBalancer,
+    #[serde(rename = "metrics")]
+    Metrics,
+    #[serde(rename = "grafana")]
+    Grafana,
+    #[serde(rename = "alertmanager")]
+    Alertmanager,
+    #[serde(rename = "api token")]
+    ApiToken,
+    #[serde(rename = "guardrail")]
+    Guardrail,
+    #[serde(rename = "cooldown")]
+    Cooldown,
+}
+
+impl CheckKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckKind::Credentials => "credentials",
+            CheckKind::SigningKey => "signing key",
+            CheckKind::LoadBalancer => "load balancer",
+            CheckKind::Metrics => "metrics",
+            CheckKind::Grafana => "grafana",
+            CheckKind::Alertmanager => "alertmanager",
+            CheckKind::ApiToken => "api token",
+            CheckKind::Guardrail => "guardrail",
+            CheckKind::Cooldown => "cooldown",
+        }
+    }
+}
+
+/// One row of the preflight table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: CheckKind,
+    pub target: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(check: CheckKind, target: impl Into<String>, result: Result<String, String>) -> Check {
+        let (pass, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        Check {
+            check,
+            target: target.into(),
+            pass,
+            detail,
+        }
+    }
+}
+
+/// The checks that stop a run: every failed one, except an active cooldown the operator
+/// overrides.
+pub fn blocking(checks: &[Check], override_cooldown: bool) -> Vec<&Check> {
+    checks
+        .iter()
+        .filter(|c| !(c.pass || (c.check == CheckKind::Cooldown && override_cooldown)))
+        .collect()
+}
+
+/// Runs the preflight checks. Touches no traffic.
+pub async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<Check> {
+    let mut checks = vec![
+        Check::new(
+            CheckKind::Credentials,
+            format!("{} variables", config.variables.len()),
+            Ok("all set (values not shown)".into()),
+        ),
+        signing_key(config),
+        load_balancer(integrations).await,
+        metrics(config, integrations).await,
+    ];
+    if let Some(g) = &config.grafana {
+        let result = match GrafanaClient::new(GrafanaConfig {
+            url: g.url.clone(),
+            token: g.token.clone(),
+            folder_uid: g.folder.clone(),
+            timeout: Duration::from_secs(10),
+        }) {
+            Ok(c) => match c.health().await {
+                Ok(_) => c
+                    .check_auth()
+                    .await
+                    .map(|_| "healthy, token accepted".to_owned())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        checks.push(Check::new(CheckKind::Grafana, g.url.clone(), result));
+    }
+    if let Some(a) = &config.alertmanager {
+        let result = match AlertmanagerClient::new(&a.url, a.token.clone(), Duration::from_secs(10))
+        {
+            Ok(client) => client
+                .ready()
+                .await
+                .map(|()| "ready".to_owned())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        checks.push(Check::new(CheckKind::Alertmanager, a.url.clone(), result));
+    }
+    checks.extend(api_tokens(integrations).await);
+    checks.extend(guardrails(integrations).await);
+    checks.push(cooldown(config));
+    checks
+}
+
+fn signing_key(config: &Config) -> Check {
+    let key = config
+        .evidence
+        .as_ref()
+        .and_then(|e| e.signing_key.as_ref());
+    Check::new(
+        CheckKind::SigningKey,
+        "[evidence] signing_key",
+        match key {
+            None => {
+                Err("not configured: run `canary keygen` and set [evidence] signing_key".into())
+            }
+            Some(k) => Signer::from_secret(k)
+                .map(|s| format!("public key {}", s.public_hex()))
+                .map_err(|e| e.to_string()),
+        },
+    )
+}
+
+async fn load_balancer(integrations: &Integrations) -> Check {
+    Check::new(
+        CheckKind::LoadBalancer,
+        integrations.router.name(),
+        match integrations.router.get().await {
+            Ok(split) if split.canary == 0 => Ok(format!("reachable: {split}")),
+            Ok(split) => Err(format!(
+                "the load balancer already sends {} % to the canary: finish or roll back that canary first (`canary traffic set 0`)",
+                split.canary
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}
+
+/// Prometheus answers its build info; the embedded store needs a few scrapes (rates need more
+/// than one sample), one interval apart.
+async fn metrics(config: &Config, integrations: &mut Integrations) -> Check {
+    let (target, result) = match (&config.metrics, integrations.scraper.as_mut()) {
+        (Some(settings @ MetricsSettings::Prometheus { url, .. }), _) => {
+            let result = match wiring::prometheus(settings) {
+                Ok(Some(p)) => p
+                    .build_info()
+                    .await
+                    .map(|b| format!("Prometheus API {}", b.version))
+                    .map_err(|e| e.to_string()),
+                Ok(None) => Err("not a Prometheus source".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            (url.clone(), result)
+        }
+        (
+            Some(MetricsSettings::Embedded {
+                scrape_interval,
+                targets,
+            }),
+            Some(scraper),
+        ) => {
+            let mut reports = scraper.scrape_once().await;
+            for _ in 0..3 {
+                tokio::time::sleep((*scrape_interval).min(Duration::from_secs(5))).await;
+                reports = scraper.scrape_once().await;
+            }
+            let down: Vec<String> = reports
+                .iter()
+                .filter(|r| !r.up)
+                .map(|r| format!("{} ({})", r.url, r.error.clone().unwrap_or_default()))
+                .collect();
+            let result = if down.is_empty() {
+                Ok(format!("{} targets up", reports.len()))
+            } else {
+                Err(format!("down: {}", down.join(", ")))
+            };
+            (format!("{} scrape targets", targets.len()), result)
+        }
+        _ => ("-".into(), Err("no metric source".into())),
+    };
+    Check::new(CheckKind::Metrics, target, result)
+}
+
+/// The burst's own request, once per user: every token must be accepted.
+async fn api_tokens(integrations: &Integrations) -> Vec<Check> {
+    let Some(scenario) = &integrations.scenario else {
+        return Vec::new();
+    };
+    let mut once = scenario.clone();
+    once.targeting = canary_load::Targeting::Lb;
+    once.request_timeout = Duration::from_secs(15);
+    match canary_load::check_users(&once).await {
+        Ok(users) => users
+            .into_iter()
+            .map(|u| {
+                let result = match (u.status, u.error) {
+                    (Some(status), None) => Ok(format!("{status} as expected")),
+                    (Some(status), Some(_)) if status != once.expect_status => Err(format!(
+                        "answered {status} (expected {})",
+                        once.expect_status
+                    )),
+                    (_, Some(error)) => Err(format!("failed: {}", error.as_str())),
+                    (None, None) => Err("no answer".into()),
+                };
+                Check::new(CheckKind::ApiToken, u.user, result)
+            })
+            .collect(),
+        Err(e) => vec![Check::new(
+            CheckKind::ApiToken,
+            once.base_url,
+            Err(e.to_string()),
+        )],
+    }
+}
+
+/// Every guardrail must return data for the baseline.
+async fn guardrails(integrations: &Integrations) -> Vec<Check> {
+    let round = observe(
+        integrations.source.as_ref(),
+        &integrations.guardrails,
+        now_ms(),
+    )
+    .await;
+    round
+        .readings
+        .iter()
+        .map(|r| {
+            let result = match &r.baseline {
+                Reading::Value { value, .. } if value.is_finite() => Ok(format!(
+                    "baseline value {}",
+                    canary_core::verdict::fmt_value(*value)
+                )),
+                Reading::Value { .. } => Err("the baseline's value is NaN (no traffic?)".into()),
+                Reading::NoData => Err(
+                    "no data for the baseline: check the metric names and the baseline selector"
+                        .into(),
+                ),
+                Reading::Error { message } => Err(message.clone()),
+            };
+            Check::new(CheckKind::Guardrail, r.guardrail.clone(), result)
+        })
+        .collect()
+}
+
+fn cooldown(config: &Config) -> Check {
+    let active = History::open(&config.state_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|h| Ok(h.cooldown_active(&config.plan.service, now_ms(), config.cooldown)?));
+    Check::new(
+        CheckKind::Cooldown,
+        config.plan.service.clone(),
+        match active {
+            Ok(None) => Ok("not active".into()),
+            Ok(Some(c)) => Err(format!(
+                "active after the {} of {} until {}",
+                c.verdict,
+                c.run_id,
+                canary_evidence::stamp::rfc3339(c.until)
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}
+
+/// The table on stderr, one row per check.
+pub fn print_table(checks: &[Check]) {
+    let w0 = checks
+        .iter()
+        .map(|c| c.check.label().len())
+        .max()
+        .unwrap_or(5);
+    let w1 = checks
+        .iter()
+        .map(|c| c.target.chars().count())
+        .max()
+        .unwrap_or(6)
+        .min(48);
+    for c in checks {
+        eprintln!(
+            "  {}  {:<w0$}  {:<w1$}  {}",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.check.label(),
+            c.target,
+            c.detail
+        );
+    }
+}
