@@ -1,17 +1,19 @@
 //! `canary init` and `canary validate` as a user runs them: each error class of the
 //! configuration, rendered with file:line:col and a fix (snapshot-tested), the runbook encoded
-//! exactly, variables resolved from `.env.canary`, and secrets never printed.
+//! exactly, variables resolved from `.env.canary`, and secrets never printed; and
+//! `[evidence] commit = true` committing a real run's bundle.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every variable the runbook configuration references, with a recognisable fake value.
-const VARIABLES: [&str; 22] = [
+const VARIABLES: [&str; 21] = [
     "ALERTMANAGER_TOKEN",
     "ALERTMANAGER_URL",
-    "ALERT_WEBHOOK_URL",
     "API_TOKEN_USER_1",
     "API_TOKEN_USER_2",
     "API_TOKEN_USER_3",
@@ -135,6 +137,13 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
             ),
         ),
         (
+            "unknown_notify_topic",
+            edit(
+                "on = [\"breach\", \"rollback\"]",
+                "on = [\"breach\", \"rolback\"]",
+            ),
+        ),
+        (
             "duration_mismatch",
             edit("duration = \"60m\"", "duration = \"45m\""),
         ),
@@ -144,6 +153,14 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
                 "selector = '{version=\"r1\"}'",
                 "selector = 'version=\"r1\"'",
             ),
+        ),
+        (
+            "unknown_load_target",
+            edit("target = \"lb\"", "target = \"canry\""),
+        ),
+        (
+            "evidence_commit_outside_git",
+            edit("commit = false", "commit = true"),
         ),
         (
             "several_errors_at_once",
@@ -408,4 +425,89 @@ fn a_missing_file_says_how_to_create_one() {
         "{stderr}"
     );
     assert!(stderr.contains("canary init"), "{stderr}");
+}
+
+#[test]
+fn evidence_commit_in_the_configuration_commits_the_bundle_of_a_run() {
+    let rig = support::rig();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(rig.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["config", "user.email", "canary@example.invalid"]);
+    git(&["config", "user.name", "canary test"]);
+    let config = rig.dir.path().join("canary.toml");
+    let key = "signing_key = \"${CANARY_SIGNING_KEY}\"";
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(key));
+    std::fs::write(
+        &config,
+        text.replacen(key, &format!("{key}\ncommit = true"), 1),
+    )
+    .unwrap();
+
+    // No `--commit`: the configuration names the repository (the one holding `evidence`).
+    let mut run = rig.run(&[]);
+    let status = rig.wait_running(&mut run, 3_000);
+    let run_id = status["run_id"].as_str().unwrap().to_owned();
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (code, stdout, stderr) = support::finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let log = git(&["log", "--oneline", "--name-only"]);
+    assert!(
+        log.contains(&format!("canary evidence: {run_id} ROLLBACK")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("evidence/{run_id}/manifest.sig")),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_alertmanager_route_escalates_to_the_configured_webhook_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(canary(dir.path(), &["init"], &[]).status.success());
+    // No variable is set: the route names the webhook's variable, never its value.
+    let out = canary(
+        dir.path(),
+        &["render", "alertmanager", "-c", "canary.toml"],
+        &[],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("canary-escalation"), "{stdout}");
+    assert!(stdout.contains("${ALERT_WEBHOOK_URL}"), "{stdout}");
+
+    let literal = edit(
+        "webhook_url = \"${ALERT_WEBHOOK_URL}\"",
+        "webhook_url = \"https://hooks.slack.com/services/T0/B0/x\"",
+    );
+    let errors = validate_errors(&literal);
+    assert!(
+        errors.contains("webhook_url must name a variable"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("hooks.slack.com/services/T0/B0/x\n"),
+        "{errors}"
+    );
 }

@@ -11,20 +11,109 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::{self, Human};
 
-/// Which side of the split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ArmRole {
-    Baseline,
-    Canary,
+/// A name that is none of a [`choice!`](crate::choice)'s names: a configuration typo, or a
+/// journal written by a canary that knew a value this one does not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not one of {}", expected.join(", "))]
+pub struct UnknownName {
+    pub value: String,
+    /// Every accepted name, in the order they are documented.
+    pub expected: &'static [&'static str],
 }
 
-impl fmt::Display for ArmRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ArmRole::Baseline => "baseline",
-            ArmRole::Canary => "canary",
-        })
+/// Declares a choice: an enum whose variants each have one name, written once next to the
+/// variant. That one list is what parsing (`FromStr`), its error ([`UnknownName`], which lists
+/// the names), `Display`, `NAMES`/`ALL` and — with
+/// `#[serde(try_from = "String", into = "&'static str")]` — serde use, so a new variant cannot
+/// be spelled differently in two places, nor be parsed as another.
+///
+/// ```
+/// canary_core::choice! {
+///     /// Where the burst goes.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///     pub enum Target {
+///         Lb = "lb",
+///         Canary = "canary",
+///     }
+/// }
+/// assert_eq!("canary".parse::<Target>(), Ok(Target::Canary));
+/// assert_eq!(Target::NAMES, ["lb", "canary"]);
+/// assert_eq!(
+///     "cnary".parse::<Target>().unwrap_err().to_string(),
+///     "\"cnary\" is not one of lb, canary"
+/// );
+/// ```
+#[macro_export]
+macro_rules! choice {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in the order of `NAMES`.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// The name of each value: the one list parsing, its errors and display use.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
+            /// This value's name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::plan::UnknownName;
+
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str() == s)
+                    .ok_or_else(|| $crate::plan::UnknownName {
+                        value: s.to_owned(),
+                        expected: Self::NAMES,
+                    })
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::convert::From<$name> for &'static str {
+            fn from(c: $name) -> Self {
+                c.as_str()
+            }
+        }
+
+        impl ::std::convert::TryFrom<::std::string::String> for $name {
+            type Error = $crate::plan::UnknownName;
+
+            fn try_from(s: ::std::string::String) -> ::std::result::Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+choice! {
+    /// Which side of the split.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum ArmRole {
+        Baseline = "baseline",
+        Canary = "canary",
     }
 }
 
@@ -174,18 +263,20 @@ impl fmt::Display for Threshold {
     }
 }
 
-/// What a triggered guardrail does (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnBreach {
-    /// Roll back at once, at any time in the window.
-    Rollback,
-    /// Roll back at once and page at the highest severity.
-    SecurityRollback,
-    /// Never rolls back by itself; must pass at the decision.
-    BlockPromotion,
-    /// Notify only.
-    Warn,
+choice! {
+    /// What a triggered guardrail does (DESIGN §4).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum OnBreach {
+        /// Roll back at once, at any time in the window.
+        Rollback = "rollback",
+        /// Roll back at once and page at the highest severity.
+        SecurityRollback = "security-rollback",
+        /// Never rolls back by itself; must pass at the decision.
+        BlockPromotion = "block-promotion",
+        /// Notify only.
+        Warn = "warn",
+    }
 }
 
 impl OnBreach {
@@ -193,28 +284,21 @@ impl OnBreach {
     pub fn gates_promotion(self) -> bool {
         !matches!(self, OnBreach::Warn)
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnBreach::Rollback => "rollback",
-            OnBreach::SecurityRollback => "security-rollback",
-            OnBreach::BlockPromotion => "block-promotion",
-            OnBreach::Warn => "warn",
-        }
-    }
 }
 
-/// What a guardrail without data means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnNoData {
-    /// No data does not breach, but a guardrail without data at the decision makes the verdict
-    /// INCONCLUSIVE.
-    Inconclusive,
-    /// No data counts as a breach.
-    Fail,
-    /// No data counts as passing.
-    Ignore,
+choice! {
+    /// What a guardrail without data means.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum OnNoData {
+        /// No data does not breach, but a guardrail without data at the decision makes the
+        /// verdict INCONCLUSIVE.
+        Inconclusive = "inconclusive",
+        /// No data counts as a breach.
+        Fail = "fail",
+        /// No data counts as passing.
+        Ignore = "ignore",
+    }
 }
 
 /// One guardrail: an unscoped PromQL query evaluated per arm, and a rule for the canary's value.
@@ -245,6 +329,23 @@ pub struct BurstPlan {
     pub min_success_percent: f64,
 }
 
+impl BurstPlan {
+    /// The runbook's burst: at T+5, and 99 % of its requests must succeed.
+    pub const RUNBOOK: BurstPlan = BurstPlan {
+        at: Duration::from_secs(5 * 60),
+        min_success_percent: 99.0,
+    };
+}
+
+choice! {
+    /// [`Approval`] by name, without its timeout.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ApprovalMode {
+        Auto = "auto",
+        Manual = "manual",
+    }
+}
+
 /// Who must say yes before a promotion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
@@ -256,6 +357,28 @@ pub enum Approval {
         #[serde(with = "duration::serde_text")]
         timeout: Duration,
     },
+}
+
+impl Approval {
+    /// How long an operator has to approve when the plan does not say.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+    /// The approval `mode` names.
+    pub fn mode(self) -> ApprovalMode {
+        match self {
+            Approval::Auto => ApprovalMode::Auto,
+            Approval::Manual { .. } => ApprovalMode::Manual,
+        }
+    }
+}
+
+choice! {
+    /// [`OnInconclusive`] by name, without its timeout.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum InconclusiveMode {
+        Rollback = "rollback",
+        Hold = "hold",
+    }
 }
 
 /// What an INCONCLUSIVE decision does.
@@ -270,6 +393,19 @@ pub enum OnInconclusive {
         #[serde(with = "duration::serde_text")]
         timeout: Duration,
     },
+}
+
+impl OnInconclusive {
+    /// How long an INCONCLUSIVE split is held when the plan does not say.
+    pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+    /// The `mode` this value names.
+    pub fn mode(self) -> InconclusiveMode {
+        match self {
+            OnInconclusive::Rollback => InconclusiveMode::Rollback,
+            OnInconclusive::Hold { .. } => InconclusiveMode::Hold,
+        }
+    }
 }
 
 /// Everything the engine needs to run one canary.
@@ -741,6 +877,68 @@ mod tests {
             infinite.check(),
             Err(PlanError::NonFiniteThreshold { .. })
         ));
+    }
+
+    /// Every choice parses from its names and nothing else, and writes (in journals, with
+    /// serde) exactly the name it parses from.
+    #[test]
+    fn a_choice_has_one_list_of_names() {
+        fn check<T>(names: &[&str])
+        where
+            T: Copy + std::str::FromStr<Err = UnknownName> + fmt::Display + fmt::Debug + PartialEq,
+        {
+            for name in names {
+                let value: T = name.parse().unwrap();
+                assert_eq!(value.to_string(), *name);
+            }
+            let err = "rolback".parse::<T>().unwrap_err();
+            assert_eq!(err.expected, names);
+            assert_eq!(
+                err.to_string(),
+                format!("\"rolback\" is not one of {}", names.join(", "))
+            );
+            // Names are exact: no case folding, no trimming.
+            assert!(names[0].to_uppercase().parse::<T>().is_err());
+            assert!(format!(" {}", names[0]).parse::<T>().is_err());
+        }
+        check::<ArmRole>(ArmRole::NAMES);
+        check::<OnBreach>(OnBreach::NAMES);
+        check::<OnNoData>(OnNoData::NAMES);
+        check::<ApprovalMode>(ApprovalMode::NAMES);
+        check::<InconclusiveMode>(InconclusiveMode::NAMES);
+        assert_eq!(
+            OnBreach::NAMES,
+            ["rollback", "security-rollback", "block-promotion", "warn"]
+        );
+
+        fn json<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        for v in OnBreach::ALL {
+            assert_eq!(json(v), serde_json::json!(v.as_str()));
+            assert_eq!(serde_json::from_value::<OnBreach>(json(v)).unwrap(), *v);
+        }
+        for v in OnNoData::ALL {
+            assert_eq!(json(v), serde_json::json!(v.as_str()));
+            assert_eq!(serde_json::from_value::<OnNoData>(json(v)).unwrap(), *v);
+        }
+        for v in ArmRole::ALL {
+            assert_eq!(json(v), serde_json::json!(v.as_str()));
+            assert_eq!(serde_json::from_value::<ArmRole>(json(v)).unwrap(), *v);
+        }
+        let bad = serde_json::from_value::<OnBreach>(serde_json::json!("page")).unwrap_err();
+        assert!(
+            bad.to_string().contains("rollback, security-rollback"),
+            "{bad}"
+        );
+        // The tagged plan enums write their mode's name.
+        let timeout = Duration::from_secs(60);
+        for a in [Approval::Auto, Approval::Manual { timeout }] {
+            assert_eq!(json(&a)["mode"], a.mode().as_str());
+        }
+        for o in [OnInconclusive::Rollback, OnInconclusive::Hold { timeout }] {
+            assert_eq!(json(&o)["mode"], o.mode().as_str());
+        }
     }
 
     #[test]

@@ -115,13 +115,14 @@ pub fn run(args: RenderArgs) -> anyhow::Result<i32> {
             token_variable,
             standalone,
         } => {
-            let _ = load_config(&config, Needs::PLAN)?;
-            let render = AlertmanagerRender::new(
+            let config = load_config(&config, Needs::PLAN)?;
+            let mut render = AlertmanagerRender::new(
                 callback_url,
                 CredentialRef::Placeholder {
                     variable: token_variable,
                 },
             );
+            render.escalation_url = config.escalation.clone();
             if standalone {
                 render.standalone()?
             } else {

@@ -130,7 +130,8 @@ pub fn expand_with(
     (out, names)
 }
 
-fn is_var_name(s: &str) -> bool {
+/// Whether `s` can name a variable (`${NAME}`).
+pub fn is_var_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())

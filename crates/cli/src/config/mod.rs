@@ -8,22 +8,24 @@
 pub mod diagnostic;
 pub mod env;
 pub mod raw;
-// The integration settings are resolved and checked by `validate` today; the commands that act
-// on them (`run`, `preflight`, `traffic`, `load`) read them as they land.
-#[allow(dead_code)]
 pub mod settings;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use canary_core::engine::Topic;
 use canary_core::plan::{
-    Approval, Arm, Arms, BurstPlan, Comparator, Guardrail, OnBreach, OnInconclusive, OnNoData,
-    Plan, PlanError, Step, Threshold, ThresholdError,
+    Approval, ApprovalMode, Arm, Arms, BurstPlan, Comparator, Guardrail, InconclusiveMode,
+    OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Step, Threshold, ThresholdError,
+    UnknownName,
 };
 use canary_core::{ArmRole, duration};
+use canary_load::Scenario;
 use canary_promql::ArmSelector;
+use canary_providers::alertmanager::CredentialRef;
 use toml::Spanned;
 
 use diagnostic::{ConfigErrors, Diagnostic, did_you_mean};
@@ -70,7 +72,6 @@ impl Needs {
 
 /// A resolved configuration.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // see `settings`
 pub struct Config {
     pub file: PathBuf,
     /// SHA-256 of the file's bytes, recorded in the evidence.
@@ -78,13 +79,16 @@ pub struct Config {
     pub plan: Plan,
     pub cooldown: Duration,
     pub state_dir: PathBuf,
-    /// Direct addresses of the arms, when configured.
-    pub baseline_url: Option<String>,
+    /// The canary's own address, bypassing the load balancer, when configured.
     pub canary_url: Option<String>,
     pub traffic: Option<TrafficSettings>,
     pub metrics: Option<MetricsSettings>,
     pub grafana: Option<GrafanaSettings>,
     pub alertmanager: Option<AlertmanagerSettings>,
+    /// `[alertmanager] webhook_url`: the escalation webhook of the Alertmanager route `canary
+    /// render alertmanager` writes, as the variable the operator substitutes (it is a
+    /// credential: canary never writes its value). Needs no variable set.
+    pub escalation: Option<CredentialRef>,
     pub load: Option<LoadSettings>,
     pub notify: Vec<NotifySettings>,
     pub evidence: Option<EvidenceSettings>,
@@ -92,6 +96,13 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Every variable the resolved sections referenced.
     pub variables: Vec<String>,
+}
+
+impl Config {
+    /// After a ROLLBACK, how long a new run of the service waits, unless `cooldown` says.
+    pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+    /// Run history and cooldowns, relative to the configuration file, unless `state_dir` says.
+    pub const DEFAULT_STATE_DIR: &str = ".canary";
 }
 
 /// Loads and resolves `path`. `env` supplies variables (see [`Env::load`]).
@@ -234,21 +245,29 @@ impl Resolver {
         }
     }
 
-    /// One of `options`, with a did-you-mean.
-    fn choose<'o>(&mut self, text: &Text, what: &str, options: &[&'o str]) -> Option<&'o str> {
-        let value = text.get_ref().as_str();
-        if let Some(found) = options.iter().find(|o| **o == value) {
-            return Some(found);
+    /// The choice `text` names (a [`canary_core::choice!`] enum); otherwise an error listing
+    /// the choice's names, with a did-you-mean.
+    fn choose<T: FromStr<Err = UnknownName>>(&mut self, text: &Text, what: &str) -> Option<T> {
+        match text.get_ref().parse() {
+            Ok(choice) => Some(choice),
+            Err(UnknownName { expected, .. }) => {
+                self.unknown(text, what, expected);
+                None
+            }
         }
-        let help = match did_you_mean(value, options.iter().copied()) {
+    }
+
+    /// `text` is none of `names`: says so, with a did-you-mean.
+    fn unknown(&mut self, text: &Text, what: &str, names: &[&str]) {
+        let value = text.get_ref().as_str();
+        let help = match did_you_mean(value, names.iter().copied()) {
             Some(best) => format!(
                 "did you mean \"{best}\"? ({what} is one of {})",
-                options.join(", ")
+                names.join(", ")
             ),
-            None => format!("{what} is one of {}", options.join(", ")),
+            None => format!("{what} is one of {}", names.join(", ")),
         };
         self.error(span_of(text), format!("unknown {what} {value:?}"), help);
-        None
     }
 
     /// A key that `context` requires.
@@ -309,13 +328,12 @@ impl Resolver {
     fn resolve(&mut self, raw: &RawConfig, needs: Needs, source: &str) -> Option<Config> {
         let plan = self.plan(raw);
         let run = raw.run.get_ref();
-        let cooldown = self.duration_or(&run.cooldown, Duration::from_secs(24 * 3600));
+        let cooldown = self.duration_or(&run.cooldown, Config::DEFAULT_COOLDOWN);
         let state_dir = match &run.state_dir {
             Some(t) => self.path(t),
-            None => self.base.join(".canary"),
+            None => self.base.join(Config::DEFAULT_STATE_DIR),
         };
         let arms = raw.arms.get_ref();
-        let baseline_url = arms.baseline.get_ref().url.as_ref().map(|u| self.url(u));
         let canary_url = arms.canary.get_ref().url.as_ref().map(|u| self.url(u));
 
         let traffic = match (&raw.traffic, needs.traffic) {
@@ -342,12 +360,11 @@ impl Resolver {
                 let a = a.get_ref();
                 let callback_listen = match &a.callback_listen {
                     Some(l) => self.socket_addr(l),
-                    None => "127.0.0.1:9977".parse().ok(),
+                    None => Some(AlertmanagerSettings::DEFAULT_CALLBACK_LISTEN),
                 };
                 Some(AlertmanagerSettings {
                     url: self.url(&a.url),
                     token: a.token.as_ref().map(|t| self.env.secret(t)),
-                    webhook_url: a.webhook_url.as_ref().map(|t| self.env.secret(t)),
                     callback_listen: callback_listen?,
                     callback_token: a.callback_token.as_ref().map(|t| self.env.secret(t)),
                     rules_dir: a.rules_dir.as_ref().map(|d| self.path(d)),
@@ -366,15 +383,20 @@ impl Resolver {
         };
         let evidence = if needs.evidence {
             let e = raw.evidence.as_ref().map(|e| e.get_ref());
+            let dir = match e.and_then(|e| e.dir.as_ref()) {
+                Some(d) => self.path(d),
+                None => self.base.join(EvidenceSettings::DEFAULT_DIR),
+            };
+            let commit = match e.and_then(|e| e.commit.as_ref()) {
+                Some(c) if *c.get_ref() => self.commit_repo(span_of(c), &dir),
+                _ => None,
+            };
             Some(EvidenceSettings {
-                dir: match e.and_then(|e| e.dir.as_ref()) {
-                    Some(d) => self.path(d),
-                    None => self.base.join("canary-evidence"),
-                },
                 signing_key: e
                     .and_then(|e| e.signing_key.as_ref())
                     .map(|k| self.env.secret(k)),
-                commit: e.and_then(|e| e.commit).unwrap_or(false),
+                dir,
+                commit,
             })
         } else {
             None
@@ -389,7 +411,17 @@ impl Resolver {
                 .count()
                 >= 2
         });
+        let escalation = raw
+            .alertmanager
+            .as_ref()
+            .and_then(|a| a.get_ref().webhook_url.as_ref())
+            .and_then(|w| self.escalation(w));
         let mut warnings = std::mem::take(&mut self.env.warnings);
+        if arms.baseline.get_ref().url.is_some() {
+            warnings.push(
+                "[arms.baseline] url is not used: only the canary's own address is (canary-targeted load and isolation probes reach the canary by it); remove it".to_owned(),
+            );
+        }
         if raw.load.is_some() && !plan.probes {
             warnings.push(
                 "no isolation probes: give at least two [[load.users]] a `marker` (a secret string only that user's data contains) to prove tenant isolation actively".to_owned(),
@@ -401,18 +433,96 @@ impl Resolver {
             plan,
             cooldown: cooldown?,
             state_dir,
-            baseline_url,
             canary_url,
             traffic,
             metrics,
             grafana,
             alertmanager,
+            escalation,
             load,
             notify,
             evidence,
             warnings,
             variables: self.env.used.iter().cloned().collect(),
         })
+    }
+
+    /// `[alertmanager] webhook_url`, which must be a lone `${VARIABLE}`: the rendered route
+    /// names the variable and never holds the URL (for Slack or PagerDuty, a credential).
+    fn escalation(&mut self, text: &Text) -> Option<CredentialRef> {
+        let value = text.get_ref().trim();
+        match value
+            .strip_prefix("${")
+            .and_then(|v| v.strip_suffix('}'))
+            .filter(|name| env::is_var_name(name))
+        {
+            Some(variable) => Some(CredentialRef::Placeholder {
+                variable: variable.to_owned(),
+            }),
+            None => {
+                self.error(
+                    span_of(text),
+                    "webhook_url must name a variable: the rendered Alertmanager route refers to it and never holds the URL, which is a credential",
+                    "write it as \"${ALERT_WEBHOOK_URL}\" and substitute the variable when merging `canary render alertmanager`'s output",
+                );
+                None
+            }
+        }
+    }
+
+    /// `[evidence] commit = true`: the git repository that holds the evidence directory `dir`
+    /// (which need not exist yet), refusing one that ignores it.
+    fn commit_repo(&mut self, at: Range<usize>, dir: &Path) -> Option<PathBuf> {
+        let shown = dir.display().to_string();
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let no = "set commit = false, or name the repository with `canary run --commit REPO`";
+        let git = |cwd: &Path, args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(cwd)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+        };
+        // `git -C` needs a directory that exists: the nearest one up from `dir`.
+        let existing = dir.ancestors().find(|a| a.is_dir()).unwrap_or(&dir);
+        let top = match git(existing, &["rev-parse", "--show-toplevel"]) {
+            Err(e) => {
+                self.error(
+                    at,
+                    format!("commit = true, but git cannot run: {e}"),
+                    format!("install git, or {no}"),
+                );
+                return None;
+            }
+            Ok(out) if !out.status.success() => {
+                self.error(
+                    at,
+                    format!("commit = true, but the evidence directory {shown} is not in a git repository"),
+                    format!("run `git init` where the evidence should be kept, or {no}"),
+                );
+                return None;
+            }
+            Ok(out) => PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end()),
+        };
+        // A file of a bundle, so that both `dir` and `dir/` patterns match, whether or not the
+        // directory exists yet.
+        let inside = dir.join("manifest.json");
+        if let Ok(out) = git(
+            &top,
+            &["check-ignore", "-q", "--", &inside.to_string_lossy()],
+        ) && out.status.success()
+        {
+            self.error(
+                at,
+                format!("commit = true, but git ignores the evidence directory {shown}"),
+                format!(
+                    "stop ignoring it (`git check-ignore -v {shown}/manifest.json` names the rule), or {no}"
+                ),
+            );
+            return None;
+        }
+        Some(top)
     }
 
     fn plan(&mut self, raw: &RawConfig) -> Option<Plan> {
@@ -480,25 +590,25 @@ impl Resolver {
             checkpoints.dedup();
         }
 
-        let approval = match &run.approval {
+        let approval = match run.approval.as_ref().map(|t| self.choose(t, "approval")) {
             None => Some(Approval::Auto),
-            Some(t) => match self.choose(t, "approval", &["auto", "manual"]) {
-                Some("manual") => self
-                    .duration_or(&run.approval_timeout, Duration::from_secs(1800))
-                    .map(|timeout| Approval::Manual { timeout }),
-                Some(_) => Some(Approval::Auto),
-                None => None,
-            },
+            Some(None) => None,
+            Some(Some(ApprovalMode::Auto)) => Some(Approval::Auto),
+            Some(Some(ApprovalMode::Manual)) => self
+                .duration_or(&run.approval_timeout, Approval::DEFAULT_TIMEOUT)
+                .map(|timeout| Approval::Manual { timeout }),
         };
-        let on_inconclusive = match &run.on_inconclusive {
+        let on_inconclusive = match run
+            .on_inconclusive
+            .as_ref()
+            .map(|t| self.choose(t, "on_inconclusive"))
+        {
             None => Some(OnInconclusive::Rollback),
-            Some(t) => match self.choose(t, "on_inconclusive", &["rollback", "hold"]) {
-                Some("hold") => self
-                    .duration_or(&run.hold_timeout, Duration::from_secs(1800))
-                    .map(|timeout| OnInconclusive::Hold { timeout }),
-                Some(_) => Some(OnInconclusive::Rollback),
-                None => None,
-            },
+            Some(None) => None,
+            Some(Some(InconclusiveMode::Rollback)) => Some(OnInconclusive::Rollback),
+            Some(Some(InconclusiveMode::Hold)) => self
+                .duration_or(&run.hold_timeout, OnInconclusive::DEFAULT_HOLD_TIMEOUT)
+                .map(|timeout| OnInconclusive::Hold { timeout }),
         };
         let max_query_errors = match &run.max_query_errors {
             None => Some(5),
@@ -709,28 +819,11 @@ impl Resolver {
             let for_ = self.duration_or(&gr.for_, Duration::ZERO);
             let on_breach = match &gr.on_breach {
                 None => Some(OnBreach::Rollback),
-                Some(t) => self
-                    .choose(
-                        t,
-                        "on_breach",
-                        &["rollback", "security-rollback", "block-promotion", "warn"],
-                    )
-                    .map(|c| match c {
-                        "security-rollback" => OnBreach::SecurityRollback,
-                        "block-promotion" => OnBreach::BlockPromotion,
-                        "warn" => OnBreach::Warn,
-                        _ => OnBreach::Rollback,
-                    }),
+                Some(t) => self.choose(t, "on_breach"),
             };
             let on_no_data = match &gr.on_no_data {
                 None => Some(OnNoData::Inconclusive),
-                Some(t) => self
-                    .choose(t, "on_no_data", &["inconclusive", "fail", "ignore"])
-                    .map(|c| match c {
-                        "fail" => OnNoData::Fail,
-                        "ignore" => OnNoData::Ignore,
-                        _ => OnNoData::Inconclusive,
-                    }),
+                Some(t) => self.choose(t, "on_no_data"),
             };
             if gr.min_samples.is_some() != gr.samples.is_some() {
                 let span = gr
@@ -801,7 +894,7 @@ impl Resolver {
         window: Option<Duration>,
     ) -> Option<Option<BurstPlan>> {
         let l = load.get_ref();
-        let at = self.duration_or(&l.at, Duration::from_secs(300))?;
+        let at = self.duration_or(&l.at, BurstPlan::RUNBOOK.at)?;
         if let Some(window) = window
             && at >= window
         {
@@ -818,7 +911,7 @@ impl Resolver {
             return None;
         }
         let min_success_percent = match &l.min_success_rate {
-            None => 99.0,
+            None => BurstPlan::RUNBOOK.min_success_percent,
             Some(r) if (0.0..=100.0).contains(r.get_ref()) => *r.get_ref(),
             Some(r) => {
                 self.error(
@@ -838,15 +931,11 @@ impl Resolver {
     fn traffic(&mut self, t: &Spanned<raw::RawTraffic>) -> Option<TrafficSettings> {
         let span = span_of(t);
         let t = t.get_ref();
-        let provider = self.choose(
-            &t.provider,
-            "traffic provider",
-            &["embedded", "haproxy", "nginx", "command"],
-        )?;
-        let timeout = self.duration_or(&t.timeout, Duration::from_secs(30))?;
+        let provider: TrafficProvider = self.choose(&t.provider, "traffic provider")?;
+        let timeout = self.duration_or(&t.timeout, TrafficSettings::DEFAULT_TIMEOUT)?;
         let ctx = format!("provider \"{provider}\"");
         match provider {
-            "command" => {
+            TrafficProvider::Command => {
                 let set = self.require(&t.set, &span, "set", &ctx)?;
                 let set_text = self.env.expand(set);
                 if !set_text.contains("{canary}") {
@@ -892,7 +981,7 @@ impl Resolver {
                     timeout,
                 })
             }
-            "haproxy" => {
+            TrafficProvider::Haproxy => {
                 let endpoint = match (&t.socket, &t.address) {
                     (Some(s), None) => HaproxyEndpoint::Unix(self.path(s)),
                     (None, Some(a)) => HaproxyEndpoint::Tcp(self.env.expand(a)),
@@ -921,7 +1010,7 @@ impl Resolver {
                     baseline_server: baseline_server?,
                 })
             }
-            "nginx" => {
+            TrafficProvider::Nginx => {
                 let file = self
                     .require(&t.upstream_file, &span, "upstream_file", &ctx)
                     .map(|v| self.path(v));
@@ -939,25 +1028,25 @@ impl Resolver {
                     upstream: upstream?,
                     canary_addr: canary_addr?,
                     baseline_addr: baseline_addr?,
-                    test_command: t
-                        .test_command
-                        .as_ref()
-                        .map_or_else(|| "nginx -t".to_owned(), |c| self.env.expand(c)),
-                    reload_command: t
-                        .reload_command
-                        .as_ref()
-                        .map_or_else(|| "nginx -s reload".to_owned(), |c| self.env.expand(c)),
+                    test_command: t.test_command.as_ref().map_or_else(
+                        || TrafficSettings::DEFAULT_NGINX_TEST.to_owned(),
+                        |c| self.env.expand(c),
+                    ),
+                    reload_command: t.reload_command.as_ref().map_or_else(
+                        || TrafficSettings::DEFAULT_NGINX_RELOAD.to_owned(),
+                        |c| self.env.expand(c),
+                    ),
                 })
             }
-            _ => {
+            TrafficProvider::Embedded => {
                 let admin = match &t.admin {
                     Some(a) => self.socket_addr(a),
-                    None => "127.0.0.1:9901".parse().ok(),
+                    None => Some(TrafficSettings::DEFAULT_ADMIN),
                 };
                 let token = self
                     .require(&t.token, &span, "token", &ctx)
                     .map(|k| self.env.secret(k));
-                let lease = self.duration_or(&t.lease, Duration::from_secs(15));
+                let lease = self.duration_or(&t.lease, TrafficSettings::DEFAULT_LEASE);
                 Some(TrafficSettings::Embedded {
                     admin: admin?,
                     token: token?,
@@ -970,29 +1059,25 @@ impl Resolver {
     fn metrics(&mut self, m: &Spanned<raw::RawMetrics>) -> Option<MetricsSettings> {
         let span = span_of(m);
         let m = m.get_ref();
-        let source = self.choose(&m.source, "metrics source", &["prometheus", "embedded"])?;
-        match source {
-            "prometheus" => {
+        match self.choose(&m.source, "metrics source")? {
+            MetricsSource::Prometheus => {
                 let url = self.require(&m.url, &span, "url", "source \"prometheus\"")?;
                 let url = self.url(url);
                 Some(MetricsSettings::Prometheus {
                     url,
                     token: m.token.as_ref().map(|t| self.env.secret(t)),
-                    timeout: self.duration_or(&m.timeout, Duration::from_secs(10))?,
+                    timeout: self.duration_or(&m.timeout, MetricsSettings::DEFAULT_TIMEOUT)?,
                 })
             }
-            _ => {
+            MetricsSource::Embedded => {
                 let scrape_interval =
-                    self.duration_or(&m.scrape_interval, Duration::from_secs(5))?;
+                    self.duration_or(&m.scrape_interval, MetricsSettings::DEFAULT_SCRAPE_INTERVAL)?;
                 let mut targets = Vec::new();
                 for t in &m.targets {
                     let tt = t.get_ref();
                     let arm = match &tt.arm {
                         None => None,
-                        Some(a) => match self.choose(a, "arm", &["baseline", "canary"])? {
-                            "canary" => Some(ArmRole::Canary),
-                            _ => Some(ArmRole::Baseline),
-                        },
+                        Some(a) => Some(self.choose::<ArmRole>(a, "arm")?),
                     };
                     targets.push(ScrapeTarget {
                         url: self.url(&tt.url),
@@ -1011,33 +1096,29 @@ impl Resolver {
         }
     }
 
+    /// `[load]`; what it leaves out is the runbook's request ([`Scenario::runbook`]).
     fn load(&mut self, l: &Spanned<raw::RawLoad>, plan: Option<&Plan>) -> Option<LoadSettings> {
         let span = span_of(l);
         let l = l.get_ref();
+        let runbook = Scenario::runbook(String::new(), Vec::new());
         let target = match &l.target {
             None => Some(LoadTarget::Lb),
-            Some(t) => self
-                .choose(t, "load target", &["lb", "canary", "both"])
-                .map(|t| match t {
-                    "canary" => LoadTarget::Canary,
-                    "both" => LoadTarget::Both,
-                    _ => LoadTarget::Lb,
-                }),
+            Some(t) => self.choose(t, "load target"),
         };
         let requests_per_user = match &l.requests_per_user {
-            None => Some(20),
+            None => Some(runbook.requests_per_user),
             Some(n) if (1..=1_000_000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
             Some(n) => {
                 self.error(
                     span_of(n),
                     format!("requests_per_user {} is out of range", n.get_ref()),
-                    "use 1 or more (the runbook: 20)",
+                    format!("use 1 or more (the runbook: {})", runbook.requests_per_user),
                 );
                 None
             }
         };
         let expect_status = match &l.expect_status {
-            None => Some(200),
+            None => Some(runbook.expect_status),
             Some(n) if (100..=599).contains(n.get_ref()) => Some(*n.get_ref() as u16),
             Some(n) => {
                 self.error(
@@ -1067,27 +1148,32 @@ impl Resolver {
                 }
             })
             .collect();
-        let pause = self.duration_or(&l.pause, Duration::from_millis(100));
+        let pause = self.duration_or(&l.pause, runbook.pause);
         let url = self.url(&l.url);
-        if target != Some(LoadTarget::Lb) && plan.is_some() {
-            // Canary-targeted load needs a way to reach the canary: checked where it is used.
-        }
         Some(LoadSettings {
-            at: plan.and_then(|p| p.burst.as_ref().map(|b| b.at)).unwrap_or(Duration::from_secs(300)),
             url,
-            method: l.method.as_ref().map_or_else(|| "POST".to_owned(), |m| m.get_ref().to_ascii_uppercase()),
-            path: l.path.as_ref().map_or_else(|| "/api/v1/memory/query".to_owned(), |p| p.get_ref().clone()),
+            method: l
+                .method
+                .as_ref()
+                .map_or(runbook.method, |m| m.get_ref().to_ascii_uppercase()),
+            path: l
+                .path
+                .as_ref()
+                .map_or(runbook.path, |p| p.get_ref().clone()),
             requests_per_user: requests_per_user?,
             pause: pause?,
             target: target?,
-            min_success_rate: l.min_success_rate.as_ref().map_or(99.0, |r| *r.get_ref()),
+            min_success_rate: plan
+                .and_then(|p| p.burst.as_ref())
+                .unwrap_or(&BurstPlan::RUNBOOK)
+                .min_success_percent,
             expect_status: expect_status?,
-            body: l.body.as_ref().map_or_else(
-                || r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 5000}"#.to_owned(),
-                |b| b.get_ref().clone(),
-            ),
+            body: match &l.body {
+                Some(b) => b.get_ref().clone(),
+                None => runbook.body.unwrap_or_default(),
+            },
             queries: if l.queries.is_empty() {
-                vec!["status of the release".to_owned()]
+                runbook.queries
             } else {
                 l.queries.iter().map(|q| q.get_ref().clone()).collect()
             },
@@ -1098,37 +1184,28 @@ impl Resolver {
     fn notify(&mut self, n: &Spanned<raw::RawNotify>) -> Option<NotifySettings> {
         let span = span_of(n);
         let n = n.get_ref();
-        let kind = self.choose(
-            &n.kind,
-            "notifier kind",
-            &["slack", "pagerduty", "email", "webhook"],
-        )?;
-        let mut on = Vec::new();
-        for o in &n.on {
-            match NotifyOn::parse(o.get_ref()) {
-                Some(x) => on.push(x),
-                None => {
-                    let _ = self.choose(o, "notification event", &NotifyOn::NAMES);
-                }
-            }
-        }
+        let kind: NotifyKind = self.choose(&n.kind, "notifier kind")?;
+        let mut on: Vec<Topic> =
+            n.on.iter()
+                .filter_map(|o| self.choose(o, "notification event"))
+                .collect();
         if n.on.is_empty() {
-            on = vec![NotifyOn::Breach, NotifyOn::Decision];
+            on = vec![Topic::Breach, Topic::Decision];
         }
         let ctx = format!("notifier \"{kind}\"");
         let channel = match kind {
-            "slack" => NotifyChannel::Slack {
+            NotifyKind::Slack => NotifyChannel::Slack {
                 webhook: self
                     .require(&n.webhook, &span, "webhook", &ctx)
                     .map(|w| self.env.secret(w))?,
                 channel: n.channel.as_ref().map(|c| c.get_ref().clone()),
             },
-            "pagerduty" => NotifyChannel::PagerDuty {
+            NotifyKind::PagerDuty => NotifyChannel::PagerDuty {
                 routing_key: self
                     .require(&n.routing_key, &span, "routing_key", &ctx)
                     .map(|k| self.env.secret(k))?,
             },
-            "email" => {
+            NotifyKind::Email => {
                 let smtp = self
                     .require(&n.smtp, &span, "smtp", &ctx)
                     .map(|s| self.env.expand(s));
@@ -1149,7 +1226,7 @@ impl Resolver {
                     to: n.to.iter().map(|t| self.env.expand(t)).collect(),
                 }
             }
-            _ => NotifyChannel::Webhook {
+            NotifyKind::Webhook => NotifyChannel::Webhook {
                 url: self
                     .require(&n.url, &span, "url", &ctx)
                     .map(|u| self.env.secret(u))?,
@@ -1163,4 +1240,327 @@ impl Resolver {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
+    use super::*;
+
+    fn resolve(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        resolve_text("canary.toml", text, base, Needs::ALL, Env::offline())
+    }
+
+    /// A configuration with every choice written once, and every key each of a choice's
+    /// values needs (a provider's, a notifier's), so that any value resolves.
+    const EVERY_CHOICE: &str = r#"
+[run]
+service = "relay"
+approval = "auto"
+on_inconclusive = "rollback"
+
+[arms.baseline]
+name = "r0.5"
+selector = '{version="r0.5"}'
+
+[arms.canary]
+name = "r1"
+selector = '{version="r1"}'
+
+[[steps]]
+weight = 5
+hold = "10m"
+
+[traffic]
+provider = "command"
+set = "lb set {canary} {baseline}"
+verify = "lb get"
+verify_regex = 'canary:(?P<canary>\d+)'
+socket = "/run/haproxy/admin.sock"
+backend = "relay"
+canary_server = "r1"
+baseline_server = "r0.5"
+upstream_file = "upstream.conf"
+upstream = "relay"
+canary_addr = "127.0.0.1:8082"
+baseline_addr = "127.0.0.1:8081"
+token = "proxy-token"
+
+[metrics]
+source = "prometheus"
+url = "http://127.0.0.1:9090"
+
+[[metrics.targets]]
+url = "http://127.0.0.1:8082/metrics"
+arm = "canary"
+
+[load]
+url = "http://127.0.0.1:8080"
+target = "lb"
+
+[[load.users]]
+name = "user_1"
+token = "t1"
+
+[[guardrails]]
+name = "g"
+query = "up"
+must = "< 1"
+on_breach = "rollback"
+on_no_data = "inconclusive"
+
+[[guardrails]]
+name = "gate"
+query = "up"
+must = "< 1"
+on_breach = "block-promotion"
+
+[[notify]]
+kind = "slack"
+webhook = "https://hooks.example/slack"
+routing_key = "key"
+smtp = "smtp://mail.example:587"
+from = "canary@example.com"
+to = ["lead@example.com"]
+url = "https://hooks.example/webhook"
+"#;
+
+    /// Each choice: where it is written (`key = "value"` in [`EVERY_CHOICE`]), what errors
+    /// call it, its names, and the name of what a configuration resolved it to.
+    type Resolved = fn(&Config) -> String;
+    fn choices() -> [(
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        Resolved,
+    ); 9] {
+        [
+            (
+                "on_breach = \"rollback\"",
+                "on_breach",
+                OnBreach::NAMES,
+                |c| c.plan.guardrails[0].on_breach.to_string(),
+            ),
+            (
+                "on_no_data = \"inconclusive\"",
+                "on_no_data",
+                OnNoData::NAMES,
+                |c| c.plan.guardrails[0].on_no_data.to_string(),
+            ),
+            (
+                "approval = \"auto\"",
+                "approval",
+                ApprovalMode::NAMES,
+                |c| c.plan.approval.mode().to_string(),
+            ),
+            (
+                "on_inconclusive = \"rollback\"",
+                "on_inconclusive",
+                InconclusiveMode::NAMES,
+                |c| c.plan.on_inconclusive.mode().to_string(),
+            ),
+            ("target = \"lb\"", "load target", LoadTarget::NAMES, |c| {
+                c.load.as_ref().unwrap().target.to_string()
+            }),
+            (
+                "provider = \"command\"",
+                "traffic provider",
+                TrafficProvider::NAMES,
+                |c| c.traffic.as_ref().unwrap().provider().to_string(),
+            ),
+            (
+                "source = \"prometheus\"",
+                "metrics source",
+                MetricsSource::NAMES,
+                |c| match c.metrics.as_ref().unwrap() {
+                    MetricsSettings::Prometheus { .. } => "prometheus".into(),
+                    MetricsSettings::Embedded { .. } => "embedded".into(),
+                },
+            ),
+            ("arm = \"canary\"", "arm", ArmRole::NAMES, |c| {
+                match c.metrics.as_ref().unwrap() {
+                    MetricsSettings::Embedded { targets, .. } => {
+                        targets[0].arm.unwrap().to_string()
+                    }
+                    MetricsSettings::Prometheus { .. } => unreachable!("source is embedded"),
+                }
+            }),
+            (
+                "kind = \"slack\"",
+                "notifier kind",
+                NotifyKind::NAMES,
+                |c| match &c.notify[0].channel {
+                    NotifyChannel::Slack { .. } => "slack".into(),
+                    NotifyChannel::PagerDuty { .. } => "pagerduty".into(),
+                    NotifyChannel::Email { .. } => "email".into(),
+                    NotifyChannel::Webhook { .. } => "webhook".into(),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn config_choices_resolve_to_the_value_they_name_or_list_the_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for (at, what, names, resolved) in choices() {
+            let (key, _) = at.split_once(" = ").unwrap();
+            let mut base = EVERY_CHOICE.to_owned();
+            if key == "arm" {
+                // Targets are scraped by the embedded source.
+                base = base.replace("source = \"prometheus\"", "source = \"embedded\"");
+            }
+            assert!(base.contains(at), "{at}");
+            for name in names {
+                let text = base.replacen(at, &format!("{key} = \"{name}\""), 1);
+                let config =
+                    resolve(&text, dir.path()).unwrap_or_else(|e| panic!("{what} = {name:?}: {e}"));
+                assert_eq!(resolved(&config), *name, "{what}");
+            }
+            let typo = format!("{}x", names[0]);
+            let text = base.replacen(at, &format!("{key} = \"{typo}\""), 1);
+            let errors: Vec<String> = resolve(&text, dir.path())
+                .unwrap_err()
+                .diagnostics
+                .iter()
+                .map(|d| format!("{} | {}", d.message, d.help.as_deref().unwrap_or("")))
+                .collect();
+            assert_eq!(
+                errors,
+                [format!(
+                    "unknown {what} {typo:?} | did you mean \"{}\"? ({what} is one of {})",
+                    names[0],
+                    names.join(", ")
+                )],
+            );
+        }
+    }
+
+    /// What `[load]` and the burst leave out is the runbook's, from the crates that own it; the
+    /// template spells out the same values.
+    #[test]
+    fn config_defaults_come_from_their_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let minimal = resolve(EVERY_CHOICE, dir.path()).unwrap();
+        let template = resolve(INIT_TEMPLATE, dir.path()).unwrap();
+        let runbook = Scenario::runbook(String::new(), Vec::new());
+        for (config, queries) in [
+            (&minimal, runbook.queries.clone()),
+            (&template, template.load.as_ref().unwrap().queries.clone()),
+        ] {
+            let load = config.load.as_ref().unwrap();
+            assert_eq!(
+                (
+                    load.method.as_str(),
+                    load.path.as_str(),
+                    Some(load.body.clone()),
+                    load.requests_per_user,
+                    load.pause,
+                    load.expect_status,
+                    &load.queries,
+                ),
+                (
+                    runbook.method.as_str(),
+                    runbook.path.as_str(),
+                    runbook.body.clone(),
+                    runbook.requests_per_user,
+                    runbook.pause,
+                    runbook.expect_status,
+                    &queries,
+                )
+            );
+            assert_eq!(config.plan.burst, Some(BurstPlan::RUNBOOK));
+            assert_eq!(
+                load.min_success_rate,
+                BurstPlan::RUNBOOK.min_success_percent
+            );
+        }
+        assert_eq!(minimal.cooldown, Config::DEFAULT_COOLDOWN);
+        assert_eq!(
+            minimal.state_dir,
+            dir.path().join(Config::DEFAULT_STATE_DIR)
+        );
+        let evidence = minimal.evidence.as_ref().unwrap();
+        assert_eq!(evidence.dir, dir.path().join(EvidenceSettings::DEFAULT_DIR));
+        assert_eq!(evidence.commit, None);
+
+        let embedded = resolve(
+            &EVERY_CHOICE.replace("provider = \"command\"", "provider = \"embedded\""),
+            dir.path(),
+        )
+        .unwrap();
+        let Some(TrafficSettings::Embedded { admin, lease, .. }) = embedded.traffic else {
+            panic!("not the embedded provider");
+        };
+        assert_eq!(
+            (admin, lease),
+            (
+                TrafficSettings::DEFAULT_ADMIN,
+                TrafficSettings::DEFAULT_LEASE
+            )
+        );
+        // The template's comment on the embedded proxy states the same defaults.
+        assert!(INIT_TEMPLATE.contains(&format!(
+            "admin = \"{}\", token = \"${{CANARY_PROXY_TOKEN}}\", lease = \"{}\"",
+            TrafficSettings::DEFAULT_ADMIN,
+            duration::format(TrafficSettings::DEFAULT_LEASE)
+        )));
+    }
+
+    /// `[evidence] commit = true` names the git repository holding the evidence directory, and
+    /// refuses a directory git would not commit.
+    #[test]
+    fn config_evidence_commit_finds_the_repository_of_the_evidence() {
+        let git = |dir: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+        };
+        let committing =
+            EVERY_CHOICE.to_owned() + "\n[evidence]\ndir = \"evidence/bundles\"\ncommit = true\n";
+        let messages = |base: &Path| -> Vec<String> {
+            match resolve(&committing, base) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.diagnostics.iter().map(|d| d.message.clone()).collect(),
+            }
+        };
+
+        let outside = tempfile::tempdir().unwrap();
+        let errors = messages(outside.path());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("is not in a git repository"),
+            "{errors:?}"
+        );
+
+        // The repository is found from the configuration's directory down, though the evidence
+        // directory does not exist yet.
+        let repo = tempfile::tempdir().unwrap();
+        git(repo.path(), &["init", "-q"]);
+        let config_dir = repo.path().join("deploy");
+        std::fs::create_dir(&config_dir).unwrap();
+        let config = resolve(&committing, &config_dir).unwrap();
+        let found = config.evidence.unwrap().commit.unwrap();
+        assert_eq!(
+            found.canonicalize().unwrap(),
+            repo.path().canonicalize().unwrap()
+        );
+        let off = resolve(
+            &committing.replace("commit = true", "commit = false"),
+            &config_dir,
+        );
+        assert_eq!(off.unwrap().evidence.unwrap().commit, None);
+
+        std::fs::write(repo.path().join(".gitignore"), "evidence/\n").unwrap();
+        let errors = messages(&config_dir);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("git ignores the evidence directory"),
+            "{errors:?}"
+        );
+    }
 }

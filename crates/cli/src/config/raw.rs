@@ -55,8 +55,8 @@ pub struct RawArms {
 pub struct RawArm {
     pub name: Text,
     pub selector: Text,
-    /// The arm's own address, bypassing the load balancer (canary-targeted load, health checks,
-    /// the embedded proxy's upstream).
+    /// The arm's own address, bypassing the load balancer: the canary's is how canary-targeted
+    /// load and isolation probes reach it; the baseline's is not used (a warning says so).
     pub url: Option<Text>,
 }
 
@@ -133,6 +133,7 @@ pub struct RawGrafana {
 pub struct RawAlertmanager {
     pub url: Text,
     pub token: Option<Text>,
+    /// The escalation webhook of the rendered route, as `${VARIABLE}`.
     pub webhook_url: Option<Text>,
     /// Where the controller listens for Alertmanager's webhook (and its operator API).
     pub callback_listen: Option<Text>,
@@ -211,5 +212,5 @@ pub struct RawNotify {
 pub struct RawEvidence {
     pub dir: Option<Text>,
     pub signing_key: Option<Text>,
-    pub commit: Option<bool>,
+    pub commit: Option<Spanned<bool>>,
 }

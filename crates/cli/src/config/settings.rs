@@ -1,12 +1,24 @@
 //! Stage two, infrastructure half: the resolved, typed settings of each integration, with
 //! secrets resolved into [`Secret`]s. The plan half is `canary_core::Plan`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use canary_core::{ArmRole, Secret};
+use canary_core::engine::Topic;
+use canary_core::{ArmRole, Secret, choice};
 pub use canary_providers::traffic::HaproxyEndpoint;
+
+choice! {
+    /// `[traffic] provider`: which kind of load balancer [`TrafficSettings`] drives.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TrafficProvider {
+        Embedded = "embedded",
+        Haproxy = "haproxy",
+        Nginx = "nginx",
+        Command = "command",
+    }
+}
 
 /// How the traffic split is changed and read back.
 #[derive(Debug, Clone)]
@@ -47,13 +59,34 @@ pub enum TrafficSettings {
 }
 
 impl TrafficSettings {
-    pub fn provider(&self) -> &'static str {
+    /// How long a provider's command or request may take, unless `timeout` says.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The embedded proxy's admin API, unless `admin` says (`canary proxy`'s default).
+    pub const DEFAULT_ADMIN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9901));
+    /// The embedded proxy's lease, unless `lease` says: long enough to ride out a few missed
+    /// renewals, short enough that a dead controller's split does not linger.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+    /// nginx's configuration test and reload, unless `test_command`/`reload_command` say.
+    pub const DEFAULT_NGINX_TEST: &str = "nginx -t";
+    pub const DEFAULT_NGINX_RELOAD: &str = "nginx -s reload";
+
+    pub fn provider(&self) -> TrafficProvider {
         match self {
-            TrafficSettings::Command { .. } => "command",
-            TrafficSettings::Haproxy { .. } => "haproxy",
-            TrafficSettings::Nginx { .. } => "nginx",
-            TrafficSettings::Embedded { .. } => "embedded",
+            TrafficSettings::Command { .. } => TrafficProvider::Command,
+            TrafficSettings::Haproxy { .. } => TrafficProvider::Haproxy,
+            TrafficSettings::Nginx { .. } => TrafficProvider::Nginx,
+            TrafficSettings::Embedded { .. } => TrafficProvider::Embedded,
         }
+    }
+}
+
+choice! {
+    /// `[metrics] source`: where guardrail queries run ([`MetricsSettings`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum MetricsSource {
+        Prometheus = "prometheus",
+        Embedded = "embedded",
     }
 }
 
@@ -69,6 +102,13 @@ pub enum MetricsSettings {
         scrape_interval: Duration,
         targets: Vec<ScrapeTarget>,
     },
+}
+
+impl MetricsSettings {
+    /// How long a Prometheus query may take, unless `timeout` says.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How often the embedded store scrapes its targets, unless `scrape_interval` says.
+    pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,21 +129,28 @@ pub struct GrafanaSettings {
 pub struct AlertmanagerSettings {
     pub url: String,
     pub token: Option<Secret>,
-    pub webhook_url: Option<Secret>,
     pub callback_listen: SocketAddr,
     pub callback_token: Option<Secret>,
     pub rules_dir: Option<PathBuf>,
 }
 
-/// Which way the burst is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadTarget {
-    /// Through the load balancer, as the runbook does.
-    Lb,
-    /// At the canary only.
-    Canary,
-    /// Both, reported separately.
-    Both,
+impl AlertmanagerSettings {
+    /// Where the controller listens for Alertmanager's webhook, unless `callback_listen` says.
+    pub const DEFAULT_CALLBACK_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9977));
+}
+
+choice! {
+    /// `[load] target`: which way the burst is sent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LoadTarget {
+        /// Through the load balancer, as the runbook does.
+        Lb = "lb",
+        /// At the canary only.
+        Canary = "canary",
+        /// Both, reported separately.
+        Both = "both",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,16 +160,17 @@ pub struct LoadUser {
     pub marker: Option<Secret>,
 }
 
-/// The runbook's burst.
+/// The runbook's burst: what it sends. When it runs is the plan's
+/// ([`canary_core::plan::BurstPlan`]).
 #[derive(Debug, Clone)]
 pub struct LoadSettings {
-    pub at: Duration,
     pub url: String,
     pub method: String,
     pub path: String,
     pub requests_per_user: u32,
     pub pause: Duration,
     pub target: LoadTarget,
+    /// The percentage of requests that must succeed: the plan's burst's, for `canary load`.
     pub min_success_rate: f64,
     pub expect_status: u16,
     pub body: String,
@@ -130,28 +178,14 @@ pub struct LoadSettings {
     pub users: Vec<LoadUser>,
 }
 
-/// When a notifier is told something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyOn {
-    Start,
-    Check,
-    Breach,
-    Rollback,
-    Decision,
-}
-
-impl NotifyOn {
-    pub const NAMES: [&'static str; 5] = ["start", "check", "breach", "rollback", "decision"];
-
-    pub fn parse(s: &str) -> Option<NotifyOn> {
-        Some(match s {
-            "start" => NotifyOn::Start,
-            "check" => NotifyOn::Check,
-            "breach" => NotifyOn::Breach,
-            "rollback" => NotifyOn::Rollback,
-            "decision" => NotifyOn::Decision,
-            _ => return None,
-        })
+choice! {
+    /// `[[notify]] kind`: which [`NotifyChannel`] a notifier is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum NotifyKind {
+        Slack = "slack",
+        PagerDuty = "pagerduty",
+        Email = "email",
+        Webhook = "webhook",
     }
 }
 
@@ -178,12 +212,22 @@ pub enum NotifyChannel {
 #[derive(Debug, Clone)]
 pub struct NotifySettings {
     pub channel: NotifyChannel,
-    pub on: Vec<NotifyOn>,
+    /// The topics it is told about (`on = [...]`).
+    pub on: Vec<Topic>,
 }
 
 #[derive(Debug, Clone)]
 pub struct EvidenceSettings {
+    /// Where each run's bundle directory is written.
     pub dir: PathBuf,
     pub signing_key: Option<Secret>,
-    pub commit: bool,
+    /// `commit = true`: the git repository the sealed bundle is committed to — the one that
+    /// contains `dir`, found when the configuration is resolved. `canary run --commit REPO`
+    /// overrides it.
+    pub commit: Option<PathBuf>,
+}
+
+impl EvidenceSettings {
+    /// Where bundles go, relative to the configuration file, unless `dir` says.
+    pub const DEFAULT_DIR: &str = "canary-evidence";
 }
