@@ -1,5 +1,6 @@
 //! The running controller's local API: status for `canary status` and the live page, operator
-//! commands (`canary abort`, `canary approve`), and the Alertmanager webhook.
+//! commands (`canary abort`, `canary approve`), and the Alertmanager webhook. [`RunStatus`] is
+//! the one shape of that status, from the controller to the terminal, the API and its clients.
 //!
 //! Reads (`GET /`, `GET /api/status`) need no credential: they carry no secret and the server
 //! binds to loopback by default. Writes need the run's bearer token, which only the controller
@@ -16,7 +17,8 @@ use axum::extract::{Json, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use canary_core::Secret;
+use canary_core::engine::Severity;
+use canary_core::{OnBreach, Secret};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -35,6 +37,80 @@ pub enum Command {
         alert: String,
         security: bool,
     },
+}
+
+/// A running canary as people see it: phase, time, split, each guardrail against its
+/// threshold, the verdict once made, the latest notifications. The controller publishes it,
+/// the terminal draws it, `GET /api/status` serves it as JSON (the live page reads that) and
+/// `canary status` reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub run_id: String,
+    pub service: String,
+    /// `starting` until the controller runs the engine, then the engine's phase: `ready`,
+    /// `running`, `awaiting-approval`, `decided`.
+    pub phase: String,
+    pub elapsed_ms: i64,
+    pub window_ms: i64,
+    /// The canary's share of traffic, as last verified on the load balancer.
+    pub canary_weight: u8,
+    /// Evaluation intervals elapsed: the live page adds a point per guardrail when it changes.
+    pub round: i64,
+    /// `PROMOTE`, `ROLLBACK` or `INCONCLUSIVE`, once decided.
+    pub verdict: Option<String>,
+    /// The decision's reasons, one line each, once decided.
+    pub reasons: Option<Vec<String>>,
+    pub guardrails: Vec<GuardrailStatus>,
+    /// The latest notifications, oldest first.
+    pub events: Vec<RecentEvent>,
+    /// The evidence bundle's directory.
+    pub bundle: String,
+}
+
+impl RunStatus {
+    /// Before the controller has run the engine: only who it is.
+    pub fn starting(run_id: &str, service: &str) -> RunStatus {
+        RunStatus {
+            run_id: run_id.to_owned(),
+            service: service.to_owned(),
+            phase: "starting".to_owned(),
+            elapsed_ms: 0,
+            window_ms: 0,
+            canary_weight: 0,
+            round: 0,
+            verdict: None,
+            reasons: None,
+            guardrails: Vec::new(),
+            events: Vec::new(),
+            bundle: String::new(),
+        }
+    }
+}
+
+/// One guardrail in a [`RunStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailStatus {
+    pub name: String,
+    /// `PASS`, `FAIL`, `NO DATA`, `ERROR` or `NOT EVALUATED`.
+    pub status: String,
+    /// The last canary value, when it was a finite number.
+    pub canary: Option<f64>,
+    /// The last baseline value, when it was a finite number.
+    pub baseline: Option<f64>,
+    /// The threshold as written, e.g. `< 1500`.
+    pub must: String,
+    /// The threshold's value, for the live page's threshold line.
+    pub threshold: f64,
+    pub on_breach: OnBreach,
+}
+
+/// A recent notification in a [`RunStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    /// Since the run started.
+    pub elapsed_ms: i64,
+    pub severity: Severity,
+    pub message: String,
 }
 
 /// Where a running controller can be reached: written to the state directory for the CLI.
@@ -92,7 +168,7 @@ impl ControlFile {
 #[derive(Clone)]
 struct AppState {
     commands: mpsc::Sender<Command>,
-    status: watch::Receiver<serde_json::Value>,
+    status: watch::Receiver<RunStatus>,
     operator_token: Arc<Secret>,
     alert_token: Option<Arc<Secret>>,
     run_id: Arc<str>,
@@ -123,7 +199,7 @@ pub async fn start(
     operator_token: Secret,
     alert_token: Option<Secret>,
     commands: mpsc::Sender<Command>,
-    status: watch::Receiver<serde_json::Value>,
+    status: watch::Receiver<RunStatus>,
 ) -> anyhow::Result<ControlServer> {
     let state = AppState {
         commands,
@@ -182,8 +258,8 @@ fn unauthorised() -> Response {
 }
 
 async fn status_handler(State(s): State<AppState>) -> Response {
-    let value = s.status.borrow().clone();
-    Json(value).into_response()
+    let status = s.status.borrow().clone();
+    Json(status).into_response()
 }
 
 #[derive(Deserialize)]
@@ -299,7 +375,7 @@ impl ControlClient {
         &self.file.run_id
     }
 
-    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+    pub async fn status(&self) -> anyhow::Result<RunStatus> {
         let resp = self
             .http
             .get(format!("{}/api/status", self.file.url))
@@ -311,7 +387,12 @@ impl ControlClient {
                     self.file.run_id, self.file.url
                 )
             })?;
-        Ok(resp.error_for_status()?.json().await?)
+        resp.error_for_status()?.json().await.with_context(|| {
+            format!(
+                "the controller of run {} sent no run status",
+                self.file.run_id
+            )
+        })
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<String> {
@@ -359,4 +440,84 @@ pub fn operator() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A run at T+5m12s, one guardrail breaching, decided.
+    fn decided() -> RunStatus {
+        RunStatus {
+            run_id: "relay-20261202T120000Z".to_owned(),
+            service: "relay".to_owned(),
+            phase: "decided".to_owned(),
+            elapsed_ms: 312_000,
+            window_ms: 3_600_000,
+            canary_weight: 0,
+            round: 10,
+            verdict: Some("ROLLBACK".to_owned()),
+            reasons: Some(vec!["ttfv_p95 breached".to_owned()]),
+            guardrails: vec![GuardrailStatus {
+                name: "ttfv_p95".to_owned(),
+                status: "FAIL".to_owned(),
+                canary: Some(1812.5),
+                baseline: None,
+                must: "< 1500".to_owned(),
+                threshold: 1500.0,
+                on_breach: OnBreach::Rollback,
+            }],
+            events: vec![RecentEvent {
+                elapsed_ms: 300_000,
+                severity: Severity::Critical,
+                message: "ROLLBACK".to_owned(),
+            }],
+            bundle: "/evidence/relay-20261202T120000Z".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_status_json_is_what_the_live_page_and_canary_status_read() {
+        let status = decided();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "run_id": "relay-20261202T120000Z",
+                "service": "relay",
+                "phase": "decided",
+                "elapsed_ms": 312_000,
+                "window_ms": 3_600_000,
+                "canary_weight": 0,
+                "round": 10,
+                "verdict": "ROLLBACK",
+                "reasons": ["ttfv_p95 breached"],
+                "guardrails": [{
+                    "name": "ttfv_p95",
+                    "status": "FAIL",
+                    "canary": 1812.5,
+                    "baseline": null,
+                    "must": "< 1500",
+                    "threshold": 1500.0,
+                    "on_breach": "rollback",
+                }],
+                "events": [{"elapsed_ms": 300_000, "severity": "critical", "message": "ROLLBACK"}],
+                "bundle": "/evidence/relay-20261202T120000Z",
+            })
+        );
+        assert_eq!(serde_json::from_value::<RunStatus>(json).unwrap(), status);
+    }
+
+    #[test]
+    fn a_starting_run_says_who_it_is_and_reads_back() {
+        let status = RunStatus::starting("relay-1", "relay");
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["run_id"], "relay-1");
+        assert_eq!(json["service"], "relay");
+        assert_eq!(json["phase"], "starting");
+        assert_eq!(json["verdict"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<RunStatus>(json).unwrap(), status);
+    }
 }

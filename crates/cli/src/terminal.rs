@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::control::RunStatus;
+
 /// The status line currently shown, if any.
 static STATUS: Mutex<Option<String>> = Mutex::new(None);
 
@@ -59,33 +61,28 @@ impl Drop for LineWriter {
     }
 }
 
-/// One line from the controller's status JSON.
-pub fn status_line(s: &serde_json::Value) -> String {
-    let secs = |ms: &serde_json::Value| ms.as_i64().unwrap_or(0).max(0) / 1000;
+/// One line from the controller's status: `running T+312s/3600s canary 5% | ✓ ttfv_p95 812.5 < 1500`.
+pub fn status_line(s: &RunStatus) -> String {
+    let secs = |ms: i64| ms.max(0) / 1000;
     let mut line = format!(
         "{} T+{}s/{}s canary {}%",
-        s["phase"].as_str().unwrap_or("?"),
-        secs(&s["elapsed_ms"]),
-        secs(&s["window_ms"]),
-        s["canary_weight"]
+        s.phase,
+        secs(s.elapsed_ms),
+        secs(s.window_ms),
+        s.canary_weight
     );
-    for g in s["guardrails"].as_array().into_iter().flatten() {
-        let mark = match g["status"].as_str() {
-            Some("PASS") => "✓",
-            Some("FAIL") => "✗",
+    for g in &s.guardrails {
+        let mark = match g.status.as_str() {
+            "PASS" => "✓",
+            "FAIL" => "✗",
             _ => "?",
         };
-        let value = g["canary"]
-            .as_f64()
+        let value = g
+            .canary
             .map_or("-".to_owned(), canary_core::verdict::fmt_value);
-        line.push_str(&format!(
-            " | {} {} {value} {}",
-            mark,
-            g["name"].as_str().unwrap_or("?"),
-            g["must"].as_str().unwrap_or("")
-        ));
+        line.push_str(&format!(" | {mark} {} {value} {}", g.name, g.must));
     }
-    if let Some(v) = s["verdict"].as_str() {
+    if let Some(v) = &s.verdict {
         line.push_str(&format!(" | {v}"));
     }
     // Keep it on one line of the terminal.
@@ -98,9 +95,7 @@ pub fn status_line(s: &serde_json::Value) -> String {
 
 /// Redraws the status line whenever the controller's status changes (at most every 250 ms),
 /// until the channel closes; then clears it.
-pub fn spawn_status_line(
-    mut status: watch::Receiver<serde_json::Value>,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_status_line(mut status: watch::Receiver<RunStatus>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let line = status_line(&status.borrow_and_update());
@@ -131,5 +126,47 @@ pub fn clear() {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(b"\r\x1b[2K");
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::control::{GuardrailStatus, RunStatus};
+    use canary_core::OnBreach;
+
+    fn guardrail(name: &str, status: &str, canary: Option<f64>, must: &str) -> GuardrailStatus {
+        GuardrailStatus {
+            name: name.to_owned(),
+            status: status.to_owned(),
+            canary,
+            baseline: None,
+            must: must.to_owned(),
+            threshold: 0.0,
+            on_breach: OnBreach::Rollback,
+        }
+    }
+
+    #[test]
+    fn the_status_line_shows_phase_time_split_and_each_guardrail() {
+        let mut status = RunStatus::starting("r", "relay");
+        assert_eq!(status_line(&status), "starting T+0s/0s canary 0%");
+        status.phase = "running".to_owned();
+        status.elapsed_ms = 312_400;
+        status.window_ms = 3_600_000;
+        status.canary_weight = 5;
+        status.guardrails = vec![
+            guardrail("ttfv", "PASS", Some(812.5), "< 1500"),
+            guardrail("rls", "FAIL", Some(2.0), "== 0"),
+            guardrail("pool", "NO DATA", None, "< 80"),
+        ];
+        assert_eq!(
+            status_line(&status),
+            "running T+312s/3600s canary 5% | ✓ ttfv 812.5 < 1500 | ✗ rls 2 == 0 | ? pool - < 80"
+        );
+        status.verdict = Some("ROLLBACK".to_owned());
+        assert!(status_line(&status).ends_with(" | ROLLBACK"));
     }
 }

@@ -278,6 +278,30 @@ fn manual_approval_waits_for_canary_approve_and_records_the_approver() {
         || rig.status().filter(|s| s["phase"] == "awaiting-approval"),
     );
     assert_eq!(status["canary_weight"], 5, "the split holds while waiting");
+    // `canary status` reads the same status back, as text and as JSON.
+    let canary_status = |args: &[&str]| {
+        let out = canary()
+            .current_dir(rig.dir.path())
+            .args(["status", "-c", "canary.toml"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = canary_status(&[]);
+    assert!(
+        text.contains(": awaiting-approval — T+") && text.contains("canary weight 5 %"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&canary_status(&["--output", "json"])).unwrap();
+    assert_eq!(json["phase"], "awaiting-approval", "{json}");
+    assert_eq!(json["run_id"], status["run_id"], "{json}");
     assert!(approve().status.success());
     let (code, stdout, stderr) = finish(run);
     assert_eq!(code, 0, "{stdout}\n{stderr}");

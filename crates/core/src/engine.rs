@@ -28,7 +28,7 @@ use crate::escape::Escaped;
 use crate::plan::{
     Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
 };
-use crate::verdict::{Decision, NoDataCause, Reason, Verdict, fmt_value};
+use crate::verdict::{Decision, NoDataCause, ProbeRun, Reason, Verdict, fmt_value};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -101,8 +101,8 @@ pub enum Event {
         owner: String,
         arm: ArmRole,
     },
-    /// A probe run finished; `leaks` counts the leaks it reported separately.
-    ProbesCompleted { pairs: u32, leaks: u32 },
+    /// A probe run finished; each leak it found came before as an [`Event::IsolationLeak`].
+    ProbesCompleted(ProbeRun),
     /// An arm failed its health checks.
     ArmUnhealthy { arm: ArmRole, detail: String },
     /// The load burst finished.
@@ -133,6 +133,10 @@ pub enum Input {
     },
     /// An external event.
     Event { at: Millis, event: Event },
+    /// The controller came back (`canary resume`) after the inputs before this one: the engine
+    /// puts the split back, asks again for what was outstanding, or — when the window ended
+    /// while the controller was down — rolls back.
+    Resume { at: Millis },
 }
 
 impl Input {
@@ -141,7 +145,8 @@ impl Input {
             Input::Start { at }
             | Input::Tick { at }
             | Input::Observations { at, .. }
-            | Input::Event { at, .. } => *at,
+            | Input::Event { at, .. }
+            | Input::Resume { at } => *at,
         }
     }
 }
@@ -169,19 +174,27 @@ pub enum Severity {
     Page,
 }
 
-/// What a notification is about, so that people can subscribe to some topics only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Topic {
-    /// The run started: split applied, guardrails armed.
-    Start,
-    /// Progress: a step, a periodic check, an operator action that changed nothing.
-    Check,
-    /// Something is wrong but not yet decided: a breach began, a warn-only guardrail
-    /// triggered, the baseline is unhealthy.
-    Breach,
-    /// The verdict, or a decision waiting for an operator.
-    Decision,
+crate::choice! {
+    /// What a notification is about, so that people can subscribe to some topics only
+    /// (`on = ["breach", "decision"]`); the notifiers route on it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum Topic {
+        /// The run started: split applied, guardrails armed.
+        Start = "start",
+        /// Progress: a step, a periodic check (the runbook's 5-minute update), an operator
+        /// action that changed nothing.
+        Check = "check",
+        /// Something is wrong but not yet decided: a breach began, a warn-only guardrail
+        /// triggered, the baseline is unhealthy.
+        Breach = "breach",
+        /// Traffic is back on the baseline, or a rollback is not verified yet: the
+        /// controller's, from what the load balancer answers (the engine decides, it does not
+        /// see traffic).
+        Rollback = "rollback",
+        /// The verdict, or a decision waiting for an operator.
+        Decision = "decision",
+    }
 }
 
 /// Where a guardrail stands after an evaluation.
@@ -456,8 +469,22 @@ pub struct Engine {
     next_check_log: Duration,
     burst: Burst,
     clean_probe_runs: u32,
+    /// Probe runs asked for and not yet reported.
+    probes_running: u32,
     guardrails: Vec<GuardrailState>,
     decision: Option<Decision>,
+}
+
+/// What the engine asked for and has not heard back about: what a resumed controller must do
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Outstanding {
+    /// The evaluation round waiting for observations.
+    pub round: Option<Millis>,
+    /// The burst was started and never reported.
+    pub burst: bool,
+    /// Probe runs asked for and never reported.
+    pub probes: u32,
 }
 
 /// A read-only view of a running engine, for the terminal and `canary status`.
@@ -504,6 +531,7 @@ impl Engine {
             checkpoints_done: 0,
             burst,
             clean_probe_runs: 0,
+            probes_running: 0,
             guardrails,
             decision: None,
         })
@@ -530,6 +558,15 @@ impl Engine {
     /// The evaluation round waiting for observations, if any.
     pub fn pending_round(&self) -> Option<Millis> {
         self.pending_round
+    }
+
+    /// What was asked for and never reported.
+    pub fn outstanding(&self) -> Outstanding {
+        Outstanding {
+            round: self.pending_round,
+            burst: self.burst == Burst::Running,
+            probes: self.probes_running,
+        }
     }
 
     /// The next time at which a [`Input::Tick`] will produce actions. `None` before the start,
@@ -580,6 +617,7 @@ impl Engine {
         if at < self.now {
             return Err(EngineError::TimeWentBack { at, now: self.now });
         }
+        let last_input = self.now;
         self.now = at;
         let mut out = Vec::new();
         match input {
@@ -632,6 +670,10 @@ impl Engine {
                 self.pending_round = None;
                 self.on_observations(*round, readings, &mut out);
                 self.on_tick(&mut out);
+            }
+            Input::Resume { at } => {
+                self.require_started()?;
+                self.on_resume(last_input, *at, &mut out);
             }
             Input::Event { event, .. } => {
                 self.on_event(event, &mut out);
@@ -725,6 +767,7 @@ impl Engine {
             self.burst = Burst::Running;
             out.push(Action::StartBurst);
             if self.plan.probes {
+                self.probes_running += 1;
                 out.push(Action::RunProbes);
             }
         }
@@ -829,6 +872,7 @@ impl Engine {
                 && self.phase == Phase::Running
                 && offset < self.plan.window()
             {
+                self.probes_running += 1;
                 out.push(Action::RunProbes);
             }
         }
@@ -849,6 +893,55 @@ impl Engine {
         } else if self.phase == Phase::Running && offset >= self.plan.window() {
             self.decide_at_end(out);
         }
+    }
+
+    /// The controller is back after being down since `last_input`: inside the window the split
+    /// is put back where the engine has it and whatever was outstanding is asked for again;
+    /// past the window nothing the canary did in between was watched, so it rolls back.
+    fn on_resume(&mut self, last_input: Millis, at: Millis, out: &mut Vec<Action>) {
+        if self.phase == Phase::Decided {
+            return;
+        }
+        if at > self.start + ms(self.plan.window()) {
+            let reason = Reason::ControllerDown {
+                since: last_input,
+                resumed: at,
+            };
+            self.decide(
+                Verdict::Rollback {
+                    reasons: vec![reason],
+                },
+                "engine",
+                out,
+            );
+            return;
+        }
+        out.push(Action::SetWeight {
+            canary: self.weight,
+            change: WeightChange::Step { index: self.step },
+        });
+        let outstanding = self.outstanding();
+        if let Some(round) = outstanding.round {
+            out.push(Action::Evaluate { round });
+        }
+        if outstanding.burst {
+            out.push(Action::StartBurst);
+        }
+        if outstanding.probes > 0 {
+            // One run answers for all: the ones asked for before are not coming.
+            self.probes_running = 1;
+            out.push(Action::RunProbes);
+        }
+        out.push(Action::Notify {
+            topic: Topic::Check,
+            severity: Severity::Warning,
+            message: format!(
+                "the controller is back after {} without it; the split is put back to {} %",
+                Human(Duration::from_millis((at - last_input).max(0) as u64)),
+                self.weight
+            ),
+        });
+        self.on_tick(out);
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<Action>) {
@@ -880,8 +973,9 @@ impl Engine {
                 "engine",
                 out,
             ),
-            Event::ProbesCompleted { pairs, leaks } => {
-                if *leaks == 0 && *pairs > 0 {
+            Event::ProbesCompleted(run) => {
+                self.probes_running = self.probes_running.saturating_sub(1);
+                if run.proves_isolation() {
                     self.clean_probe_runs += 1;
                 }
             }

@@ -147,6 +147,9 @@ pub enum Reason {
     Aborted { by: String, reason: String },
     /// The controller was asked to stop.
     Signal { signal: String },
+    /// The controller was down from `since` (its last input) until `resumed`, past the end of
+    /// the window: nothing watched the canary at the end, so it cannot be promoted.
+    ControllerDown { since: Millis, resumed: Millis },
     /// The load burst missed its success bar.
     BurstBelowBar {
         successful: u64,
@@ -257,6 +260,11 @@ impl fmt::Display for Reason {
                 write!(f, "aborted by {}: {}", Escaped(by), Escaped(reason))
             }
             Reason::Signal { signal } => write!(f, "controller received {}", Escaped(signal)),
+            Reason::ControllerDown { since, resumed } => write!(
+                f,
+                "the controller was down for {} until after the end of the window: the canary's end was not watched",
+                Human(Duration::from_millis((resumed - since).max(0) as u64))
+            ),
             Reason::BurstBelowBar {
                 successful,
                 total,
@@ -300,4 +308,70 @@ pub struct Decision {
     /// `engine` for automatic decisions; the operator for approvals and aborts.
     pub authorised_by: String,
     pub guardrails: Vec<GuardrailSummary>,
+}
+
+crate::choice! {
+    /// What one run of the isolation probes concluded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum ProbeVerdict {
+        /// No foreign marker anywhere, every probe answered, every user found its own marker.
+        Clean = "clean",
+        /// At least one foreign marker reached a user: a security event.
+        Leaked = "leaked",
+        /// No leak seen, but the probes could not prove isolation (failed probes, or a user
+        /// who cannot find its own marker).
+        Unproven = "unproven",
+    }
+}
+
+/// One isolation-probe run as the engine hears it: its verdict, the ordered user pairs it
+/// probed and how many leaks it found (each also reported as its own
+/// [`Event::IsolationLeak`](crate::engine::Event::IsolationLeak)).
+///
+/// Journals written before the verdict was recorded hold only `pairs` and `leaks`, with
+/// `pairs` 0 unless the run was clean; the verdict is derived from them on reading, so those
+/// journals replay to the decision they were written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ProbeRunRecord")]
+pub struct ProbeRun {
+    pub verdict: ProbeVerdict,
+    pub pairs: u32,
+    pub leaks: u32,
+}
+
+impl ProbeRun {
+    /// Whether this run proves that the canary keeps tenants apart: clean, over at least one
+    /// pair of users. The one rule behind the engine's "a probe run came back clean" and the
+    /// evidence's count of clean runs.
+    pub fn proves_isolation(&self) -> bool {
+        self.verdict == ProbeVerdict::Clean && self.pairs > 0 && self.leaks == 0
+    }
+}
+
+/// [`ProbeRun`] as a journal holds it, with or without its verdict.
+#[derive(Deserialize)]
+struct ProbeRunRecord {
+    #[serde(default)]
+    verdict: Option<ProbeVerdict>,
+    pairs: u32,
+    leaks: u32,
+}
+
+impl From<ProbeRunRecord> for ProbeRun {
+    fn from(r: ProbeRunRecord) -> Self {
+        // Before the verdict was recorded, only a clean run reported its pairs.
+        let verdict = r.verdict.unwrap_or(if r.leaks > 0 {
+            ProbeVerdict::Leaked
+        } else if r.pairs > 0 {
+            ProbeVerdict::Clean
+        } else {
+            ProbeVerdict::Unproven
+        });
+        ProbeRun {
+            verdict,
+            pairs: r.pairs,
+            leaks: r.leaks,
+        }
+    }
 }

@@ -88,9 +88,10 @@ pub struct ProbeResult {
     pub requested: u32,
     /// Probe runs that reported.
     pub completed: u32,
-    /// Completed runs with pairs checked and no leak.
+    /// Completed runs that prove isolation ([`ProbeRun::proves_isolation`](canary_core::verdict::ProbeRun::proves_isolation)).
     pub clean: u32,
-    /// Observer/owner pairs checked, over all runs.
+    /// Observer/owner pairs probed, over all runs. (Journals written before the probe verdict
+    /// was recorded counted the pairs of clean runs only.)
     pub pairs: u64,
     pub leaks: Vec<Leak>,
 }
@@ -170,10 +171,10 @@ impl RunFacts {
                     Event::BurstCompleted { total, successful } => {
                         burst_done.get_or_insert((*at, *total, *successful));
                     }
-                    Event::ProbesCompleted { pairs, leaks } => {
+                    Event::ProbesCompleted(run) => {
                         probes.completed += 1;
-                        probes.pairs += u64::from(*pairs);
-                        if *leaks == 0 && *pairs > 0 {
+                        probes.pairs += u64::from(run.pairs);
+                        if run.proves_isolation() {
                             probes.clean += 1;
                         }
                     }

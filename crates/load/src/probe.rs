@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use canary_core::verdict::{ProbeRun, ProbeVerdict};
 use canary_core::{ArmRole, Secret};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
@@ -140,19 +141,9 @@ pub struct ProbeReport {
     pub leaks: Vec<Leak>,
 }
 
-/// The probes' conclusion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeVerdict {
-    /// No foreign marker anywhere, every probe answered, every user found its own marker.
-    Clean,
-    /// At least one foreign marker reached a user: a security event.
-    Leaked,
-    /// No leak seen, but the probes could not prove isolation (failed probes, or a user who
-    /// cannot find its own marker).
-    Unproven,
-}
-
 impl ProbeReport {
+    /// Leaked on any leak; unproven when a probe failed or a user could not find its own
+    /// marker; clean otherwise.
     pub fn verdict(&self) -> ProbeVerdict {
         if !self.leaks.is_empty() {
             ProbeVerdict::Leaked
@@ -161,6 +152,15 @@ impl ProbeReport {
             ProbeVerdict::Unproven
         } else {
             ProbeVerdict::Clean
+        }
+    }
+
+    /// This run as the engine hears it: verdict, pairs probed, leaks found.
+    pub fn run(&self) -> ProbeRun {
+        ProbeRun {
+            verdict: self.verdict(),
+            pairs: u32::try_from(self.pairs).unwrap_or(u32::MAX),
+            leaks: u32::try_from(self.leaks.len()).unwrap_or(u32::MAX),
         }
     }
 

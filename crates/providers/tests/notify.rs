@@ -14,10 +14,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use canary_core::engine::Topic;
 use canary_core::{Secret, Severity};
 use canary_providers::notify::{
-    Channel, Email, EmailConfig, EventKind, Message, Notifier, Outcome, PagerDuty, RetryPolicy,
-    Slack, Webhook,
+    Channel, Email, EmailConfig, Message, Notifier, Outcome, PagerDuty, RetryPolicy, Slack, Webhook,
 };
 use canary_testkit::{Process, free_port, wait_for};
 use serde_json::Value;
@@ -66,7 +66,7 @@ async fn receiver(script: Vec<u16>) -> (String, Receiver) {
     (url, r)
 }
 
-fn message(kind: EventKind, severity: Severity, title: &str) -> Message {
+fn message(kind: Topic, severity: Severity, title: &str) -> Message {
     Message::new(
         kind,
         severity,
@@ -93,10 +93,10 @@ async fn slack_gets_an_incoming_webhook_message() {
     let slack = Slack::new(Secret::new(url.clone()), Some("#canary-live".into())).unwrap();
     assert!(!format!("{slack:?}").contains("s3cr3t"));
     let mut n = Notifier::new(Duration::from_secs(5), quick());
-    n.subscribe(Box::new(slack), &[EventKind::Check, EventKind::Breach]);
+    n.subscribe(Box::new(slack), &[Topic::Check, Topic::Breach]);
     let out = n
         .notify(&message(
-            EventKind::Breach,
+            Topic::Breach,
             Severity::Critical,
             "relay canary: ttfv_p95 breaching",
         ))
@@ -144,19 +144,19 @@ async fn pagerduty_triggers_on_breach_and_rollback_and_resolves_on_promotion() {
     let mut n = Notifier::new(Duration::from_secs(5), quick());
     n.subscribe(
         Box::new(pd),
-        &[EventKind::Breach, EventKind::Rollback, EventKind::Decision],
+        &[Topic::Breach, Topic::Rollback, Topic::Decision],
     );
 
     // Not subscribed: no request at all.
     assert!(
-        n.notify(&message(EventKind::Check, Severity::Info, "T+5 check"))
+        n.notify(&message(Topic::Check, Severity::Info, "T+5 check"))
             .await
             .is_empty()
     );
     for (kind, severity, expected) in [
-        (EventKind::Breach, Severity::Page, "critical"),
-        (EventKind::Rollback, Severity::Critical, "error"),
-        (EventKind::Breach, Severity::Warning, "warning"),
+        (Topic::Breach, Severity::Page, "critical"),
+        (Topic::Rollback, Severity::Critical, "error"),
+        (Topic::Breach, Severity::Warning, "warning"),
     ] {
         let out = n
             .notify(&message(kind, severity, "cross_tenant breached"))
@@ -178,10 +178,10 @@ async fn pagerduty_triggers_on_breach_and_rollback_and_resolves_on_promotion() {
         );
     }
     let promoted =
-        message(EventKind::Decision, Severity::Info, "PROMOTE").with_outcome(Outcome::Promote);
+        message(Topic::Decision, Severity::Info, "PROMOTE").with_outcome(Outcome::Promote);
     assert!(n.notify(&promoted).await[0].delivered());
-    let rolled_back = message(EventKind::Decision, Severity::Critical, "ROLLBACK")
-        .with_outcome(Outcome::Rollback);
+    let rolled_back =
+        message(Topic::Decision, Severity::Critical, "ROLLBACK").with_outcome(Outcome::Rollback);
     assert!(n.notify(&rolled_back).await[0].delivered());
     let got = rx.got.lock().unwrap();
     let resolve = &got[got.len() - 2].1;
@@ -196,9 +196,8 @@ async fn a_generic_webhook_gets_the_message_as_json_with_its_token() {
     let (url, rx) = receiver(vec![204]).await;
     let hook = Webhook::new(Secret::new(url), Some(Secret::new("hook-token"))).unwrap();
     let mut n = Notifier::new(Duration::from_secs(5), quick());
-    n.subscribe(Box::new(hook), &EventKind::ALL);
-    let msg =
-        message(EventKind::Decision, Severity::Info, "PROMOTE").with_outcome(Outcome::Promote);
+    n.subscribe(Box::new(hook), Topic::ALL);
+    let msg = message(Topic::Decision, Severity::Info, "PROMOTE").with_outcome(Outcome::Promote);
     assert!(n.notify(&msg).await[0].delivered());
     let got = rx.got.lock().unwrap();
     let (headers, body) = &got[0];
@@ -224,29 +223,29 @@ async fn the_notifier_filters_retries_times_out_and_never_fails() {
     let mut n = Notifier::new(Duration::from_millis(300), quick());
     n.subscribe(
         Box::new(Slack::new(Secret::new(flaky_url), Some("#flaky".into())).unwrap()),
-        &EventKind::ALL,
+        Topic::ALL,
     )
     .subscribe(
         Box::new(Slack::new(Secret::new(refusing_url), Some("#archived".into())).unwrap()),
-        &EventKind::ALL,
+        Topic::ALL,
     )
     .subscribe(
         Box::new(Webhook::new(Secret::new(hanging_url), None).unwrap()),
-        &EventKind::ALL,
+        Topic::ALL,
     )
     .subscribe(
         Box::new(Slack::new(Secret::new(decision_url), Some("#engineering".into())).unwrap()),
-        &[EventKind::Decision],
+        &[Topic::Decision],
     )
     .subscribe(
         Box::new(Webhook::new(Secret::new(closed), None).unwrap()),
-        &[EventKind::Rollback],
+        &[Topic::Rollback],
     );
     assert_eq!(n.channels().len(), 5);
 
     let out = n
         .notify(&message(
-            EventKind::Rollback,
+            Topic::Rollback,
             Severity::Critical,
             "ROLLBACK: ttfv_p95",
         ))
@@ -366,9 +365,9 @@ async fn email_goes_through_a_real_smtp_server_with_authentication() {
     assert!(!format!("{channel:?}").contains("smtp-pa55"));
     assert_eq!(channel.name(), "email deployment-lead@company.com");
     let mut n = Notifier::new(Duration::from_secs(10), quick());
-    n.subscribe(Box::new(channel), &[EventKind::Decision]);
+    n.subscribe(Box::new(channel), &[Topic::Decision]);
     let msg = message(
-        EventKind::Decision,
+        Topic::Decision,
         Severity::Info,
         "PROMOTE: every guardrail passed",
     )
@@ -395,10 +394,7 @@ async fn email_goes_through_a_real_smtp_server_with_authentication() {
 
     // A wrong password is a permanent SMTP refusal: one attempt, reported without the password.
     let mut n = Notifier::new(Duration::from_secs(10), quick());
-    n.subscribe(
-        Box::new(email(smtp.port, "wrong-pa55")),
-        &[EventKind::Decision],
-    );
+    n.subscribe(Box::new(email(smtp.port, "wrong-pa55")), &[Topic::Decision]);
     let out = n.notify(&msg).await;
     assert_eq!(out[0].attempts, 1, "{out:?}");
     let error = out[0].error.as_deref().unwrap();

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use canary_core::verdict::fmt_value;
+
 use crate::commands::validate::load_config;
 use crate::config::Needs;
 use crate::control::{ControlClient, ControlFile, operator};
@@ -64,25 +66,26 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
         Format::Text => {
             outln!(
                 "run {} of {}: {} — T+{}s of {}s, canary weight {} %{}",
-                s["run_id"].as_str().unwrap_or("?"),
-                s["service"].as_str().unwrap_or("?"),
-                s["phase"].as_str().unwrap_or("?"),
-                s["elapsed_ms"].as_i64().unwrap_or(0) / 1000,
-                s["window_ms"].as_i64().unwrap_or(0) / 1000,
-                s["canary_weight"],
-                s["verdict"]
-                    .as_str()
+                s.run_id,
+                s.service,
+                s.phase,
+                s.elapsed_ms / 1000,
+                s.window_ms / 1000,
+                s.canary_weight,
+                s.verdict
+                    .as_deref()
                     .map(|v| format!(", verdict {v}"))
                     .unwrap_or_default()
             );
-            for g in s["guardrails"].as_array().into_iter().flatten() {
+            let value = |v: Option<f64>| v.map_or("-".to_owned(), fmt_value);
+            for g in &s.guardrails {
                 outln!(
                     "  {:<14} {:<13} canary {:>10}  baseline {:>10}  must {}",
-                    g["name"].as_str().unwrap_or("?"),
-                    g["status"].as_str().unwrap_or("?"),
-                    g["canary"].to_string(),
-                    g["baseline"].to_string(),
-                    g["must"].as_str().unwrap_or("?")
+                    g.name,
+                    g.status,
+                    value(g.canary),
+                    value(g.baseline),
+                    g.must
                 );
             }
         }

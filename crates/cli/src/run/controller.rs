@@ -358,7 +358,7 @@ impl Controller {
                 self.deliver(self.delegates.notify(
                     self.bundle.run_id(),
                     Severity::Info,
-                    EventKind::Check,
+                    Topic::Check,
                     message,
                 ));
                 // Keep only rounds a snapshot may still need.

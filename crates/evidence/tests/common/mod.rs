@@ -12,6 +12,7 @@ use canary_core::engine::{Action, GuardrailReading, Input, Reading};
 use canary_core::plan::{
     Approval, Arm, Arms, BurstPlan, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, Step,
 };
+use canary_core::verdict::{ProbeRun, ProbeVerdict};
 use canary_core::{ArmRole, Engine, Event, Millis, Secret};
 use canary_evidence::render::alerts::Alerts;
 use canary_evidence::render::dashboards::Dashboards;
@@ -396,10 +397,11 @@ impl Runner {
                         at,
                         Input::Event {
                             at,
-                            event: Event::ProbesCompleted {
+                            event: Event::ProbesCompleted(ProbeRun {
+                                verdict: ProbeVerdict::Clean,
                                 pairs: 20,
                                 leaks: 0,
-                            },
+                            }),
                         },
                     ));
                 }

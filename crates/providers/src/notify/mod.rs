@@ -1,5 +1,5 @@
 //! Telling people: Slack, PagerDuty, email and generic webhooks, fanned out by a [`Notifier`]
-//! that sends each message to the channels subscribed to its kind of event.
+//! that sends each message to the channels subscribed to its [`Topic`] (the engine's).
 //!
 //! Notification never decides a run: a channel that is down, slow or refuses the message is
 //! retried within a per-channel timeout, then logged and reported in the returned
@@ -15,6 +15,7 @@ mod webhook;
 use crate::error_text::error_chain;
 use std::time::Duration;
 
+use canary_core::engine::Topic;
 use canary_core::{Millis, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -24,63 +25,6 @@ pub use email::{Email, EmailConfig, SmtpSecurity};
 pub use pagerduty::{DEFAULT_EVENTS_URL, PagerDuty};
 pub use slack::Slack;
 pub use webhook::Webhook;
-
-/// What happened, for channel subscriptions (`on = ["check", "decision"]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// The run started: split applied, guardrails armed.
-    Start,
-    /// A periodic check (the runbook's 5-minute update to #canary-live).
-    Check,
-    /// A guardrail breached or triggered.
-    Breach,
-    /// Traffic went back to the baseline.
-    Rollback,
-    /// The final verdict.
-    Decision,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 5] = [
-        EventKind::Start,
-        EventKind::Check,
-        EventKind::Breach,
-        EventKind::Rollback,
-        EventKind::Decision,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Start => "start",
-            EventKind::Check => "check",
-            EventKind::Breach => "breach",
-            EventKind::Rollback => "rollback",
-            EventKind::Decision => "decision",
-        }
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for EventKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "{s:?} is not an event: use one of start, check, breach, rollback, decision"
-                )
-            })
-    }
-}
 
 /// The verdict a decision message announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +38,8 @@ pub enum Outcome {
 /// One notification, rendered by each channel in its own format.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
-    pub kind: EventKind,
+    /// What it is about; channels subscribe to topics. `kind` on the wire.
+    pub kind: Topic,
     pub severity: Severity,
     pub service: String,
     pub run_id: String,
@@ -112,7 +57,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(
-        kind: EventKind,
+        kind: Topic,
         severity: Severity,
         service: impl Into<String>,
         run_id: impl Into<String>,
@@ -222,7 +167,7 @@ impl Default for RetryPolicy {
 pub struct Delivery {
     pub channel: String,
     pub kind: &'static str,
-    pub event: EventKind,
+    pub event: Topic,
     pub attempts: u32,
     /// `None` when delivered; the last error otherwise.
     pub error: Option<String>,
@@ -236,10 +181,10 @@ impl Delivery {
 
 struct Subscription {
     channel: Box<dyn Channel>,
-    on: Vec<EventKind>,
+    on: Vec<Topic>,
 }
 
-/// Sends each message to every channel subscribed to its kind, concurrently, each within its
+/// Sends each message to every channel subscribed to its topic, concurrently, each within its
 /// timeout and retry policy.
 pub struct Notifier {
     subscriptions: Vec<Subscription>,
@@ -267,8 +212,8 @@ impl Notifier {
         }
     }
 
-    /// Sends `on` these kinds of events to `channel`.
-    pub fn subscribe(&mut self, channel: Box<dyn Channel>, on: &[EventKind]) -> &mut Self {
+    /// Sends messages on these topics to `channel`.
+    pub fn subscribe(&mut self, channel: Box<dyn Channel>, on: &[Topic]) -> &mut Self {
         self.subscriptions.push(Subscription {
             channel,
             on: on.to_vec(),
@@ -276,8 +221,8 @@ impl Notifier {
         self
     }
 
-    /// Each channel's name and the events it receives.
-    pub fn channels(&self) -> Vec<(String, Vec<EventKind>)> {
+    /// Each channel's name and the topics it receives.
+    pub fn channels(&self) -> Vec<(String, Vec<Topic>)> {
         self.subscriptions
             .iter()
             .map(|s| (s.channel.name(), s.on.clone()))
@@ -286,7 +231,7 @@ impl Notifier {
 
     /// Delivers `message` to every subscribed channel, concurrently. Never fails: each
     /// channel's outcome (attempts, last error) is returned, in subscription order, and failures
-    /// are logged. Channels not subscribed to the message's kind are left out.
+    /// are logged. Channels not subscribed to the message's topic are left out.
     pub async fn notify(&self, message: &Message) -> Vec<Delivery> {
         let sends = self
             .subscriptions

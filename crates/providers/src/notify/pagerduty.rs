@@ -1,10 +1,11 @@
 //! PagerDuty Events API v2: breaches and rollbacks trigger (one incident per run, deduplicated
 //! by run id), a promotion resolves it.
 
+use canary_core::engine::Topic;
 use canary_core::{Secret, Severity};
 use serde_json::json;
 
-use super::{Channel, EventKind, Message, NotifyError, Outcome, http_client, post_json};
+use super::{Channel, Message, NotifyError, Outcome, http_client, post_json};
 use crate::BoxFuture;
 
 /// PagerDuty's Events API v2 endpoint.
@@ -59,7 +60,7 @@ impl PagerDuty {
     /// The routing key is added when sending, so this value is safe to log.
     pub fn event(message: &Message) -> serde_json::Value {
         let dedup_key = Self::dedup_key(&message.run_id);
-        if message.kind == EventKind::Decision && message.outcome == Some(Outcome::Promote) {
+        if message.kind == Topic::Decision && message.outcome == Some(Outcome::Promote) {
             return json!({"event_action": "resolve", "dedup_key": dedup_key});
         }
         let severity = match message.severity {
