@@ -60,7 +60,7 @@ pub struct ResumeArgs {
     config: PathBuf,
     /// Where a demo run's state is (`canary demo --state-dir`); a demo run is resumed by
     /// starting its services again. A configured run's state directory is in its configuration.
-    #[arg(long, default_value = crate::commands::demo::DEFAULT_STATE_DIR)]
+    #[arg(long, default_value = crate::config::Config::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     #[arg(long, value_enum, default_value_t)]
     output: Format,

@@ -564,52 +564,9 @@ impl Resolver {
             );
         }
 
-        let mut checkpoints = Vec::new();
-        if let Some(list) = &run.checkpoints {
-            for c in list.get_ref() {
-                let Some(at) = self.duration(c) else { continue };
-                if let Some(window) = window
-                    && at > window
-                {
-                    self.error(
-                        span_of(c),
-                        format!(
-                            "checkpoint {} is past the end of the window ({})",
-                            duration::format(at),
-                            duration::format(window)
-                        ),
-                        format!(
-                            "use an offset up to {}, or lengthen the steps",
-                            duration::format(window)
-                        ),
-                    );
-                }
-                checkpoints.push(at);
-            }
-            checkpoints.sort();
-            checkpoints.dedup();
-        }
+        let checkpoints = self.checkpoints(run, window);
 
-        let approval = match run.approval.as_ref().map(|t| self.choose(t, "approval")) {
-            None => Some(Approval::Auto),
-            Some(None) => None,
-            Some(Some(ApprovalMode::Auto)) => Some(Approval::Auto),
-            Some(Some(ApprovalMode::Manual)) => self
-                .duration_or(&run.approval_timeout, Approval::DEFAULT_TIMEOUT)
-                .map(|timeout| Approval::Manual { timeout }),
-        };
-        let on_inconclusive = match run
-            .on_inconclusive
-            .as_ref()
-            .map(|t| self.choose(t, "on_inconclusive"))
-        {
-            None => Some(OnInconclusive::Rollback),
-            Some(None) => None,
-            Some(Some(InconclusiveMode::Rollback)) => Some(OnInconclusive::Rollback),
-            Some(Some(InconclusiveMode::Hold)) => self
-                .duration_or(&run.hold_timeout, OnInconclusive::DEFAULT_HOLD_TIMEOUT)
-                .map(|timeout| OnInconclusive::Hold { timeout }),
-        };
+        let (approval, on_inconclusive) = self.decision_policy(run);
         let max_query_errors = match &run.max_query_errors {
             None => Some(5),
             Some(n) if (0..=1000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
@@ -643,6 +600,69 @@ impl Resolver {
             max_query_errors: max_query_errors?,
             time_scale: 1.0,
         };
+        self.engine_rules(raw, plan)
+    }
+
+    /// The snapshot offsets, each inside the window, sorted, without repeats.
+    fn checkpoints(&mut self, run: &raw::RawRun, window: Option<Duration>) -> Vec<Duration> {
+        let mut checkpoints = Vec::new();
+        if let Some(list) = &run.checkpoints {
+            for c in list.get_ref() {
+                let Some(at) = self.duration(c) else { continue };
+                if let Some(window) = window
+                    && at > window
+                {
+                    self.error(
+                        span_of(c),
+                        format!(
+                            "checkpoint {} is past the end of the window ({})",
+                            duration::format(at),
+                            duration::format(window)
+                        ),
+                        format!(
+                            "use an offset up to {}, or lengthen the steps",
+                            duration::format(window)
+                        ),
+                    );
+                }
+                checkpoints.push(at);
+            }
+            checkpoints.sort();
+            checkpoints.dedup();
+        }
+
+        checkpoints
+    }
+
+    /// Who decides at the end (`approval`) and what an inconclusive verdict does.
+    fn decision_policy(&mut self, run: &raw::RawRun) -> (Option<Approval>, Option<OnInconclusive>) {
+        let approval = match run.approval.as_ref().map(|t| self.choose(t, "approval")) {
+            None => Some(Approval::Auto),
+            Some(None) => None,
+            Some(Some(ApprovalMode::Auto)) => Some(Approval::Auto),
+            Some(Some(ApprovalMode::Manual)) => self
+                .duration_or(&run.approval_timeout, Approval::DEFAULT_TIMEOUT)
+                .map(|timeout| Approval::Manual { timeout }),
+        };
+        let on_inconclusive = match run
+            .on_inconclusive
+            .as_ref()
+            .map(|t| self.choose(t, "on_inconclusive"))
+        {
+            None => Some(OnInconclusive::Rollback),
+            Some(None) => None,
+            Some(Some(InconclusiveMode::Rollback)) => Some(OnInconclusive::Rollback),
+            Some(Some(InconclusiveMode::Hold)) => self
+                .duration_or(&run.hold_timeout, OnInconclusive::DEFAULT_HOLD_TIMEOUT)
+                .map(|timeout| OnInconclusive::Hold { timeout }),
+        };
+        (approval, on_inconclusive)
+    }
+
+    /// The engine's own rules (`Plan::check`) on a plan whose fields all resolved, reported at
+    /// the line that causes them.
+    fn engine_rules(&mut self, raw: &RawConfig, plan: Plan) -> Option<Plan> {
+        let run = raw.run.get_ref();
         if !self.diagnostics.is_empty() {
             return None;
         }
@@ -935,52 +955,7 @@ impl Resolver {
         let timeout = self.duration_or(&t.timeout, TrafficSettings::DEFAULT_TIMEOUT)?;
         let ctx = format!("provider \"{provider}\"");
         match provider {
-            TrafficProvider::Command => {
-                let set = self.require(&t.set, &span, "set", &ctx)?;
-                let set_text = self.env.expand(set);
-                if !set_text.contains("{canary}") {
-                    self.error(
-                        span_of(set),
-                        "the set command never mentions {canary}",
-                        "put {canary} (and {baseline}) where the percentages go, e.g. --traffic-split main:{canary},r0.5-hotfix:{baseline}",
-                    );
-                }
-                let verify = self
-                    .require(&t.verify, &span, "verify", &ctx)
-                    .map(|v| self.env.expand(v));
-                let verify_regex = self.require(&t.verify_regex, &span, "verify_regex", &ctx).map(|r| {
-                    let text = self.env.expand(r);
-                    match regex::Regex::new(&text) {
-                        Err(e) => self.error(
-                            span_of(r),
-                            format!("verify_regex is not a regular expression: {e}"),
-                            "see https://docs.rs/regex for the syntax",
-                        ),
-                        Ok(re) if !re.capture_names().any(|n| n == Some("canary")) => self.error(
-                            span_of(r),
-                            "verify_regex has no group named `canary`",
-                            "capture the canary's percentage from the verify command's output, e.g. 'main:(?P<canary>\\d+)'",
-                        ),
-                        Ok(_) => {}
-                    }
-                    text
-                });
-                let env = t
-                    .env
-                    .iter()
-                    .map(|name| {
-                        let var = Spanned::new(span_of(name), format!("${{{}}}", name.get_ref()));
-                        (name.get_ref().clone(), self.env.secret(&var))
-                    })
-                    .collect();
-                Some(TrafficSettings::Command {
-                    set: set_text,
-                    verify: verify?,
-                    verify_regex: verify_regex?,
-                    env,
-                    timeout,
-                })
-            }
+            TrafficProvider::Command => self.command_traffic(t, &span, &ctx, timeout),
             TrafficProvider::Haproxy => {
                 let endpoint = match (&t.socket, &t.address) {
                     (Some(s), None) => HaproxyEndpoint::Unix(self.path(s)),
@@ -1054,6 +1029,60 @@ impl Resolver {
                 })
             }
         }
+    }
+
+    /// `provider = "command"`: shell templates that set the split and read it back.
+    fn command_traffic(
+        &mut self,
+        t: &raw::RawTraffic,
+        span: &Range<usize>,
+        ctx: &str,
+        timeout: Duration,
+    ) -> Option<TrafficSettings> {
+        let set = self.require(&t.set, span, "set", ctx)?;
+        let set_text = self.env.expand(set);
+        if !set_text.contains("{canary}") {
+            self.error(
+                span_of(set),
+                "the set command never mentions {canary}",
+                "put {canary} (and {baseline}) where the percentages go, e.g. --traffic-split main:{canary},r0.5-hotfix:{baseline}",
+            );
+        }
+        let verify = self
+            .require(&t.verify, span, "verify", ctx)
+            .map(|v| self.env.expand(v));
+        let verify_regex = self.require(&t.verify_regex, span, "verify_regex", ctx).map(|r| {
+            let text = self.env.expand(r);
+            match regex::Regex::new(&text) {
+                Err(e) => self.error(
+                    span_of(r),
+                    format!("verify_regex is not a regular expression: {e}"),
+                    "see https://docs.rs/regex for the syntax",
+                ),
+                Ok(re) if !re.capture_names().any(|n| n == Some("canary")) => self.error(
+                    span_of(r),
+                    "verify_regex has no group named `canary`",
+                    "capture the canary's percentage from the verify command's output, e.g. 'main:(?P<canary>\\d+)'",
+                ),
+                Ok(_) => {}
+            }
+            text
+        });
+        let env = t
+            .env
+            .iter()
+            .map(|name| {
+                let var = Spanned::new(span_of(name), format!("${{{}}}", name.get_ref()));
+                (name.get_ref().clone(), self.env.secret(&var))
+            })
+            .collect();
+        Some(TrafficSettings::Command {
+            set: set_text,
+            verify: verify?,
+            verify_regex: verify_regex?,
+            env,
+            timeout,
+        })
     }
 
     fn metrics(&mut self, m: &Spanned<raw::RawMetrics>) -> Option<MetricsSettings> {

@@ -144,7 +144,7 @@ pub fn random_token() -> Secret {
 }
 
 /// Runs a canary from T+0 to a sealed, signed bundle. Preflight must have passed.
-pub async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished> {
+async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished> {
     let plan = wiring.plan.clone();
     let history = History::open(&wiring.state_dir)?;
     let started = now_ms();
@@ -221,7 +221,8 @@ pub async fn resume_configured(config: &Config, resumed: Resumed) -> anyhow::Res
     let current_weight = integrations.router.get().await.map_or(0, |s| s.canary);
     let plan = resumed.engine.plan().clone();
     let wiring = integrations.wire(config, &plan)?;
-    resume(wiring, resumed, current_weight).await
+    let commit = config.evidence.as_ref().and_then(|e| e.commit.clone());
+    resume(wiring, resumed, current_weight, commit).await
 }
 
 /// A run rebuilt from its journal (`canary resume`).
@@ -260,7 +261,7 @@ impl Resumed {
 
     /// Rebuilds a run from its journal: the engine replays every recorded input. Fails when
     /// the run already reached its decision.
-    pub fn rebuild(
+    fn rebuild(
         bundle: Bundle,
         journal: JournalWriter,
         recorded: &canary_core::journal::Journal,
@@ -297,7 +298,12 @@ impl Resumed {
 /// load balancer reports now (the proxy's lease may have reset it); the journaled `Resume`
 /// input lets the engine put the split back and ask again for what was outstanding — or roll
 /// back when the window passed while the controller was down.
-pub async fn resume(wiring: Wiring, r: Resumed, current_weight: u8) -> anyhow::Result<Finished> {
+async fn resume(
+    wiring: Wiring,
+    r: Resumed,
+    current_weight: u8,
+    commit: Option<PathBuf>,
+) -> anyhow::Result<Finished> {
     let history = History::open(&wiring.state_dir)?;
     let mut controller = Controller::new(
         r.engine,
@@ -313,7 +319,7 @@ pub async fn resume(wiring: Wiring, r: Resumed, current_weight: u8) -> anyhow::R
     let start = Start::Input(Input::Resume {
         at: now_ms().max(r.last_input),
     });
-    drive_to_end(wiring, controller, start, history, None, None).await
+    drive_to_end(wiring, controller, start, history, commit, None).await
 }
 
 /// How the controller loop begins.

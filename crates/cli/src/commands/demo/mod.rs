@@ -43,10 +43,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 60.0)]
     time_scale: f64,
     /// Where the evidence bundle goes.
-    #[arg(long, default_value = "canary-evidence")]
+    #[arg(long, default_value = EvidenceSettings::DEFAULT_DIR)]
     evidence_dir: PathBuf,
     /// Run history, cooldowns, the demo's signing key and its runs' records (for resume).
-    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    #[arg(long, default_value = Config::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Background traffic through the proxy, requests per second (on top of the burst).
     #[arg(long, default_value_t = 16.0)]
@@ -106,9 +106,6 @@ fn demo_key(state_dir: &Path) -> anyhow::Result<Secret> {
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Secret::new(text.trim()))
 }
-
-/// Where the demo keeps its state unless told otherwise.
-pub const DEFAULT_STATE_DIR: &str = ".canary";
 
 /// What a demo run was started with, kept in the state directory (`demo/runs/<run id>.json`,
 /// nothing secret) so that `canary resume RUN_ID` can start the same services again: the
