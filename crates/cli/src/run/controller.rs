@@ -141,15 +141,13 @@ pub struct Controller {
 const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 impl Controller {
-    #[allow(clippy::too_many_arguments)]
+    /// A controller for `engine`, recording into `bundle` and `journal`, acting through
+    /// `wiring`'s router, metric source and delegates; the load balancer is at `weight` now.
     pub fn new(
         engine: Engine,
         journal: JournalWriter,
         bundle: Bundle,
-        router: Arc<dyn TrafficRouter>,
-        source: Arc<dyn MetricSource>,
-        guardrails: Vec<ScopedGuardrail>,
-        delegates: Arc<dyn Delegates>,
+        wiring: &super::Wiring,
         weight: u8,
     ) -> Controller {
         let (sender, messages) = mpsc::channel(1024);
@@ -157,10 +155,10 @@ impl Controller {
             engine,
             journal,
             bundle,
-            router,
-            source,
-            guardrails: Arc::new(guardrails),
-            delegates,
+            router: wiring.router.clone(),
+            source: wiring.source.clone(),
+            guardrails: Arc::new(wiring.guardrails.clone()),
+            delegates: wiring.delegates.clone(),
             retry: RetryPolicy::default(),
             status: None,
             messages,
@@ -314,37 +312,7 @@ impl Controller {
     async fn execute(&mut self, action: Action) -> anyhow::Result<Vec<Action>> {
         match action {
             Action::SetWeight { canary, change } => return self.set_weight(canary, change).await,
-            Action::Evaluate { round } => {
-                let source = self.source.clone();
-                let guardrails = self.guardrails.clone();
-                let sender = self.sender.clone();
-                tokio::spawn(async move {
-                    let result = observe(source.as_ref(), &guardrails, round).await;
-                    let raw = result
-                        .raw
-                        .into_iter()
-                        .map(|r| RawQuery {
-                            guardrail: r.guardrail,
-                            arm: r.arm,
-                            query: r.query,
-                            response: match r.result {
-                                Ok(v) => serde_json::json!({
-                                    "status": "success",
-                                    "data": canary_promql::value::QueryData(v),
-                                }),
-                                Err(e) => serde_json::json!({"status": "error", "error": e}),
-                            },
-                        })
-                        .collect();
-                    let _ = sender
-                        .send(Message::Round {
-                            round,
-                            readings: result.readings,
-                            raw,
-                        })
-                        .await;
-                });
-            }
+            Action::Evaluate { round } => self.evaluate(round),
             Action::CheckLog { round, guardrails } => {
                 self.bundle.append_check(round, &guardrails)?;
                 let lines: Vec<String> = guardrails.iter().map(|g| g.check_line()).collect();
@@ -368,27 +336,7 @@ impl Controller {
                 label,
                 round,
                 guardrails,
-            } => {
-                let raw = self.raw_rounds.get(&round).cloned().unwrap_or_default();
-                let note = raw.is_empty().then_some(
-                    "the raw results of this round were not kept (controller restarted)",
-                );
-                self.bundle
-                    .write_snapshot(&canary_evidence::render::snapshot::Snapshot {
-                        label: &label,
-                        round,
-                        guardrails: &guardrails,
-                        raw: &raw,
-                        note,
-                    })?;
-                tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
-                self.deliver(self.delegates.annotate(
-                    self.bundle.run_id(),
-                    AnnotationKind::Checkpoint,
-                    round,
-                    format!("{label} snapshot"),
-                ));
-            }
+            } => self.snapshot(&label, round, &guardrails)?,
             Action::StartBurst => {
                 let transcript = self.bundle.burst_transcript()?;
                 let task = self.delegates.burst(transcript);
@@ -439,31 +387,97 @@ impl Controller {
                     canary_core::duration::Human(left)
                 );
             }
-            Action::Decide(decision) => {
-                self.decided = Some(std::time::Instant::now());
-                let mut text = format!(
-                    "{} by {}",
-                    decision.verdict.name(),
-                    Escaped(&decision.authorised_by)
-                );
-                for reason in decision.verdict.reasons() {
-                    text.push_str(&format!("\n{reason}"));
-                }
-                self.deliver(self.delegates.annotate(
-                    self.bundle.run_id(),
-                    AnnotationKind::Decision,
-                    now_ms(),
-                    text,
-                ));
-                tracing::info!(
-                    target: "canary",
-                    verdict = decision.verdict.name(),
-                    by = %decision.authorised_by,
-                    "decision"
-                );
-            }
+            Action::Decide(decision) => self.decided(&decision),
         }
         Ok(Vec::new())
+    }
+
+    /// Queries both arms for `round` on a task of its own; the readings come back as a message.
+    fn evaluate(&self, round: Millis) {
+        let source = self.source.clone();
+        let guardrails = self.guardrails.clone();
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            let result = observe(source.as_ref(), &guardrails, round).await;
+            let raw = result
+                .raw
+                .into_iter()
+                .map(|r| RawQuery {
+                    guardrail: r.guardrail,
+                    arm: r.arm,
+                    query: r.query,
+                    response: match r.result {
+                        Ok(v) => serde_json::json!({
+                            "status": "success",
+                            "data": canary_promql::value::QueryData(v),
+                        }),
+                        Err(e) => serde_json::json!({"status": "error", "error": e}),
+                    },
+                })
+                .collect();
+            let _ = sender
+                .send(Message::Round {
+                    round,
+                    readings: result.readings,
+                    raw,
+                })
+                .await;
+        });
+    }
+
+    /// Writes the checkpoint's snapshot from the round's kept raw results, and marks it on the
+    /// dashboard.
+    fn snapshot(
+        &mut self,
+        label: &str,
+        round: Millis,
+        guardrails: &[canary_core::engine::GuardrailSummary],
+    ) -> anyhow::Result<()> {
+        let raw = self.raw_rounds.get(&round).cloned().unwrap_or_default();
+        let note = raw
+            .is_empty()
+            .then_some("the raw results of this round were not kept (controller restarted)");
+        self.bundle
+            .write_snapshot(&canary_evidence::render::snapshot::Snapshot {
+                label,
+                round,
+                guardrails,
+                raw: &raw,
+                note,
+            })?;
+        tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
+        self.deliver(self.delegates.annotate(
+            self.bundle.run_id(),
+            AnnotationKind::Checkpoint,
+            round,
+            format!("{label} snapshot"),
+        ));
+        Ok(())
+    }
+
+    /// Notes the decision's moment (for decision → verified) and marks it on the dashboard.
+    fn decided(&mut self, decision: &Decision) {
+        self.decided = Some(std::time::Instant::now());
+        let mut text = format!(
+            "{} by {}",
+            decision.verdict.name(),
+            Escaped(&decision.authorised_by)
+        );
+        for reason in decision.verdict.reasons() {
+            text.push_str(&format!("\n{reason}"));
+        }
+        self.deliver(self.delegates.annotate(
+            self.bundle.run_id(),
+            AnnotationKind::Decision,
+            now_ms(),
+            text,
+        ));
+        tracing::info!(
+            target: "canary",
+            verdict = decision.verdict.name(),
+            by = %decision.authorised_by,
+            "decision"
+        );
     }
 
     /// Records the burst's summary and turns its result into the engine's event. A burst that
@@ -537,13 +551,24 @@ impl Controller {
             .describe()
             .await
             .unwrap_or_else(|e| format!("(could not describe the load balancer: {e})"));
-        let from = self.weight;
         let why = match change {
             WeightChange::Step { index } => format!("step {}", index + 1),
             WeightChange::Promote => "promote".to_owned(),
             WeightChange::Rollback => "rollback".to_owned(),
         };
-        let applied_at = now_ms();
+        let record = TrafficChange {
+            provider: self.router.name().to_owned(),
+            from_percent: self.weight,
+            to_percent: canary,
+            why: why.clone(),
+            before,
+            after: String::new(),
+            applied_at: now_ms(),
+            verification: Verification::Failed {
+                at: 0,
+                detail: String::new(),
+            },
+        };
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -558,15 +583,7 @@ impl Controller {
                         at: now_ms(),
                         observed: split.to_string(),
                     };
-                    self.record_change(
-                        from,
-                        canary,
-                        &why,
-                        before,
-                        after,
-                        applied_at,
-                        verification.clone(),
-                    )?;
+                    self.record_change(&record, after, verification.clone())?;
                     tracing::info!(target: "canary", provider = self.router.name(), "traffic: {split} ({why}), verified");
                     if matches!(change, WeightChange::Promote | WeightChange::Rollback) {
                         if let Some(decided) = self.decided {
@@ -598,18 +615,11 @@ impl Controller {
                     // rollback are in the log and the escalations).
                     if attempt == 1 {
                         let after = self.router.describe().await.unwrap_or_default();
-                        self.record_change(
-                            from,
-                            canary,
-                            &why,
-                            before.clone(),
-                            after,
-                            applied_at,
-                            Verification::Failed {
-                                at: now_ms(),
-                                detail: detail.clone(),
-                            },
-                        )?;
+                        let failed = Verification::Failed {
+                            at: now_ms(),
+                            detail: detail.clone(),
+                        };
+                        self.record_change(&record, after, failed)?;
                     }
                     match change {
                         WeightChange::Rollback => {
@@ -652,26 +662,18 @@ impl Controller {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records one change in the LB diff: what `change` set out to do, the load balancer's
+    /// description after it, and how it was verified.
     fn record_change(
         &self,
-        from: u8,
-        to: u8,
-        why: &str,
-        before: String,
+        change: &TrafficChange,
         after: String,
-        applied_at: Millis,
         verification: Verification,
     ) -> anyhow::Result<()> {
         self.bundle.record_traffic_change(&TrafficChange {
-            provider: self.router.name().to_owned(),
-            from_percent: from,
-            to_percent: to,
-            why: why.to_owned(),
-            before,
             after,
-            applied_at,
             verification,
+            ..change.clone()
         })?;
         Ok(())
     }

@@ -82,8 +82,11 @@ pub struct RunOptions {
     /// fresh services have no baseline data yet). Zero: checked once.
     pub preflight_patience: Duration,
     /// Told the run's id once its bundle and journal exist.
-    pub started: Option<Box<dyn FnOnce(&str) + Send>>,
+    pub started: Option<OnStarted>,
 }
+
+/// Told the id of a run that has started.
+pub type OnStarted = Box<dyn FnOnce(&str) + Send>;
 
 /// How a run ended, for the caller's summary.
 pub struct Finished {
@@ -170,16 +173,7 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
         },
     })?;
     let engine = Engine::new(plan.clone())?;
-    let controller = Controller::new(
-        engine,
-        journal,
-        bundle,
-        wiring.router.clone(),
-        wiring.source.clone(),
-        wiring.guardrails.clone(),
-        wiring.delegates.clone(),
-        0,
-    );
+    let controller = Controller::new(engine, journal, bundle, &wiring, 0);
     let cooldown_override = active.as_ref().and(options.override_cooldown.clone());
     drive_to_end(
         wiring,
@@ -305,16 +299,7 @@ async fn resume(
     commit: Option<PathBuf>,
 ) -> anyhow::Result<Finished> {
     let history = History::open(&wiring.state_dir)?;
-    let mut controller = Controller::new(
-        r.engine,
-        r.journal,
-        r.bundle,
-        wiring.router.clone(),
-        wiring.source.clone(),
-        wiring.guardrails.clone(),
-        wiring.delegates.clone(),
-        current_weight,
-    );
+    let mut controller = Controller::new(r.engine, r.journal, r.bundle, &wiring, current_weight);
     controller.last_input = r.last_input;
     let start = Start::Input(Input::Resume {
         at: now_ms().max(r.last_input),

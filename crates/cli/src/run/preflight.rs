@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use canary_core::choice;
 use canary_core::engine::Reading;
 use canary_evidence::{History, Signer};
 use canary_providers::alertmanager::AlertmanagerClient;
@@ -17,42 +18,20 @@ use crate::config::Config;
 use crate::config::settings::MetricsSettings;
 use crate::observe::observe;
 
-/// What a preflight row checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum CheckKind {
-    #[serde(rename = "credentials")]
-    Credentials,
-    #[serde(rename = "signing key")]
-    SigningKey,
-    #[serde(rename = "load balancer")]
-    LoadBalancer,
-    #[serde(rename = "metrics")]
-    Metrics,
-    #[serde(rename = "grafana")]
-    Grafana,
-    #[serde(rename = "alertmanager")]
-    Alertmanager,
-    #[serde(rename = "api token")]
-    ApiToken,
-    #[serde(rename = "guardrail")]
-    Guardrail,
-    #[serde(rename = "cooldown")]
-    Cooldown,
-}
-
-impl CheckKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            CheckKind::Credentials => "credentials",
-            CheckKind::SigningKey => "signing key",
-            CheckKind::LoadBalancer => "load balancer",
-            CheckKind::Metrics => "metrics",
-            CheckKind::Grafana => "grafana",
-            CheckKind::Alertmanager => "alertmanager",
-            CheckKind::ApiToken => "api token",
-            CheckKind::Guardrail => "guardrail",
-            CheckKind::Cooldown => "cooldown",
-        }
+choice! {
+    /// What a preflight row checks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(into = "&'static str")]
+    pub enum CheckKind {
+        Credentials = "credentials",
+        SigningKey = "signing key",
+        LoadBalancer = "load balancer",
+        Metrics = "metrics",
+        Grafana = "grafana",
+        Alertmanager = "alertmanager",
+        ApiToken = "api token",
+        Guardrail = "guardrail",
+        Cooldown = "cooldown",
     }
 }
 
@@ -302,7 +281,7 @@ fn cooldown(config: &Config) -> Check {
 pub fn print_table(checks: &[Check]) {
     let w0 = checks
         .iter()
-        .map(|c| c.check.label().len())
+        .map(|c| c.check.as_str().len())
         .max()
         .unwrap_or(5);
     let w1 = checks
@@ -315,7 +294,7 @@ pub fn print_table(checks: &[Check]) {
         eprintln!(
             "  {}  {:<w0$}  {:<w1$}  {}",
             if c.pass { "PASS" } else { "FAIL" },
-            c.check.label(),
+            c.check.as_str(),
             c.target,
             c.detail
         );
