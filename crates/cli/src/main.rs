@@ -9,7 +9,6 @@ mod output;
 mod commands;
 mod config;
 mod control;
-mod observe;
 mod run;
 mod terminal;
 

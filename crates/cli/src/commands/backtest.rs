@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::commands::validate::load_config;
 use crate::config::settings::MetricsSettings;
 use crate::config::{Config, Needs};
-use crate::observe::{observe, scope_guardrails};
 use crate::output::Format;
+use canary_providers::metrics::observe::{observe, scope_guardrails};
 
 /// Replay a guardrail plan over history: "would this plan have caught last Tuesday's incident,
 /// and when?" Evaluates each guardrail per arm at every step and prints the timeline and the

@@ -28,7 +28,7 @@ use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{Command, GuardrailStatus, RecentEvent, RunStatus};
-use crate::observe::{ScopedGuardrail, observe};
+use canary_providers::metrics::observe::{ScopedGuardrail, observe};
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> Millis {

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::control::{self, ControlFile};
-use crate::observe::ScopedGuardrail;
+use canary_providers::metrics::observe::ScopedGuardrail;
 use controller::{Controller, Delegates, now_ms};
 use wiring::Integrations;
 

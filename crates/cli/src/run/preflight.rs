@@ -16,7 +16,7 @@ use super::controller::now_ms;
 use super::wiring::{self, Integrations};
 use crate::config::Config;
 use crate::config::settings::MetricsSettings;
-use crate::observe::observe;
+use canary_providers::metrics::observe::observe;
 
 choice! {
     /// What a preflight row checks.

@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use canary_core::ArmRole;
 use canary_core::engine::{Severity, Topic};
-use canary_core::{ArmRole, Event};
 use canary_evidence::Signer;
 use canary_load::{
     CanaryRoute, PinProof, ProbeSpec, ProbeUser, SampleRule, Scenario, Targeting, User,
@@ -32,8 +32,8 @@ use crate::config::Config;
 use crate::config::settings::{
     LoadSettings, LoadTarget, MetricsSettings, NotifyChannel, NotifySettings, TrafficSettings,
 };
-use crate::observe::{ScopedGuardrail, scope_guardrails};
 use canary_core::Plan;
+use canary_providers::metrics::observe::{ScopedGuardrail, scope_guardrails};
 
 /// A router, and the embedded proxy's concrete router when that is what it is.
 pub type Routers = (Arc<dyn TrafficRouter>, Option<Arc<EmbeddedRouter>>);
@@ -243,59 +243,6 @@ pub fn notify_fn(
     )
 }
 
-/// Renews the proxy's dead man's switch every third of `ttl` while the run lives.
-pub fn lease_keeper(router: Arc<EmbeddedRouter>, ttl: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let holder = format!("canary-{}", std::process::id());
-        loop {
-            if let Err(e) = router.renew_lease(&holder, ttl).await {
-                tracing::warn!(error = %e, "cannot renew the proxy lease");
-            }
-            tokio::time::sleep(ttl / 3).await;
-        }
-    })
-}
-
-/// Polls the proxy's health checks; an arm that turns unhealthy becomes an `ArmUnhealthy`
-/// event (once, until it recovers).
-pub fn health_watch(
-    router: Arc<EmbeddedRouter>,
-    events: mpsc::Sender<Event>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut reported = [false, false];
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(health) = router.health().await else {
-                continue;
-            };
-            for (i, (arm, state)) in [
-                (ArmRole::Baseline, &health.baseline),
-                (ArmRole::Canary, &health.canary),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let unhealthy = state.is_unhealthy();
-                if unhealthy && !reported[i] {
-                    let detail = state
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "failing health checks".into());
-                    if events
-                        .send(Event::ArmUnhealthy { arm, detail })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                reported[i] = unhealthy;
-            }
-        }
-    })
-}
-
 /// The integrations a run uses, built from its configuration: what the preflight checks and
 /// the run then drives.
 pub struct Integrations {
@@ -358,8 +305,8 @@ impl Integrations {
         }
         let (events_tx, events_rx) = mpsc::channel(16);
         if let Some((embedded, lease)) = &self.embedded {
-            background.push(lease_keeper(embedded.clone(), *lease));
-            background.push(health_watch(embedded.clone(), events_tx));
+            background.push(embedded.clone().keep_lease(*lease));
+            background.push(embedded.clone().watch_health(events_tx));
         }
         let armed = super::arm::Armed::default();
         let dashboard = Arc::default();

@@ -5,6 +5,7 @@
 //! VictoriaMetrics) and the embedded store.
 
 pub mod embedded;
+pub mod observe;
 pub mod prometheus;
 
 use canary_promql::{Millis, Value};

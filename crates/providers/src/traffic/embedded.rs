@@ -3,10 +3,12 @@
 
 use crate::error_text::error_chain;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use canary_core::Secret;
+use canary_core::{ArmRole, Event, Secret};
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::{BoxFuture, Split, TrafficError, TrafficRouter};
 
@@ -161,6 +163,59 @@ impl EmbeddedRouter {
         self.call(reqwest::Method::DELETE, "/lease", None)
             .await
             .map(|_| ())
+    }
+
+    /// Renews the lease every third of `ttl`, as `canary-<pid>`, until the task is aborted:
+    /// the controller holds it while it lives, and a dead controller's lease lapses.
+    pub fn keep_lease(self: Arc<Self>, ttl: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let holder = format!("canary-{}", std::process::id());
+            loop {
+                if let Err(e) = self.renew_lease(&holder, ttl).await {
+                    tracing::warn!(error = %e, "cannot renew the proxy lease");
+                }
+                tokio::time::sleep(ttl / 3).await;
+            }
+        })
+    }
+
+    /// Polls the proxy's health checks every half second until the task is aborted (or
+    /// `events` closes): an arm that turns unhealthy becomes one `ArmUnhealthy` event, again
+    /// only after it recovered.
+    pub fn watch_health(
+        self: Arc<Self>,
+        events: mpsc::Sender<Event>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut reported = [false, false];
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Ok(health) = self.health().await else {
+                    continue;
+                };
+                let arms = [
+                    (ArmRole::Baseline, &health.baseline),
+                    (ArmRole::Canary, &health.canary),
+                ];
+                for (i, (arm, state)) in arms.into_iter().enumerate() {
+                    let unhealthy = state.is_unhealthy();
+                    if unhealthy && !reported[i] {
+                        let detail = state
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "failing health checks".into());
+                        if events
+                            .send(Event::ArmUnhealthy { arm, detail })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    reported[i] = unhealthy;
+                }
+            }
+        })
     }
 
     /// Both arms' health, the split and the lease holder.

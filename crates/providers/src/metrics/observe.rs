@@ -1,11 +1,11 @@
 //! One evaluation round: every guardrail, scoped to each arm, queried at one instant, turned into
 //! the engine's readings — with the raw results kept for snapshots.
 
+use super::{MetricSource, Scalar, single_value};
 use canary_core::engine::{GuardrailReading, Reading};
 use canary_core::{ArmRole, Millis, Plan};
 use canary_promql::rewrite::{self, ArmSelector};
 use canary_promql::{RewriteError, Value};
-use canary_providers::metrics::{MetricSource, Scalar, single_value};
 use futures_util::future::join_all;
 use serde::Serialize;
 
