@@ -197,9 +197,7 @@ fn history_source(args: &BacktestArgs, config: &Config) -> anyhow::Result<Promet
             };
             (url.clone(), token)
         }
-        (None, Some(MetricsSettings::Prometheus { url, token, .. })) => {
-            (url.clone(), token.clone())
-        }
+        (None, Some(MetricsSettings::Prometheus(p))) => (p.url.clone(), p.token.clone()),
         (None, _) => bail!(
             "backtest reads history from a Prometheus API: pass --prometheus URL (the config's [metrics] source is not prometheus)"
         ),

@@ -978,12 +978,12 @@ impl Resolver {
                 let baseline_server = self
                     .require(&t.baseline_server, &span, "baseline_server", &ctx)
                     .map(|v| self.env.expand(v));
-                Some(TrafficSettings::Haproxy {
+                Some(TrafficSettings::Haproxy(HaproxyConfig {
                     endpoint,
                     backend: backend?,
                     canary_server: canary_server?,
                     baseline_server: baseline_server?,
-                })
+                }))
             }
             TrafficProvider::Nginx => {
                 let file = self
@@ -998,9 +998,9 @@ impl Resolver {
                 let baseline_addr = self
                     .require(&t.baseline_addr, &span, "baseline_addr", &ctx)
                     .map(|v| self.env.expand(v));
-                Some(TrafficSettings::Nginx {
+                Some(TrafficSettings::Nginx(NginxConfig {
                     upstream_file: file?,
-                    upstream: upstream?,
+                    upstream_name: upstream?,
                     canary_addr: canary_addr?,
                     baseline_addr: baseline_addr?,
                     test_command: t.test_command.as_ref().map_or_else(
@@ -1011,7 +1011,7 @@ impl Resolver {
                         || TrafficSettings::DEFAULT_NGINX_RELOAD.to_owned(),
                         |c| self.env.expand(c),
                     ),
-                })
+                }))
             }
             TrafficProvider::Embedded => {
                 let admin = match &t.admin {
@@ -1092,11 +1092,11 @@ impl Resolver {
             MetricsSource::Prometheus => {
                 let url = self.require(&m.url, &span, "url", "source \"prometheus\"")?;
                 let url = self.url(url);
-                Some(MetricsSettings::Prometheus {
+                Some(MetricsSettings::Prometheus(PrometheusConfig {
                     url,
                     token: m.token.as_ref().map(|t| self.env.secret(t)),
                     timeout: self.duration_or(&m.timeout, MetricsSettings::DEFAULT_TIMEOUT)?,
-                })
+                }))
             }
             MetricsSource::Embedded => {
                 let scrape_interval =
@@ -1403,7 +1403,7 @@ url = "https://hooks.example/webhook"
                 "metrics source",
                 MetricsSource::NAMES,
                 |c| match c.metrics.as_ref().unwrap() {
-                    MetricsSettings::Prometheus { .. } => "prometheus".into(),
+                    MetricsSettings::Prometheus(_) => "prometheus".into(),
                     MetricsSettings::Embedded { .. } => "embedded".into(),
                 },
             ),
@@ -1412,7 +1412,7 @@ url = "https://hooks.example/webhook"
                     MetricsSettings::Embedded { targets, .. } => {
                         targets[0].arm.unwrap().to_string()
                     }
-                    MetricsSettings::Prometheus { .. } => unreachable!("source is embedded"),
+                    MetricsSettings::Prometheus(_) => unreachable!("source is embedded"),
                 }
             }),
             (

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use canary_core::engine::Topic;
 use canary_core::{ArmRole, Secret, choice};
-pub use canary_providers::traffic::HaproxyEndpoint;
+pub use canary_providers::metrics::prometheus::PrometheusConfig;
+pub use canary_providers::traffic::{HaproxyConfig, HaproxyEndpoint, NginxConfig};
 
 choice! {
     /// `[traffic] provider`: which kind of load balancer [`TrafficSettings`] drives.
@@ -34,21 +35,9 @@ pub enum TrafficSettings {
         timeout: Duration,
     },
     /// HAProxy's runtime API.
-    Haproxy {
-        endpoint: HaproxyEndpoint,
-        backend: String,
-        canary_server: String,
-        baseline_server: String,
-    },
+    Haproxy(HaproxyConfig),
     /// An nginx upstream include file, tested and reloaded.
-    Nginx {
-        upstream_file: PathBuf,
-        upstream: String,
-        canary_addr: String,
-        baseline_addr: String,
-        test_command: String,
-        reload_command: String,
-    },
+    Nginx(NginxConfig),
     /// canary's own proxy (`canary proxy`), through its admin API.
     Embedded {
         admin: SocketAddr,
@@ -93,11 +82,7 @@ choice! {
 /// Where guardrail queries run.
 #[derive(Debug, Clone)]
 pub enum MetricsSettings {
-    Prometheus {
-        url: String,
-        token: Option<Secret>,
-        timeout: Duration,
-    },
+    Prometheus(PrometheusConfig),
     Embedded {
         scrape_interval: Duration,
         targets: Vec<ScrapeTarget>,

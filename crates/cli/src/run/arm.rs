@@ -106,14 +106,8 @@ pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
 /// Where the run's rules go: a rules directory Prometheus loads, when Alertmanager and a
 /// Prometheus metric source are configured.
 fn rules_installer(config: &Config) -> anyhow::Result<Option<RuleFileInstaller>> {
-    let (
-        Some(am),
-        Some(MetricsSettings::Prometheus {
-            url,
-            token,
-            timeout,
-        }),
-    ) = (&config.alertmanager, &config.metrics)
+    let (Some(am), Some(MetricsSettings::Prometheus(prometheus))) =
+        (&config.alertmanager, &config.metrics)
     else {
         return Ok(None);
     };
@@ -122,9 +116,9 @@ fn rules_installer(config: &Config) -> anyhow::Result<Option<RuleFileInstaller>>
     };
     Ok(Some(RuleFileInstaller::new(RuleFileInstallerConfig {
         dir: dir.clone(),
-        prometheus_url: url.clone(),
-        token: token.clone(),
-        timeout: *timeout,
+        prometheus_url: prometheus.url.clone(),
+        token: prometheus.token.clone(),
+        timeout: prometheus.timeout,
     })?))
 }
 

@@ -155,7 +155,7 @@ async fn load_balancer(integrations: &Integrations) -> Check {
 /// than one sample), one interval apart.
 async fn metrics(config: &Config, integrations: &mut Integrations) -> Check {
     let (target, result) = match (&config.metrics, integrations.scraper.as_mut()) {
-        (Some(settings @ MetricsSettings::Prometheus { url, .. }), _) => {
+        (Some(settings @ MetricsSettings::Prometheus(config)), _) => {
             let result = match wiring::prometheus(settings) {
                 Ok(Some(p)) => p
                     .build_info()
@@ -165,7 +165,7 @@ async fn metrics(config: &Config, integrations: &mut Integrations) -> Check {
                 Ok(None) => Err("not a Prometheus source".into()),
                 Err(e) => Err(e.to_string()),
             };
-            (url.clone(), result)
+            (config.url.clone(), result)
         }
         (
             Some(MetricsSettings::Embedded {

@@ -17,12 +17,12 @@ use canary_load::{
 use canary_promql::{ArmSelector, EvalOptions, Store};
 use canary_providers::metrics::MetricSource;
 use canary_providers::metrics::embedded::EmbeddedSource;
-use canary_providers::metrics::prometheus::{PrometheusConfig, PrometheusSource};
+use canary_providers::metrics::prometheus::PrometheusSource;
 use canary_providers::notify::{self, Notifier};
 use canary_providers::scrape::{ScrapeConfig, ScrapeTarget, Scraper};
 use canary_providers::traffic::{
-    CommandConfig, CommandRouter, EmbeddedRouter, EmbeddedRouterConfig, HaproxyConfig,
-    HaproxyRouter, NginxConfig, NginxRouter, TrafficRouter,
+    CommandConfig, CommandRouter, EmbeddedRouter, EmbeddedRouterConfig, HaproxyRouter, NginxRouter,
+    TrafficRouter,
 };
 use tokio::sync::mpsc;
 
@@ -61,38 +61,8 @@ pub fn router(settings: &TrafficSettings) -> anyhow::Result<Routers> {
             })?),
             None,
         ),
-        TrafficSettings::Haproxy {
-            endpoint,
-            backend,
-            canary_server,
-            baseline_server,
-        } => (
-            Arc::new(HaproxyRouter::new(HaproxyConfig {
-                endpoint: endpoint.clone(),
-                backend: backend.clone(),
-                canary_server: canary_server.clone(),
-                baseline_server: baseline_server.clone(),
-            })?),
-            None,
-        ),
-        TrafficSettings::Nginx {
-            upstream_file,
-            upstream,
-            canary_addr,
-            baseline_addr,
-            test_command,
-            reload_command,
-        } => (
-            Arc::new(NginxRouter::new(NginxConfig {
-                upstream_file: upstream_file.clone(),
-                upstream_name: upstream.clone(),
-                canary_addr: canary_addr.clone(),
-                baseline_addr: baseline_addr.clone(),
-                test_command: test_command.clone(),
-                reload_command: reload_command.clone(),
-            })?),
-            None,
-        ),
+        TrafficSettings::Haproxy(config) => (Arc::new(HaproxyRouter::new(config.clone())?), None),
+        TrafficSettings::Nginx(config) => (Arc::new(NginxRouter::new(config.clone())?), None),
         TrafficSettings::Embedded { admin, token, .. } => {
             let router = Arc::new(EmbeddedRouter::new(EmbeddedRouterConfig {
                 admin_url: format!("http://{admin}"),
@@ -106,15 +76,7 @@ pub fn router(settings: &TrafficSettings) -> anyhow::Result<Routers> {
 /// The Prometheus-compatible source for `settings`, when it is one.
 pub fn prometheus(settings: &MetricsSettings) -> anyhow::Result<Option<PrometheusSource>> {
     Ok(match settings {
-        MetricsSettings::Prometheus {
-            url,
-            token,
-            timeout,
-        } => Some(PrometheusSource::new(PrometheusConfig {
-            url: url.clone(),
-            token: token.clone(),
-            timeout: *timeout,
-        })?),
+        MetricsSettings::Prometheus(config) => Some(PrometheusSource::new(config.clone())?),
         MetricsSettings::Embedded { .. } => None,
     })
 }
