@@ -19,6 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use canary_core::engine::Severity;
 use canary_core::{OnBreach, Secret};
+use canary_providers::alertmanager::{AlertStatus, parse_webhook};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -311,8 +312,9 @@ async fn operator_command(
     }
 }
 
-/// Alertmanager's webhook (payload version 4): firing alerts labelled `canary_run=<this run>`
-/// roll back; `action="security-rollback"` marks a security alert.
+/// Alertmanager's webhook (payload version 4, parsed by canary-providers): firing alerts
+/// labelled `canary_run=<this run>` roll back; a `security-rollback` action (or a paging
+/// severity) marks a security alert.
 async fn alertmanager(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -323,26 +325,20 @@ async fn alertmanager(
         None if !authorised(&headers, &s.operator_token) => return unauthorised(),
         _ => {}
     }
-    let payload: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}\n")).into_response(),
+    let alerts = match parse_webhook(&body) {
+        Ok(alerts) => alerts,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let mut accepted = 0;
-    for alert in payload["alerts"].as_array().into_iter().flatten() {
-        let labels = &alert["labels"];
-        if alert["status"] != "firing" || labels["canary_run"].as_str() != Some(&*s.run_id) {
+    for alert in alerts {
+        if alert.status != AlertStatus::Firing || alert.run_id() != Some(&*s.run_id) {
             continue;
         }
-        let name = labels["alertname"].as_str().unwrap_or("unnamed").to_owned();
-        let security = labels["action"].as_str() == Some("security-rollback");
-        if s.commands
-            .send(Command::Alert {
-                alert: name,
-                security,
-            })
-            .await
-            .is_ok()
-        {
+        let command = Command::Alert {
+            alert: alert.alertname.clone(),
+            security: alert.is_security(),
+        };
+        if s.commands.send(command).await.is_ok() {
             accepted += 1;
         }
     }
