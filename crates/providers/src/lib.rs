@@ -5,6 +5,7 @@
 pub mod alertmanager;
 mod error_text;
 pub mod grafana;
+pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod rules;
