@@ -239,8 +239,9 @@ fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
     assert!(out.contains("report.html"), "{out}");
 }
 
-/// Runs each fault in its own directory and checks the verdict and the guardrail named.
-fn check_faults(cases: &[(&str, &str, &str)]) {
+/// Runs each fault in its own directory and checks the verdict and the guardrail named, then
+/// `also` on the fault's bundle.
+fn check_faults(cases: &[(&str, &str, &str)], also: fn(&str, &Path)) {
     for (fault, guardrail, kind) in cases {
         let dir = tempfile::tempdir().unwrap();
         let run = demo(dir.path(), &["--fault", fault]);
@@ -261,25 +262,59 @@ fn check_faults(cases: &[(&str, &str, &str)]) {
         assert!(verified, "{fault}: rollback not verified");
         assert_eq!(verify(&run.bundle).0, 0, "{fault}: bundle does not verify");
         assert!(artifact(&run.bundle, "CANARY_ROLLBACK_FINAL.txt").contains(guardrail));
+        also(fault, &run.bundle);
     }
+}
+
+/// After a rollback during the window every checkpoint still has its snapshot: the ones reached
+/// with their readings, the others saying why not in runbook time — at least T+60, which a
+/// rollback during the window never reaches.
+fn every_checkpoint_has_its_snapshot(fault: &str, bundle: &Path) {
+    let mut reached = Vec::new();
+    for label in ["T15", "T30", "T60"] {
+        let s: serde_json::Value =
+            serde_json::from_str(&artifact(bundle, &format!("CANARY_SNAPSHOT_{label}_"))).unwrap();
+        if s["reached"] == true {
+            reached.push(label);
+            continue;
+        }
+        assert_eq!(s["reached"], false, "{fault} {label}: {s:#}");
+        let why = s["not_reached"].as_str().unwrap_or_default();
+        let due = format!("before T+{}m (ROLLBACK: ", &label[1..]);
+        assert!(
+            why.starts_with("not reached: rolled back at T+") && why.contains(&due),
+            "{fault} {label}: {why}"
+        );
+        assert_eq!(s["decision"]["verdict"], "ROLLBACK", "{fault} {label}");
+    }
+    assert!(
+        !reached.contains(&"T60"),
+        "{fault}: T60 reached: {reached:?}"
+    );
 }
 
 #[test]
 fn guardrail_faults_roll_back_during_the_window_for_the_right_reason() {
-    check_faults(&[
-        ("slow-ttfv", "ttfv_p95", "(rollback)"),
-        ("sse-drop", "sse_success", "(rollback)"),
-        ("rls-errors", "rls_errors", "(rollback)"),
-        ("tenant-leak", "cross_tenant", "(security-rollback)"),
-    ]);
+    check_faults(
+        &[
+            ("slow-ttfv", "ttfv_p95", "(rollback)"),
+            ("sse-drop", "sse_success", "(rollback)"),
+            ("rls-errors", "rls_errors", "(rollback)"),
+            ("tenant-leak", "cross_tenant", "(security-rollback)"),
+        ],
+        every_checkpoint_has_its_snapshot,
+    );
 }
 
 #[test]
 fn gate_faults_block_promotion_at_the_decision() {
-    check_faults(&[
-        ("slow-ann", "ann_p95", "at the decision"),
-        ("pool-saturation", "db_pool", "at the decision"),
-    ]);
+    check_faults(
+        &[
+            ("slow-ann", "ann_p95", "at the decision"),
+            ("pool-saturation", "db_pool", "at the decision"),
+        ],
+        |_, _| {},
+    );
 }
 
 /// The processes (other than `except`) running the canary binary with `dir` as their working

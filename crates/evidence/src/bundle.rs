@@ -20,11 +20,12 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use canary_core::engine::{GuardrailSummary, Input};
 use canary_core::journal::{self, Header, Journal};
 use canary_core::plan::Plan;
-use canary_core::{EngineError, Millis, Verdict};
+use canary_core::{Decision, EngineError, Millis, Verdict};
 use serde::Serialize;
 
 use crate::artifact::{Artifact, MANIFEST, SIGNATURE};
@@ -37,7 +38,7 @@ use crate::render::check_log;
 use crate::render::dashboards::{self, Dashboards};
 use crate::render::decision::{self, DecisionRecord};
 use crate::render::load;
-use crate::render::snapshot::{self, Snapshot};
+use crate::render::snapshot::{self, NotReached, Snapshot};
 use crate::render::traffic::{self, FinalTraffic, TrafficChange};
 use crate::render::{self, RunContext};
 use crate::report::{self, ReportInput};
@@ -431,7 +432,7 @@ impl Bundle {
             .ok_or(BundleError::Undecided { path: journal_path })?;
         let ctx = self.context();
 
-        self.fill_missing(&ctx, &facts, decision.at)?;
+        self.fill_missing(&ctx, &facts, &decision)?;
 
         let record = DecisionRecord {
             facts: &facts,
@@ -525,27 +526,37 @@ impl Bundle {
         })
     }
 
-    /// Writes every always-required artifact the run did not, stating why, and the snapshots of
-    /// reached checkpoints that were not captured, from the engine's own summaries.
+    /// Writes every runbook artifact the run did not, stating why: first those the journal
+    /// alone determines ([`journal_placeholders`]), then the ones the runtime should have
+    /// written (the LB diff, dashboards, alerts, a burst or probe report it did not record, the
+    /// snapshot of a reached checkpoint), the last rebuilt from the engine's own summaries.
     fn fill_missing(
         &self,
         ctx: &RunContext,
         facts: &RunFacts,
-        decided: Millis,
+        decision: &Decision,
     ) -> Result<(), BundleError> {
         let exists = |a: &Artifact| self.path_of(a).exists();
-        let ended = format!(
-            "the run ended ({}) at {}",
-            facts
-                .decision
-                .as_ref()
-                .map_or("undecided", |d| d.verdict.name()),
-            stamp::offset(self.started, decided)
-        );
+        let check_log_empty = |path: &Path| fs::metadata(path).map_or(true, |m| m.len() == 0);
+        for (artifact, text) in journal_placeholders(facts) {
+            let missing = match &artifact {
+                Artifact::CheckLog => check_log_empty(&self.path_of(&artifact)),
+                a => !exists(a),
+            };
+            if missing {
+                if let Artifact::Snapshot(label) = &artifact {
+                    check_name("the checkpoint label", label)?;
+                }
+                self.write(&artifact, text.as_bytes())?;
+            }
+        }
+
+        let ended = Ended::of(facts, decision);
         if !exists(&Artifact::LbDiff) {
             let text = format!(
-                "{}\nNOT RECORDED: {ended} before a traffic change was recorded\n",
-                traffic::lb_diff_header(ctx)
+                "{}\nNOT RECORDED: {}\n",
+                traffic::lb_diff_header(ctx),
+                ended.before("a traffic change was recorded")
             );
             self.write(&Artifact::LbDiff, text.as_bytes())?;
         }
@@ -553,7 +564,7 @@ impl Bundle {
             let text = render::not_recorded(
                 ctx,
                 "CANARY DASHBOARDS — where this run was watched",
-                &format!("{ended} before the dashboards were recorded"),
+                &ended.before("the dashboards were recorded"),
             );
             self.write(&Artifact::Dashboards, text.as_bytes())?;
         }
@@ -561,47 +572,58 @@ impl Bundle {
             let text = render::not_recorded(
                 ctx,
                 "CANARY ALERTS — what was armed to roll the canary back",
-                &format!("{ended} before the alerting was recorded"),
+                &ended.before("the alerting was recorded"),
             );
             self.write(&Artifact::Alerts, text.as_bytes())?;
         }
-        let burst_why = match &facts.burst {
-            BurstResult::NotPlanned => "the plan has no load burst".to_owned(),
-            BurstResult::NotStarted { due } => format!(
-                "{ended}, before the burst was due at {}",
-                stamp::offset(0, due.as_millis() as i64)
+        // The burst started (the journal says so) but its files were not recorded.
+        let unrecorded = match &facts.burst {
+            BurstResult::NoResult { started } => format!(
+                "not recorded: the burst started at {} and had not reported: {}",
+                stamp::runbook_offset(self.started, *started, facts.plan.time_scale),
+                ended.before("it finished")
             ),
-            BurstResult::NoResult { .. } | BurstResult::Done { .. } => {
-                "the burst ran but the controller did not record this file (it restarted?)"
-                    .to_owned()
-            }
+            _ => "not recorded: the burst ran but the controller did not record this file (it restarted?)"
+                .to_owned(),
         };
         if !exists(&Artifact::BurstTranscript) {
-            let line = load::transcript_not_run(&burst_why);
+            let line = load::transcript_not_run(&unrecorded);
             self.write(&Artifact::BurstTranscript, format!("{line}\n").as_bytes())?;
         }
         if !exists(&Artifact::LoadSummary) {
             self.write(
                 &Artifact::LoadSummary,
-                load::summary_not_run(ctx, &burst_why).as_bytes(),
+                load::summary_not_run(ctx, &unrecorded).as_bytes(),
             )?;
         }
-        let check_path = self.path_of(&Artifact::CheckLog);
-        let check_empty = fs::metadata(&check_path).map_or(true, |m| m.len() == 0);
-        if check_empty {
-            let mut text = String::new();
-            if facts.checks.is_empty() {
-                let first_due = self.started + facts.plan.check_log_interval.as_millis() as i64;
-                text.push_str(&check_log::no_check_due(ctx, decided, first_due));
-                text.push('\n');
+        if facts.plan.probes && !exists(&Artifact::IsolationProbes) {
+            let p = &facts.probes;
+            let why = if p.completed == 0 {
+                format!(
+                    "not recorded: {}",
+                    ended.before("an isolation probe run reported")
+                )
             } else {
-                // The engine asked for checks the controller did not record: rebuild them from
-                // the journal (the same summaries the engine produced).
-                for (round, guardrails) in &facts.checks {
-                    for line in check_log::check_lines(self.started, *round, guardrails) {
-                        text.push_str(&line);
-                        text.push('\n');
-                    }
+                format!(
+                    "not recorded: {} probe run(s) reported to the engine ({} proving isolation, {} leak(s)) but the controller did not record this file (it restarted?)",
+                    p.completed,
+                    p.clean,
+                    p.leaks.len()
+                )
+            };
+            self.write(
+                &Artifact::IsolationProbes,
+                load::probes_not_run(ctx, &why).as_bytes(),
+            )?;
+        }
+        if check_log_empty(&self.path_of(&Artifact::CheckLog)) {
+            // The engine asked for checks the controller did not record: rebuild them from
+            // the journal (the same summaries the engine produced).
+            let mut text = String::new();
+            for (round, guardrails) in &facts.checks {
+                for line in check_log::check_lines(self.started, *round, guardrails) {
+                    text.push_str(&line);
+                    text.push('\n');
                 }
             }
             self.write(&Artifact::CheckLog, text.as_bytes())?;
@@ -627,4 +649,133 @@ impl Bundle {
         }
         Ok(())
     }
+}
+
+/// How a decided run ended, in the runbook's time (the plan's `time_scale` undone).
+struct Ended {
+    /// `rolled back at T+8m`.
+    head: String,
+    /// `ROLLBACK: ttfv_p95: canary value 2400 breached …` (the verdict and its reasons).
+    detail: String,
+}
+
+impl Ended {
+    fn of(facts: &RunFacts, decision: &Decision) -> Ended {
+        let started = facts.started.unwrap_or(decision.at);
+        // Anything but a promotion leaves the canary at 0 %.
+        let action = if matches!(decision.verdict, Verdict::Promote) {
+            "promoted"
+        } else {
+            "rolled back"
+        };
+        let reasons: Vec<String> = decision
+            .verdict
+            .reasons()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let name = decision.verdict.name();
+        Ended {
+            head: format!(
+                "{action} at {}",
+                stamp::runbook_offset(started, decision.at, facts.plan.time_scale)
+            ),
+            detail: if reasons.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}: {}", reasons.join("; "))
+            },
+        }
+    }
+
+    /// `rolled back at T+8m, before {what} (ROLLBACK: …)`.
+    fn before(&self, what: &str) -> String {
+        format!("{}, before {what} ({})", self.head, self.detail)
+    }
+}
+
+/// A plan offset (wall time) in the runbook's time: `T+30m`.
+fn runbook_at(plan: &Plan, offset: Duration) -> String {
+    let wall = i64::try_from(offset.as_millis()).unwrap_or(i64::MAX);
+    stamp::runbook_offset(0, wall, plan.time_scale)
+}
+
+/// The artifacts whose contents the journal alone determines, because the run was decided before
+/// the step that writes them: the snapshot of every checkpoint it did not reach, the burst's
+/// transcript and summary when the burst never started (or is not planned), the isolation-probe
+/// report when no probe run was asked for, and the check log when no check was due. Each comes
+/// with the text that says why, naming the decision and when it was taken in runbook time
+/// (`not reached: rolled back at T+8m, before T+30m (ROLLBACK: …)`).
+///
+/// Sealing writes these where the run left no file, and `canary verify` re-derives the same list
+/// and requires the bundle's files to say exactly this. Empty for an undecided journal.
+pub(crate) fn journal_placeholders(facts: &RunFacts) -> Vec<(Artifact, String)> {
+    let (Some(started), Some(decision)) = (facts.started, &facts.decision) else {
+        return Vec::new();
+    };
+    let ctx = RunContext {
+        run_id: facts.run_id.clone(),
+        started,
+    };
+    let plan = &facts.plan;
+    let ended = Ended::of(facts, decision);
+    let decided_offset = stamp::runbook_offset(started, decision.at, plan.time_scale);
+    let mut out: Vec<(Artifact, String)> = Vec::new();
+
+    let reached = facts.checkpoint_labels();
+    for at in &plan.checkpoints {
+        let label = plan.checkpoint_label(*at);
+        let artifact = Artifact::Snapshot(label.clone());
+        if reached.contains(&label) || out.iter().any(|(a, _)| *a == artifact) {
+            continue;
+        }
+        let due_offset = runbook_at(plan, *at);
+        let why = format!("not reached: {}", ended.before(&due_offset));
+        let due = started.saturating_add(i64::try_from(at.as_millis()).unwrap_or(i64::MAX));
+        let text = snapshot::not_reached_json(
+            &ctx,
+            &NotReached {
+                label: &label,
+                due,
+                due_offset: &due_offset,
+                why: &why,
+                decision,
+                decided_offset: &decided_offset,
+            },
+        );
+        out.push((artifact, text));
+    }
+
+    let burst_why = match &facts.burst {
+        BurstResult::NotPlanned => Some("not run: the plan has no load burst".to_owned()),
+        BurstResult::NotStarted { due } => Some(format!(
+            "not reached: {}",
+            ended.before(&format!("the burst was due at {}", runbook_at(plan, *due)))
+        )),
+        BurstResult::NoResult { .. } | BurstResult::Done { .. } => None,
+    };
+    if let Some(why) = burst_why {
+        let line = load::transcript_not_run(&why);
+        out.push((Artifact::BurstTranscript, format!("{line}\n")));
+        out.push((Artifact::LoadSummary, load::summary_not_run(&ctx, &why)));
+    }
+
+    if plan.probes && facts.probes.requested == 0 {
+        let why = format!(
+            "not reached: {}",
+            ended.before("the first isolation probe run")
+        );
+        out.push((Artifact::IsolationProbes, load::probes_not_run(&ctx, &why)));
+    }
+
+    if facts.checks.is_empty() {
+        let why = ended.before(&format!(
+            "the first check at {}",
+            runbook_at(plan, plan.check_log_interval)
+        ));
+        let mut text = check_log::no_check_due(&ctx, decision.at, &why);
+        text.push('\n');
+        out.push((Artifact::CheckLog, text));
+    }
+    out
 }

@@ -34,6 +34,28 @@ pub fn offset(start: Millis, at: Millis) -> String {
     format!("T{sign}{:02}:{:02}", secs / 60, secs % 60)
 }
 
+/// The offset from `start` to `at` in the runbook's time, as the runbook names its checkpoints:
+/// `T+8m`, `T+8m30s`, `T+45s`, `T+60m` (minutes are not wrapped into hours). A plan runs
+/// `time_scale` times faster than the runbook's clock (1 in production, the demo's compressed
+/// clock otherwise), so the wall offset is multiplied by it and rounded to whole seconds.
+pub fn runbook_offset(start: Millis, at: Millis, time_scale: f64) -> String {
+    let wall = at.saturating_sub(start) as f64;
+    let scale = if time_scale.is_finite() && time_scale > 0.0 {
+        time_scale
+    } else {
+        1.0
+    };
+    let secs = (wall * scale / 1000.0).round();
+    let sign = if secs < 0.0 { '-' } else { '+' };
+    // Saturating float-to-int conversion: a bad clock gives a large number, never a panic.
+    let secs = secs.abs() as u64;
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("T{sign}{s}s"),
+        (m, 0) => format!("T{sign}{m}m"),
+        (m, s) => format!("T{sign}{m}m{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +78,13 @@ mod tests {
         assert_eq!(offset(T0, T0 + 5 * 60_000 + 999), "T+05:00");
         assert_eq!(offset(T0, T0 + 75 * 60_000 + 30_000), "T+75:30");
         assert_eq!(offset(T0, T0 - 5_000), "T-00:05");
+        assert_eq!(runbook_offset(T0, T0 + 8 * 60_000, 1.0), "T+8m");
+        assert_eq!(runbook_offset(T0, T0 + 60 * 60_000, 1.0), "T+60m");
+        assert_eq!(runbook_offset(T0, T0 + 510_400, 1.0), "T+8m30s");
+        assert_eq!(runbook_offset(T0, T0, 1.0), "T+0s");
+        // The demo's 60-times compressed clock: 8 wall seconds are 8 runbook minutes.
+        assert_eq!(runbook_offset(T0, T0 + 8_000, 60.0), "T+8m");
+        assert_eq!(runbook_offset(T0, T0 + 750, 60.0), "T+45s");
+        assert_eq!(runbook_offset(T0, T0 - 5_000, 1.0), "T-5s");
     }
 }

@@ -1,6 +1,10 @@
 //! `canary verify DIR`: is this bundle complete for its outcome, unchanged since it was signed,
 //! signed by the expected key, and does its decision follow from its journal?
 //!
+//! A step the run never reached still has its file, stating why (a checkpoint's snapshot after
+//! an early rollback, the burst's files when it never started, ...): those files are required,
+//! and where the journal alone determines their text, they must hold exactly that text.
+//!
 //! Every check runs and every problem is reported, each naming its file; the error's kind is
 //! the most serious one found, in this order: [`ProblemKind::BadSignature`] (nothing signed can
 //! be trusted), [`ProblemKind::Tampered`], [`ProblemKind::Incomplete`],
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 use canary_core::Verdict;
 
 use crate::artifact::{Artifact, JOURNAL, MANIFEST, SIGNATURE};
+use crate::bundle;
 use crate::facts::RunFacts;
 use crate::journal_file;
 use crate::manifest::{Manifest, sha256_hex};
@@ -289,6 +294,9 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
     // The journal, replayed.
     let stamp = stamp::run_stamp(manifest.started_ms);
     let mut checkpoints = Vec::new();
+    // What the journal says the run never reached, and the text each such file must hold.
+    let mut placeholders: Vec<(Artifact, String)> = Vec::new();
+    let mut probes_planned = false;
     let verdict = manifest_verdict(&manifest);
     let journal_bytes = if irregular.iter().any(|(n, _)| n == JOURNAL) {
         Err(io::Error::other("not a regular file"))
@@ -320,6 +328,8 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
                 ),
                 Ok(facts) => {
                     checkpoints = facts.checkpoint_labels();
+                    probes_planned = facts.plan.probes;
+                    placeholders = bundle::journal_placeholders(&facts);
                     check_decision(&manifest, &facts, &mut found);
                 }
             },
@@ -339,13 +349,47 @@ pub fn verify(dir: &Path, expected_public_key: Option<&str>) -> Result<VerifyRep
             format!("unknown verdict {:?}", manifest.decision.verdict),
         ),
         (Some(stamp), Some(verdict)) => {
-            for artifact in Artifact::required(verdict, &checkpoints) {
+            // Every planned checkpoint has its snapshot: reached, or stating why not.
+            let mut snapshots = checkpoints.clone();
+            for (artifact, _) in &placeholders {
+                if let Artifact::Snapshot(label) = artifact {
+                    snapshots.push(label.clone());
+                }
+            }
+            let mut required = Artifact::required(verdict, &snapshots);
+            if probes_planned {
+                required.push(Artifact::IsolationProbes);
+            }
+            for artifact in required {
                 let name = artifact.file_name(stamp);
                 if !present.contains(&name) && !listed.contains(&name) {
                     found.add(
                         ProblemKind::Incomplete,
                         &name,
                         format!("missing: every {} bundle must have it", verdict.name()),
+                    );
+                }
+            }
+            let readable =
+                |name: &str| present.contains(name) && !irregular.iter().any(|(n, _)| n == name);
+            for (artifact, text) in &placeholders {
+                let name = artifact.file_name(stamp);
+                if readable(&name) && fs::read(dir.join(&name)).is_ok_and(|b| b != text.as_bytes())
+                {
+                    found.add(
+                        ProblemKind::DecisionMismatch,
+                        &name,
+                        "differs from what its journal determines: the run was decided before this step, so the file must say so, as sealing writes it from the journal".to_owned(),
+                    );
+                }
+            }
+            for label in &checkpoints {
+                let name = Artifact::Snapshot(label.clone()).file_name(stamp);
+                if readable(&name) && says_not_reached(&dir.join(&name)) {
+                    found.add(
+                        ProblemKind::DecisionMismatch,
+                        &name,
+                        format!("says {label} was not reached, but the journal reached it"),
                     );
                 }
             }
@@ -518,6 +562,14 @@ fn check_decision(m: &Manifest, facts: &RunFacts, found: &mut Found) {
             ),
         );
     }
+}
+
+/// Whether the snapshot at `path` is the placeholder of a checkpoint not reached.
+fn says_not_reached(path: &Path) -> bool {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["reached"] == serde_json::Value::Bool(false))
 }
 
 /// A bare file name: no separators, not `.` or `..`.

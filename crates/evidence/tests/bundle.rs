@@ -6,9 +6,10 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use canary_core::engine::Reading;
-use canary_core::{Event, Verdict};
+use canary_core::{ArmRole, Event, Verdict};
 use canary_evidence::artifact::{self, Artifact};
 use canary_evidence::render::decision::{PROMOTED_LINE, ROLLED_BACK_LINE};
 use canary_evidence::{Bundle, BundleError, Manifest, verify};
@@ -27,6 +28,7 @@ fn a_healthy_run_leaves_a_complete_promote_bundle_that_verifies() {
             "CANARY_ALERTS_20251019T140000Z.txt",
             "CANARY_DASHBOARDS_20251019T140000Z.txt",
             "CANARY_DECISION_FINAL.txt",
+            "CANARY_ISOLATION_PROBES_20251019T140000Z.json",
             "CANARY_LB_DIFF_20251019T140000Z.txt",
             "CANARY_LOAD_SUMMARY_20251019T140000Z.json",
             "CANARY_METRICS_CHECK_20251019T140000Z.log",
@@ -46,7 +48,7 @@ fn a_healthy_run_leaves_a_complete_promote_bundle_that_verifies() {
     assert_eq!(report.verdict, Verdict::Promote);
     assert_eq!(report.authorised_by, "engine");
     assert_eq!(report.checkpoints, ["T15", "T30", "T60"]);
-    assert_eq!(report.files, 13);
+    assert_eq!(report.files, 14);
     assert_eq!(report.fingerprint, fixed_signer().fingerprint());
 
     let promotion = fs::read_to_string(dir.join(artifact::PROMOTION_FINAL)).unwrap();
@@ -61,7 +63,7 @@ fn a_healthy_run_leaves_a_complete_promote_bundle_that_verifies() {
     assert_eq!(burst.lines().count(), 100);
     // The manifest lists every other file and its signer.
     let manifest = Manifest::parse(&fs::read(dir.join(artifact::MANIFEST)).unwrap()).unwrap();
-    assert_eq!(manifest.files.len(), 13);
+    assert_eq!(manifest.files.len(), 14);
     assert_eq!(manifest.config_sha256, CONFIG_SHA);
     assert_eq!(manifest.signer.public_key, fixed_signer().public_hex());
     assert_eq!(manifest.decision.verdict, "PROMOTE");
@@ -69,8 +71,14 @@ fn a_healthy_run_leaves_a_complete_promote_bundle_that_verifies() {
     assert!(manifest.files.windows(2).all(|w| w[0].name < w[1].name));
 }
 
+/// The snapshot `label` of the bundle in `dir`, parsed.
+fn snapshot(dir: &Path, label: &str) -> serde_json::Value {
+    let path = dir.join(format!("CANARY_SNAPSHOT_{label}_20251019T140000Z.json"));
+    serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 #[test]
-fn a_rollback_keeps_only_the_snapshots_it_reached_and_states_its_reason() {
+fn a_rollback_keeps_the_snapshots_it_reached_and_says_why_the_others_were_not() {
     let tmp = tempfile::tempdir().unwrap();
     let scenario = Scenario::healthy()
         .canary(|g, m| (g == "ttfv_p95" && m >= 20.0).then(|| Reading::value(2400.0)));
@@ -79,17 +87,29 @@ fn a_rollback_keeps_only_the_snapshots_it_reached_and_states_its_reason() {
         panic!("expected a rollback, got {:?}", sealed.verdict);
     };
     assert_eq!(reasons[0].guardrail(), Some("ttfv_p95"));
+    let reason = reasons[0].to_string();
 
     let report = verify(&dir, None).unwrap();
     assert_eq!(report.checkpoints, ["T15"]);
-    assert!(
-        dir.join("CANARY_SNAPSHOT_T15_20251019T140000Z.json")
-            .exists()
-    );
-    assert!(
-        !dir.join("CANARY_SNAPSHOT_T30_20251019T140000Z.json")
-            .exists()
-    );
+    let t15 = snapshot(&dir, "T15");
+    assert_eq!(t15["reached"], true);
+    assert_eq!(t15["guardrails"].as_array().unwrap().len(), 3);
+    // T30 and T60 were never reached: their files say so, with the decision that ended the run.
+    for (label, due) in [("T30", "T+30m"), ("T60", "T+60m")] {
+        let s = snapshot(&dir, label);
+        assert_eq!(s["reached"], false, "{s:#}");
+        assert_eq!(s["label"], label);
+        assert_eq!(s["due_offset"], due);
+        assert_eq!(
+            s["not_reached"],
+            format!("not reached: rolled back at T+25m, before {due} (ROLLBACK: {reason})"),
+            "{s:#}"
+        );
+        assert_eq!(s["decision"]["verdict"], "ROLLBACK");
+        assert_eq!(s["decision"]["offset"], "T+25m");
+        assert_eq!(s["decision"]["at"], "2025-10-19T14:25:00Z");
+        assert_eq!(s["guardrails"], serde_json::json!([]));
+    }
     assert!(!dir.join(artifact::PROMOTION_FINAL).exists());
 
     let rollback = fs::read_to_string(dir.join(artifact::ROLLBACK_FINAL)).unwrap();
@@ -109,6 +129,67 @@ fn a_rollback_keeps_only_the_snapshots_it_reached_and_states_its_reason() {
 }
 
 #[test]
+fn a_rollback_at_t8_still_has_all_three_snapshots_saying_they_were_not_reached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = Scenario::healthy().event(
+        8.0,
+        Event::IsolationLeak {
+            observer: "user_2".into(),
+            owner: "user_1".into(),
+            arm: ArmRole::Canary,
+        },
+    );
+    let (dir, sealed) = run_and_seal(tmp.path(), scenario, &fixed_signer());
+    assert_eq!(sealed.verdict.name(), "ROLLBACK");
+    let reason = sealed.verdict.reasons()[0].to_string();
+
+    let report = verify(&dir, Some(&fixed_signer().public_hex())).unwrap();
+    assert!(report.checkpoints.is_empty(), "{:?}", report.checkpoints);
+    for (label, due) in [("T15", "T+15m"), ("T30", "T+30m"), ("T60", "T+60m")] {
+        let s = snapshot(&dir, label);
+        assert_eq!(s["reached"], false, "{s:#}");
+        assert_eq!(
+            s["not_reached"],
+            format!("not reached: rolled back at T+8m, before {due} (ROLLBACK: {reason})"),
+            "{s:#}"
+        );
+        assert_eq!(s["decision"]["offset"], "T+8m");
+    }
+    assert_eq!(snapshot(&dir, "T15")["due"], "2025-10-19T14:15:00Z");
+    assert_eq!(snapshot(&dir, "T60")["due"], "2025-10-19T15:00:00Z");
+    // The burst and the first probes ran at T+5: their own files, not placeholders.
+    let summary =
+        fs::read_to_string(dir.join("CANARY_LOAD_SUMMARY_20251019T140000Z.json")).unwrap();
+    assert!(summary.contains("\"successful\": 100"), "{summary}");
+    let probes =
+        fs::read_to_string(dir.join("CANARY_ISOLATION_PROBES_20251019T140000Z.json")).unwrap();
+    assert!(probes.contains("\"verdict\": \"clean\""), "{probes}");
+}
+
+#[test]
+fn on_a_compressed_clock_the_placeholders_speak_runbook_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The demo's 60-times clock: 8 wall seconds are T+8 in the runbook.
+    let scenario = Scenario::healthy().plan(plan().compressed(60.0)).event(
+        8.0 / 60.0,
+        Event::Abort {
+            by: "alice".into(),
+            reason: "wrong build".into(),
+        },
+    );
+    let (dir, _) = run_and_seal(tmp.path(), scenario, &fixed_signer());
+    verify(&dir, None).unwrap();
+    let t15 = snapshot(&dir, "T15");
+    assert_eq!(
+        t15["not_reached"],
+        "not reached: rolled back at T+8m, before T+15m (ROLLBACK: aborted by alice: wrong build)"
+    );
+    // Due 15 wall seconds after the start.
+    assert_eq!(t15["due"], "2025-10-19T14:00:15Z");
+    assert_eq!(t15["decision"]["at"], "2025-10-19T14:00:08Z");
+}
+
+#[test]
 fn an_early_abort_still_has_every_runbook_artifact_stating_why_a_step_did_not_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let scenario = Scenario::healthy().event(
@@ -124,19 +205,44 @@ fn an_early_abort_still_has_every_runbook_artifact_stating_why_a_step_did_not_ap
     assert_eq!(report.authorised_by, "alice");
     assert!(report.checkpoints.is_empty());
 
+    let why = "(ROLLBACK: aborted by alice: wrong build)";
     let burst = fs::read_to_string(dir.join("canary_load_burst_20251019T140000Z.log")).unwrap();
     assert_eq!(
         burst,
-        "# no load burst request was sent: the run ended (ROLLBACK) at T+02:00, before the burst was due at T+05:00\n"
+        format!(
+            "# load burst not reached: rolled back at T+2m, before the burst was due at T+5m {why}\n"
+        )
     );
     let summary =
         fs::read_to_string(dir.join("CANARY_LOAD_SUMMARY_20251019T140000Z.json")).unwrap();
     assert!(summary.contains("\"ran\": false"));
+    let probes: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("CANARY_ISOLATION_PROBES_20251019T140000Z.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(probes["ran"], false);
+    assert_eq!(
+        probes["why"],
+        format!("not reached: rolled back at T+2m, before the first isolation probe run {why}")
+    );
     let checks = fs::read_to_string(dir.join("CANARY_METRICS_CHECK_20251019T140000Z.log")).unwrap();
     assert_eq!(
         checks,
-        "T+02:00 2025-10-19T14:02:00Z no check was due: the run ended at T+02:00 before the first check at T+05:00\n"
+        format!(
+            "T+02:00 2025-10-19T14:02:00Z no check was due: rolled back at T+2m, before the first check at T+5m {why}\n"
+        )
     );
+    for label in ["T15", "T30", "T60"] {
+        let s = snapshot(&dir, label);
+        assert_eq!(s["reached"], false, "{s:#}");
+        assert!(
+            s["not_reached"]
+                .as_str()
+                .unwrap()
+                .starts_with("not reached: rolled back at T+2m, before T+"),
+            "{s:#}"
+        );
+    }
     let rollback = fs::read_to_string(dir.join(artifact::ROLLBACK_FINAL)).unwrap();
     assert!(rollback.contains("Reason: aborted by alice: wrong build"));
     assert!(rollback.contains("authorised by: alice"));

@@ -16,8 +16,8 @@ use canary_evidence::render::alerts::{AlertRule, AlertmanagerAlerts, Alerts, ale
 use canary_evidence::render::check_log::{check_lines, no_check_due};
 use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard, dashboards};
 use canary_evidence::render::decision::{DecisionRecord, decision_final, outcome_final};
-use canary_evidence::render::load::{summary_not_run, transcript_not_run};
-use canary_evidence::render::snapshot::{Snapshot, snapshot_json};
+use canary_evidence::render::load::{probes_not_run, summary_not_run, transcript_not_run};
+use canary_evidence::render::snapshot::{NotReached, Snapshot, not_reached_json, snapshot_json};
 use canary_evidence::render::traffic::lb_diff;
 use canary_evidence::report::{ReportInput, report_html};
 use canary_evidence::{FinalTraffic, RawQuery, RunContext, TrafficChange, Verification};
@@ -97,13 +97,14 @@ fn dashboards_artifact_with_grafana_and_without() {
             title: "canary relay main vs r0.5-hotfix".into(),
             url: "https://grafana.prod.internal/d/canary-relay-20251019t140000z/canary-relay"
                 .into(),
+            // The runbook's six dashboards, as the pushed dashboard's panels are titled.
             panels: vec![
-                "TTFV p50/p95".into(),
-                "RLS errors".into(),
-                "SSE success".into(),
-                "ANN p50/p95/p99".into(),
-                "Reranker skips".into(),
-                "DB pool".into(),
+                "TTFV Protection · ttfv_p95 < 1500".into(),
+                "RLS Enforcement · rls_errors == 0, cross_tenant == 0".into(),
+                "SSE Health · sse_success >= 99.6".into(),
+                "ANN Performance · ann_p95 < 200".into(),
+                "Reranker Status".into(),
+                "Database Health · db_pool < 80".into(),
             ],
         }],
     };
@@ -161,19 +162,52 @@ fn check_log_lines() {
             text.push('\n');
         }
     }
-    text.push_str(&no_check_due(&ctx(), at_min(2.0), at_min(5.0)));
+    text.push_str(&no_check_due(
+        &ctx(),
+        at_min(2.0),
+        "rolled back at T+2m, before the first check at T+5m (ROLLBACK: aborted by alice: wrong build)",
+    ));
     insta::assert_snapshot!("check_log", text);
 }
 
 #[test]
 fn load_artifacts_when_the_burst_did_not_run() {
-    let why = "the run ended (ROLLBACK) at T+02:00, before the burst was due at T+05:00";
+    let why = "not reached: rolled back at T+2m, before the burst was due at T+5m (ROLLBACK: aborted by alice: wrong build)";
+    let probes_why = "not reached: rolled back at T+2m, before the first isolation probe run (ROLLBACK: aborted by alice: wrong build)";
     insta::assert_snapshot!(
         "load_not_run",
         format!(
-            "{}\n---\n{}",
+            "{}\n---\n{}---\n{}",
             transcript_not_run(why),
-            summary_not_run(&ctx(), why)
+            summary_not_run(&ctx(), why),
+            probes_not_run(&ctx(), probes_why)
+        )
+    );
+}
+
+#[test]
+fn snapshot_of_a_checkpoint_not_reached_names_the_decision_that_ended_the_run() {
+    let facts = facts_of(Scenario::healthy().event(
+        8.0,
+        Event::Abort {
+            by: "alice".into(),
+            reason: "wrong build".into(),
+        },
+    ));
+    assert!(facts.checkpoints.is_empty());
+    let decision = facts.decision.unwrap();
+    insta::assert_snapshot!(
+        "snapshot_not_reached",
+        not_reached_json(
+            &ctx(),
+            &NotReached {
+                label: "T30",
+                due: at_min(30.0),
+                due_offset: "T+30m",
+                why: "not reached: rolled back at T+8m, before T+30m (ROLLBACK: aborted by alice: wrong build)",
+                decision: &decision,
+                decided_offset: "T+8m",
+            },
         )
     );
 }

@@ -378,3 +378,88 @@ fn an_unreadable_directory_is_its_own_error() {
     assert_eq!(err.kind(), None);
     assert!(err.to_string().contains("check the path"));
 }
+
+/// A bundle whose run rolled back at T+8, before any checkpoint: every snapshot is a
+/// placeholder.
+fn early_rollback(tmp: &Path) -> PathBuf {
+    let scenario = Scenario::healthy().event(
+        8.0,
+        canary_core::Event::Abort {
+            by: "alice".into(),
+            reason: "wrong build".into(),
+        },
+    );
+    let (dir, _) = run_and_seal(&tmp.join("evidence"), scenario, &fixed_signer());
+    verify(&dir, None).unwrap();
+    dir
+}
+
+/// Replaces `name`'s bytes, re-hashes it in the manifest (adding it when unlisted) and re-signs
+/// with the same key: only a check of the contents against the journal can tell.
+fn rewrite_signed(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::write(dir.join(name), bytes).unwrap();
+    let mut manifest = Manifest::parse(&fs::read(dir.join(MANIFEST)).unwrap()).unwrap();
+    manifest.files.retain(|e| e.name != name);
+    manifest
+        .files
+        .push(canary_evidence::manifest::hash_file(dir, name).unwrap());
+    manifest.files.sort();
+    write_signed(dir, &manifest, &fixed_signer());
+}
+
+#[test]
+fn a_placeholder_that_disagrees_with_the_journal_is_caught_even_when_re_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = early_rollback(tmp.path());
+    let t30 = "CANARY_SNAPSHOT_T30_20251019T140000Z.json";
+    let text = fs::read_to_string(dir.join(t30)).unwrap();
+    assert!(text.contains("not reached: rolled back at T+8m"), "{text}");
+    rewrite_signed(&dir, t30, text.replace("T+8m", "T+31m").as_bytes());
+    let err = failure(&dir, Some(&fixed_signer().public_hex()));
+    assert_eq!(err.kind(), Some(ProblemKind::DecisionMismatch), "{err}");
+    assert_eq!(err.problems().len(), 1, "{err}");
+    assert_eq!(err.problems()[0].file, t30);
+    assert!(
+        err.to_string()
+            .contains("differs from what its journal determines")
+    );
+}
+
+#[test]
+fn a_missing_placeholder_is_incomplete_even_when_the_manifest_was_re_signed_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = early_rollback(tmp.path());
+    for name in [
+        "CANARY_SNAPSHOT_T60_20251019T140000Z.json",
+        "CANARY_ISOLATION_PROBES_20251019T140000Z.json",
+    ] {
+        fs::remove_file(dir.join(name)).unwrap();
+        let mut manifest = Manifest::parse(&fs::read(dir.join(MANIFEST)).unwrap()).unwrap();
+        manifest.files.retain(|e| e.name != name);
+        write_signed(&dir, &manifest, &fixed_signer());
+        let err = failure(&dir, None);
+        assert_eq!(err.kind(), Some(ProblemKind::Incomplete), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "{name}: missing: every ROLLBACK bundle must have it"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_reached_checkpoint_cannot_be_passed_off_as_not_reached() {
+    let f = fixture();
+    let dir = f.copy("fake-not-reached");
+    let t15 = "CANARY_SNAPSHOT_T15_20251019T140000Z.json";
+    let fake = serde_json::json!({"artifact": "CANARY_SNAPSHOT", "label": "T15", "reached": false});
+    rewrite_signed(&dir, t15, fake.to_string().as_bytes());
+    let err = failure(&dir, None);
+    assert_eq!(err.kind(), Some(ProblemKind::DecisionMismatch), "{err}");
+    assert!(
+        err.to_string()
+            .contains("says T15 was not reached, but the journal reached it"),
+        "{err}"
+    );
+}

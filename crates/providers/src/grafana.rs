@@ -45,9 +45,19 @@ fn panel(title: &str, unit: &str, queries: &[(&str, &str)]) -> PanelSpec {
     }
 }
 
-/// The runbook's six dashboards ("Real-time dashboards"): TTFV, RLS enforcement (with the
-/// cross-tenant attempts the security guardrail watches), SSE health, ANN performance, reranker
-/// status and database health, over relay's metric names.
+/// The runbook's six dashboards ("Real-time dashboards"), by the runbook's names, in its order.
+pub const RUNBOOK_DASHBOARDS: [&str; 6] = [
+    "TTFV Protection",
+    "RLS Enforcement",
+    "SSE Health",
+    "ANN Performance",
+    "Reranker Status",
+    "Database Health",
+];
+
+/// The runbook's six dashboards as panels titled [`RUNBOOK_DASHBOARDS`], over relay's metric
+/// names: TTFV p50/p95, RLS errors with the cross-tenant attempts the security guardrail watches,
+/// SSE success, ANN latency p50/p95/p99, reranker skips and the DB pool's utilisation.
 pub fn runbook_panels() -> Vec<PanelSpec> {
     let quantiles = |metric: &str, qs: &[(&str, &str)]| -> Vec<PanelQuery> {
         qs.iter()
@@ -59,12 +69,12 @@ pub fn runbook_panels() -> Vec<PanelSpec> {
     };
     vec![
         PanelSpec {
-            title: "TTFV p50 / p95".into(),
+            title: RUNBOOK_DASHBOARDS[0].into(),
             unit: "ms".into(),
             queries: quantiles("ttfv_ms", &[("p50", "0.5"), ("p95", "0.95")]),
         },
         panel(
-            "RLS enforcement: errors and cross-tenant attempts",
+            RUNBOOK_DASHBOARDS[1],
             "short",
             &[
                 (
@@ -78,7 +88,7 @@ pub fn runbook_panels() -> Vec<PanelSpec> {
             ],
         ),
         panel(
-            "SSE success",
+            RUNBOOK_DASHBOARDS[2],
             "percent",
             &[(
                 "success",
@@ -86,7 +96,7 @@ pub fn runbook_panels() -> Vec<PanelSpec> {
             )],
         ),
         PanelSpec {
-            title: "ANN latency p50 / p95 / p99".into(),
+            title: RUNBOOK_DASHBOARDS[3].into(),
             unit: "ms".into(),
             queries: quantiles(
                 "memory_ann_query_latency_ms",
@@ -94,12 +104,12 @@ pub fn runbook_panels() -> Vec<PanelSpec> {
             ),
         },
         panel(
-            "Reranker skips",
+            RUNBOOK_DASHBOARDS[4],
             "ops",
             &[("skips/s", "sum(rate(memory_rerank_skipped_total[5m]))")],
         ),
         panel(
-            "DB pool utilisation",
+            RUNBOOK_DASHBOARDS[5],
             "percent",
             &[("max", "max(db_connection_pool_utilization)")],
         ),
@@ -222,7 +232,7 @@ pub struct Panel {
     pub id: u32,
     pub options: PanelOptions,
     pub targets: Vec<Target>,
-    /// The spec's title followed by its guardrails: `TTFV p50 / p95 · ttfv_p95 < 1500`.
+    /// The spec's title followed by its guardrails: `TTFV Protection · ttfv_p95 < 1500`.
     pub title: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -624,7 +634,7 @@ fn arm_colour(role: &str, colour: &str) -> FieldOverride {
     }
 }
 
-/// The panel title followed by the guardrails it shows: `TTFV p50 / p95 · ttfv_p95 < 1500`.
+/// The panel title followed by the guardrails it shows: `TTFV Protection · ttfv_p95 < 1500`.
 fn titled(title: &str, guardrails: &[&Guardrail]) -> String {
     if guardrails.is_empty() {
         return title.to_owned();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use canary_core::Secret;
 use canary_providers::grafana::{
     Annotation, AnnotationKind, Dashboard, DashboardOptions, Datasource, GrafanaClient,
-    GrafanaConfig, GrafanaError, runbook_panels,
+    GrafanaConfig, GrafanaError, RUNBOOK_DASHBOARDS, runbook_panels,
 };
 use canary_testkit::grafana::{Grafana, TOKEN, validate_dashboard};
 use rules_support::{RUN_ID, runbook_plan};
@@ -53,11 +53,22 @@ fn six_panels_canary_against_baseline_with_the_guardrails_thresholds() {
     validate_dashboard(&model).unwrap();
     assert_eq!(d.uid, format!("canary-{RUN_ID}"));
     assert_eq!(model["uid"], d.uid);
-    assert_eq!(d.panel_titles().count(), 6);
+    // The runbook's six dashboards by name, each followed by the guardrails it shows.
+    let titles: Vec<&str> = d.panel_titles().collect();
     assert_eq!(
-        d.panel_titles().next(),
-        Some("TTFV p50 / p95 · ttfv_p95 < 1500")
+        titles,
+        [
+            "TTFV Protection · ttfv_p95 < 1500",
+            "RLS Enforcement · rls_errors == 0, cross_tenant == 0",
+            "SSE Health · sse_success >= 99.6",
+            "ANN Performance · ann_p95 < 200",
+            "Reranker Status",
+            "Database Health · db_pool < 80",
+        ]
     );
+    for (title, name) in titles.iter().zip(RUNBOOK_DASHBOARDS) {
+        assert!(title.starts_with(name), "{title} is not {name}");
+    }
     let panels = model["panels"].as_array().unwrap();
     assert_eq!(panels.len(), 6);
     for p in panels {

@@ -16,13 +16,12 @@ pub fn check_lines(start: Millis, round: Millis, guardrails: &[GuardrailSummary]
         .collect()
 }
 
-/// The line a check log holds when the run ended before its first check was due.
-pub fn no_check_due(ctx: &RunContext, ended: Millis, first_due: Millis) -> String {
+/// The line a check log holds when the run ended (at `ended`) before its first check was due:
+/// `T+02:00 2025-10-19T14:02:00Z no check was due: {why}`.
+pub fn no_check_due(ctx: &RunContext, ended: Millis, why: &str) -> String {
     format!(
-        "{} {} no check was due: the run ended at {} before the first check at {}",
+        "{} {} no check was due: {why}",
         stamp::offset(ctx.started, ended),
         stamp::rfc3339(ended),
-        stamp::offset(ctx.started, ended),
-        stamp::offset(ctx.started, first_due)
     )
 }

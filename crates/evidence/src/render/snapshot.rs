@@ -1,10 +1,14 @@
 //! `CANARY_SNAPSHOT_<label>_<ts>.json`: a checkpoint (T+15, T+30, T+60) — every guardrail's
 //! state and readings, and the raw query results behind them for each arm, in the Prometheus
 //! HTTP API's JSON shape (`{"status": "success", "data": {"resultType": …, "result": […]}}`).
+//!
+//! A checkpoint the run never reached (it was decided first) still has its file: `"reached":
+//! false` and why — the decision, when, and its reasons — so every run holds every snapshot the
+//! runbook asks for.
 
 use canary_core::duration::Human;
 use canary_core::engine::GuardrailSummary;
-use canary_core::{ArmRole, Millis};
+use canary_core::{ArmRole, Decision, Millis};
 use serde::Serialize;
 
 use super::RunContext;
@@ -46,6 +50,7 @@ struct Doc<'a> {
     run_id: &'a str,
     label: &'a str,
     started: String,
+    reached: bool,
     round: String,
     round_ms: Millis,
     offset: String,
@@ -98,6 +103,7 @@ pub fn snapshot_json(ctx: &RunContext, s: &Snapshot<'_>) -> String {
         run_id: &ctx.run_id,
         label: s.label,
         started: stamp::rfc3339(ctx.started),
+        reached: true,
         round: stamp::rfc3339(s.round),
         round_ms: s.round,
         offset: Human(std::time::Duration::from_millis(offset_ms.max(0) as u64)).to_string(),
@@ -124,6 +130,86 @@ pub fn snapshot_json(ctx: &RunContext, s: &Snapshot<'_>) -> String {
     };
     // Summaries serialise their floats through `json_float` and raw results are JSON values
     // already: serialisation cannot fail.
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A checkpoint the run never reached: what its snapshot file says instead.
+#[derive(Debug, Clone, Copy)]
+pub struct NotReached<'a> {
+    /// The engine's checkpoint label (`T30`).
+    pub label: &'a str,
+    /// When the checkpoint was due.
+    pub due: Millis,
+    /// When it was due in runbook time (`T+30m`).
+    pub due_offset: &'a str,
+    /// Why, on one line: `not reached: rolled back at T+8m (ROLLBACK: …)`.
+    pub why: &'a str,
+    /// The decision that ended the run first.
+    pub decision: &'a Decision,
+    /// When it was taken in runbook time (`T+8m`).
+    pub decided_offset: &'a str,
+}
+
+#[derive(Serialize)]
+struct NotReachedDoc<'a> {
+    artifact: &'static str,
+    format: u32,
+    run_id: &'a str,
+    label: &'a str,
+    started: String,
+    reached: bool,
+    not_reached: &'a str,
+    due: String,
+    due_ms: Millis,
+    due_offset: &'a str,
+    decision: DecisionDoc<'a>,
+    /// Always empty: no evaluation round belongs to this checkpoint.
+    guardrails: [(); 0],
+}
+
+#[derive(Serialize)]
+struct DecisionDoc<'a> {
+    verdict: &'static str,
+    reasons: Vec<String>,
+    authorised_by: &'a str,
+    at: String,
+    at_ms: Millis,
+    offset: &'a str,
+}
+
+/// Renders the snapshot of a checkpoint the run never reached as pretty JSON with a trailing
+/// newline.
+pub fn not_reached_json(ctx: &RunContext, n: &NotReached<'_>) -> String {
+    let doc = NotReachedDoc {
+        artifact: "CANARY_SNAPSHOT",
+        format: SNAPSHOT_FORMAT,
+        run_id: &ctx.run_id,
+        label: n.label,
+        started: stamp::rfc3339(ctx.started),
+        reached: false,
+        not_reached: n.why,
+        due: stamp::rfc3339(n.due),
+        due_ms: n.due,
+        due_offset: n.due_offset,
+        decision: DecisionDoc {
+            verdict: n.decision.verdict.name(),
+            reasons: n
+                .decision
+                .verdict
+                .reasons()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            authorised_by: &n.decision.authorised_by,
+            at: stamp::rfc3339(n.decision.at),
+            at_ms: n.decision.at,
+            offset: n.decided_offset,
+        },
+        guardrails: [],
+    };
+    // Strings and integers only: serialisation cannot fail.
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
