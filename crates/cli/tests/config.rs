@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every variable the runbook configuration references, with a recognisable fake value.
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 22] = [
     "ALERTMANAGER_TOKEN",
     "ALERTMANAGER_URL",
     "API_TOKEN_USER_1",
@@ -20,27 +20,75 @@ const VARIABLES: [&str; 21] = [
     "API_TOKEN_USER_4",
     "API_TOKEN_USER_5",
     "CANARY_ALERT_TOKEN",
+    "CANARY_DURATION_MINUTES",
+    "CANARY_ROLLBACK_THRESHOLD_SSE_PERCENT",
+    "CANARY_ROLLBACK_THRESHOLD_TTFV_MS",
     "CANARY_SIGNING_KEY",
+    "CANARY_TRAFFIC_NEW",
+    "CANARY_TRAFFIC_OLD",
     "GRAFANA_TOKEN",
     "GRAFANA_URL",
     "LB_API_KEY",
+    "LB_PROVIDER",
     "LB_SERVICE",
-    "PAGERDUTY_ROUTING_KEY",
     "PROD_API_URL",
     "PROMETHEUS_TOKEN",
     "PROMETHEUS_URL",
-    "SLACK_ENGINEERING_WEBHOOK_URL",
-    "SLACK_WEBHOOK_URL",
-    "SMTP_PASSWORD",
-    "SMTP_URL",
 ];
 
+/// The runbook's `.env.canary`, exactly as its "Credential Staging" step writes it.
+const RUNBOOK_ENV_CANARY: &str = "# Load Balancer
+LB_PROVIDER=railway
+LB_API_KEY=your_lb_token_here
+LB_SERVICE=relay
+
+# Prometheus
+PROMETHEUS_URL=https://prometheus.prod.internal/api/v1
+PROMETHEUS_TOKEN=your_prometheus_token_here
+
+# Grafana
+GRAFANA_URL=https://grafana.prod.internal
+GRAFANA_TOKEN=your_grafana_token_here
+
+# Alertmanager
+ALERTMANAGER_URL=https://alertmanager.prod.internal
+ALERTMANAGER_TOKEN=your_alertmanager_token_here
+ALERT_WEBHOOK_URL=https://your-webhook-endpoint.com/alerts
+
+# Production API
+PROD_API_URL=https://relay.production.com
+API_TOKEN_USER_1=bearer_token_user_1
+API_TOKEN_USER_2=bearer_token_user_2
+API_TOKEN_USER_3=bearer_token_user_3
+API_TOKEN_USER_4=bearer_token_user_4
+API_TOKEN_USER_5=bearer_token_user_5
+
+# Canary Configuration
+CANARY_TRAFFIC_NEW=5
+CANARY_TRAFFIC_OLD=95
+CANARY_DURATION_MINUTES=60
+CANARY_ROLLBACK_THRESHOLD_TTFV_MS=1500
+CANARY_ROLLBACK_THRESHOLD_SSE_PERCENT=99.6
+
+";
+
+/// A recognisable fake value for a credential; the runbook's value for its canary settings.
 fn value_of(name: &str) -> String {
-    if name.ends_with("_URL") {
-        format!("https://{}.example.invalid/api/v1", name.to_lowercase())
-    } else {
-        format!("sEcReT-{name}-value")
+    let runbook = RUNBOOK_ENV_CANARY
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='));
+    match runbook {
+        Some(value) if name.starts_with("CANARY_") || name == "LB_PROVIDER" => value.to_owned(),
+        _ if name.ends_with("_URL") => {
+            format!("https://{}.example.invalid/api/v1", name.to_lowercase())
+        }
+        _ => format!("sEcReT-{name}-value"),
     }
+}
+
+/// Whether `value_of(name)` is a fake secret whose value must never be printed.
+fn is_secret(name: &str) -> bool {
+    value_of(name).starts_with("sEcReT")
 }
 
 fn canary(dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
@@ -80,6 +128,11 @@ fn validate_errors(text: &str) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// The template's traffic plan: one step, from the runbook's variables.
+const STEP: &str = "weight = \"${CANARY_TRAFFIC_NEW:-5}\"\nbaseline_weight = \"${CANARY_TRAFFIC_OLD:-95}\"\nhold = \"${CANARY_DURATION_MINUTES:-60}m\"";
+/// The template's TTFV threshold.
+const TTFV_MUST: &str = "must = \"< ${CANARY_ROLLBACK_THRESHOLD_TTFV_MS:-1500}\"";
+
 fn edit(from: &str, to: &str) -> String {
     let t = template();
     assert!(t.contains(from), "template has no {from:?}");
@@ -103,22 +156,22 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
                 "evaluation_interval = \"30 seconds\"",
             ),
         ),
+        ("bad_comparator", edit(TTFV_MUST, "must = \"=< 1500\"")),
         (
-            "bad_comparator",
-            edit("must = \"< 1500\"", "must = \"=< 1500\""),
+            "weight_out_of_range",
+            edit(STEP, "weight = 150\nhold = \"60m\""),
         ),
-        ("weight_out_of_range", edit("weight = 5", "weight = 150")),
         (
             "weights_not_increasing",
             edit(
-                "weight = 5\nhold = \"60m\"",
+                STEP,
                 "weight = 25\nhold = \"30m\"\n\n[[steps]]\nweight = 5\nhold = \"30m\"",
             ),
         ),
         (
             "checkpoint_past_window",
             edit(
-                "checkpoints = [\"15m\", \"30m\", \"60m\"]",
+                "checkpoints = [\"15m\", \"30m\", \"${CANARY_DURATION_MINUTES:-60}m\"]",
                 "checkpoints = [\"15m\", \"30m\", \"90m\"]",
             ),
         ),
@@ -138,14 +191,15 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
         ),
         (
             "unknown_notify_topic",
-            edit(
-                "on = [\"breach\", \"rollback\"]",
-                "on = [\"breach\", \"rolback\"]",
-            ),
+            template()
+                + "\n[[notify]]\nkind = \"webhook\"\nurl = \"${ALERT_WEBHOOK_URL}\"\non = [\"breach\", \"rolback\"]\n",
         ),
         (
             "duration_mismatch",
-            edit("duration = \"60m\"", "duration = \"45m\""),
+            edit(
+                "duration = \"${CANARY_DURATION_MINUTES:-60}m\"",
+                "duration = \"45m\"",
+            ),
         ),
         (
             "bad_selector",
@@ -187,11 +241,8 @@ fn without_guardrails() -> String {
 #[test]
 fn plans_that_cannot_fail_or_test_nothing_are_refused() {
     let cases: Vec<(&str, String)> = vec![
-        ("weight_zero", edit("weight = 5", "weight = 0")),
-        (
-            "threshold_infinite",
-            edit("must = \"< 1500\"", "must = \"< inf\""),
-        ),
+        ("weight_zero", edit(STEP, "weight = 0\nhold = \"60m\"")),
+        ("threshold_infinite", edit(TTFV_MUST, "must = \"< inf\"")),
         ("no_guardrails", without_guardrails()),
         (
             "only_warnings",
@@ -210,7 +261,7 @@ fn plans_that_cannot_fail_or_test_nothing_are_refused() {
     }
     // Every spelling of an unbounded threshold, and every kind of unsafe service name.
     for must in ["< 1e999", ">= -inf", "<= +infinity", "> -1e400"] {
-        let errors = validate_errors(&edit("must = \"< 1500\"", &format!("must = \"{must}\"")));
+        let errors = validate_errors(&edit(TTFV_MUST, &format!("must = \"{must}\"")));
         assert!(errors.contains("infinite number"), "{must}: {errors}");
     }
     for service in ["a/b", "..", "nul\\u0000", ".hidden", "tab\\tname"] {
@@ -250,15 +301,18 @@ fn every_missing_variable_is_listed_in_one_error() {
     assert!(canary(dir.path(), &["init"], &[]).status.success());
     let set: Vec<(String, String)> = VARIABLES
         .iter()
-        .filter(|v| !v.starts_with("API_TOKEN") && !v.starts_with("SLACK"))
+        .filter(|v| !v.starts_with("API_TOKEN") && !v.starts_with("LB_"))
         .map(|v| (v.to_string(), value_of(v)))
         .collect();
     let out = canary(dir.path(), &["validate", "-c", "canary.toml"], &set);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     insta::assert_snapshot!("missing_variables", stderr);
-    for (_, v) in &set {
-        assert!(!stderr.contains(v.as_str()), "a value leaked: {v}");
+    for (name, v) in &set {
+        assert!(
+            !is_secret(name) || !stderr.contains(v.as_str()),
+            "a value leaked: {v}"
+        );
     }
 }
 
@@ -286,9 +340,9 @@ fn the_init_file_encodes_the_runbook_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    for (_, v) in &env {
+    for (name, v) in &env {
         assert!(
-            !stdout.contains(v.as_str()),
+            !is_secret(name) || !stdout.contains(v.as_str()),
             "a value leaked into validate's output"
         );
     }
@@ -336,6 +390,7 @@ fn the_init_file_encodes_the_runbook_exactly() {
         ("cross_tenant", "== 0.0", "0s", "security-rollback"),
         ("ann_p95", "< 200.0", "0s", "block-promotion"),
         ("db_pool", "< 80.0", "0s", "block-promotion"),
+        ("rerank_skips", "< 1.0", "0s", "warn"),
     ];
     assert_eq!(
         rules,
@@ -383,7 +438,8 @@ fn variables_come_from_env_canary_with_warnings_about_its_safety() {
         );
     };
     git(&["init", "-q"]);
-    git(&["add", ".env.canary"]);
+    // `canary init` had git ignore it: someone adds it anyway.
+    git(&["add", "-f", ".env.canary"]);
 
     let out = canary(dir.path(), &["validate", "-c", "canary.toml"], &[]);
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -395,7 +451,7 @@ fn variables_come_from_env_canary_with_warnings_about_its_safety() {
     );
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(stderr.contains("is tracked by git"), "{stderr}");
-    for v in VARIABLES {
+    for v in VARIABLES.into_iter().filter(|v| is_secret(v)) {
         assert!(
             !stderr.contains(&value_of(v)) && !stdout.contains(&value_of(v)),
             "{v} leaked"
@@ -508,6 +564,240 @@ fn the_alertmanager_route_escalates_to_the_configured_webhook_by_name() {
     );
     assert!(
         !errors.contains("hooks.slack.com/services/T0/B0/x\n"),
+        "{errors}"
+    );
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The runbook's `.env.canary` and nothing else, plus what `canary init` generates: the run
+/// validates, with the runbook's plan. `init` generates the signing key and the callback token
+/// once, says so, and keeps what canary writes out of git without repeating a line.
+#[test]
+fn the_runbooks_env_file_and_what_init_generates_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env.canary");
+    std::fs::write(&env_file, RUNBOOK_ENV_CANARY).unwrap();
+    // The runbook's own `echo ".env.canary" >> .gitignore`.
+    std::fs::write(dir.path().join(".gitignore"), "target\n.env.canary\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let init = canary(dir.path(), &["init"], &[]);
+    assert!(init.status.success());
+    let said = String::from_utf8(init.stderr).unwrap();
+    assert!(
+        said.contains("generated the evidence signing key as CANARY_SIGNING_KEY"),
+        "{said}"
+    );
+    assert!(
+        said.contains("generated the Alertmanager callback token as CANARY_ALERT_TOKEN"),
+        "{said}"
+    );
+    assert!(
+        said.contains("added .canary/, canary-evidence/ to"),
+        "{said}"
+    );
+
+    let staged = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        staged.starts_with(RUNBOOK_ENV_CANARY),
+        "the runbook's lines are kept"
+    );
+    let generated: Vec<&str> = staged[RUNBOOK_ENV_CANARY.len()..]
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(generated, ["CANARY_SIGNING_KEY", "CANARY_ALERT_TOKEN"]);
+    for line in staged
+        .lines()
+        .filter(|l| l.starts_with("CANARY_SIGNING_KEY="))
+    {
+        assert!(
+            !said.contains(&line["CANARY_SIGNING_KEY=".len()..]),
+            "the key was printed"
+        );
+    }
+
+    let out = canary(
+        dir.path(),
+        &["validate", "-c", "canary.toml", "--output", "json"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("readable by group"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["plan"]["steps"],
+        serde_json::json!([{ "weight": 5, "hold": "1h" }])
+    );
+
+    // Again: nothing generated twice, no line repeated.
+    let again = canary(dir.path(), &["init", "--force"], &[]);
+    let said = String::from_utf8(again.stderr).unwrap();
+    assert!(!said.contains("generated"), "{said}");
+    assert!(!said.contains("added"), "{said}");
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), staged);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".gitignore")).unwrap(),
+        "target\n.env.canary\n# canary: credentials, run state and evidence bundles\n.canary/\ncanary-evidence/\n"
+    );
+
+    // The runbook's `cat > .env.canary` after `canary init` loses what init generated: the
+    // error says how to make each again.
+    std::fs::write(&env_file, RUNBOOK_ENV_CANARY).unwrap();
+    let out = canary(dir.path(), &["validate", "-c", "canary.toml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("2 variables are not set"), "{stderr}");
+    assert!(
+        stderr.contains("`canary keygen >> .env.canary`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("CANARY_ALERT_TOKEN: any long random string"),
+        "{stderr}"
+    );
+
+    // In an empty directory, the file is created readable by its owner only, and git ignores
+    // everything canary writes there.
+    let fresh = tempfile::tempdir().unwrap();
+    assert!(canary(fresh.path(), &["init"], &[]).status.success());
+    #[cfg(unix)]
+    assert_eq!(mode(&fresh.path().join(".env.canary")), 0o600);
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(fresh.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    for written in [
+        ".env.canary",
+        ".canary/history.db",
+        "canary-evidence/run/manifest.json",
+    ] {
+        let ignored = git(&["check-ignore", "-q", written]);
+        assert!(ignored.status.success(), "{written} is not ignored");
+    }
+    let ignored = git(&["check-ignore", "-q", "canary.toml"]);
+    assert!(
+        !ignored.status.success(),
+        "the configuration itself is not ignored"
+    );
+}
+
+/// The runbook's canary settings in `.env.canary` drive the plan: split, window, snapshots,
+/// thresholds, provider. A bad value is reported where it is used, naming its variable.
+#[test]
+fn the_runbooks_canary_variables_drive_the_plan_and_are_checked_where_used() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(canary(dir.path(), &["init"], &[]).status.success());
+    let generated = std::fs::read_to_string(dir.path().join(".env.canary")).unwrap();
+    let run = |edits: &[(&str, &str)]| {
+        let mut env = RUNBOOK_ENV_CANARY.to_owned();
+        for (from, to) in edits {
+            assert!(env.contains(from), "{from}");
+            env = env.replacen(from, to, 1);
+        }
+        std::fs::write(dir.path().join(".env.canary"), env + &generated).unwrap();
+        canary(
+            dir.path(),
+            &["validate", "-c", "canary.toml", "--output", "json"],
+            &[],
+        )
+    };
+
+    let out = run(&[
+        ("CANARY_TRAFFIC_NEW=5", "CANARY_TRAFFIC_NEW=10"),
+        ("CANARY_TRAFFIC_OLD=95", "CANARY_TRAFFIC_OLD=90"),
+        ("CANARY_DURATION_MINUTES=60", "CANARY_DURATION_MINUTES=30"),
+        ("THRESHOLD_TTFV_MS=1500", "THRESHOLD_TTFV_MS=1200"),
+        ("THRESHOLD_SSE_PERCENT=99.6", "THRESHOLD_SSE_PERCENT=99.9"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["plan"].clone();
+    assert_eq!(
+        plan["steps"],
+        serde_json::json!([{ "weight": 10, "hold": "30m" }])
+    );
+    assert_eq!(plan["checkpoints"], serde_json::json!(["15m", "30m"]));
+    assert_eq!(plan["guardrails"][0]["must"]["value"], 1200.0);
+    assert_eq!(plan["guardrails"][2]["must"]["value"], 99.9);
+
+    // Each bad value, at the place it is used, as a literal would be, naming its variable.
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "variable_not_a_number",
+            vec![("CANARY_TRAFFIC_NEW=5", "CANARY_TRAFFIC_NEW=five")],
+        ),
+        (
+            "variable_split_not_100",
+            vec![("CANARY_TRAFFIC_NEW=5", "CANARY_TRAFFIC_NEW=10")],
+        ),
+        (
+            "variable_not_minutes",
+            vec![("CANARY_DURATION_MINUTES=60", "CANARY_DURATION_MINUTES=1h")],
+        ),
+        (
+            "variable_not_a_threshold",
+            vec![("THRESHOLD_TTFV_MS=1500", "THRESHOLD_TTFV_MS=1.5s")],
+        ),
+        (
+            "variable_unknown_provider",
+            vec![("LB_PROVIDER=railway", "LB_PROVIDER=heroku")],
+        ),
+        (
+            "variable_provider_needs_its_keys",
+            vec![("LB_PROVIDER=railway", "LB_PROVIDER=haproxy")],
+        ),
+    ];
+    for (name, edits) in cases {
+        let out = run(&edits);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        for v in VARIABLES.into_iter().filter(|v| is_secret(v)) {
+            assert!(!stderr.contains(&value_of(v)), "{v} leaked");
+        }
+        insta::assert_snapshot!(name, stderr);
+    }
+}
+
+/// `--no-env` checks typed values through their defaults, and says which it cannot check.
+#[test]
+fn without_the_environment_typed_values_need_a_default() {
+    let text = edit(
+        "weight = \"${CANARY_TRAFFIC_NEW:-5}\"",
+        "weight = \"${CANARY_TRAFFIC_NEW}\"",
+    );
+    let errors = validate_errors(&text);
+    assert!(
+        errors.contains("cannot be checked without its variables"),
+        "{errors}"
+    );
+    assert!(errors.contains("${CANARY_TRAFFIC_NEW:-...}"), "{errors}");
+    // Booleans and numbers written as text are typed like literals.
+    let errors = validate_errors(&edit("commit = false", "commit = \"maybe\""));
+    assert!(
+        errors.contains("commit \"maybe\" is not true or false"),
+        "{errors}"
+    );
+    let errors = validate_errors(&edit("requests_per_user = 20", "requests_per_user = true"));
+    assert!(
+        errors.contains("a whole number, or a string with ${VARIABLE}s"),
         "{errors}"
     );
 }

@@ -222,9 +222,10 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// The runbook's burst against `base_url`: `POST /api/v1/memory/query` with relay's body,
-    /// 20 requests per user with 100 ms between them, expecting 200, through the load
-    /// balancer, judging the runbook's TTFV p95 and SSE-success guardrails.
+    /// The runbook's burst against `base_url` (`canary_load_burst.sh` in its execution guide):
+    /// `POST /api/v1/memory/query` with relay's body (`top_k` 24, `timeout_ms` 2000) asking the
+    /// runbook's query, 20 requests per user with 100 ms between them, expecting 200, through
+    /// the load balancer, judging the runbook's TTFV p95 and SSE-success guardrails.
     pub fn runbook(base_url: impl Into<String>, users: Vec<User>) -> Self {
         Scenario {
             base_url: base_url.into(),
@@ -232,10 +233,10 @@ impl Scenario {
             path: "/api/v1/memory/query".to_owned(),
             headers: Vec::new(),
             body: Some(
-                r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 5000}"#
+                r#"{"query": "{{query}}", "user_id": "{{user}}", "top_k": 24, "timeout_ms": 2000}"#
                     .to_owned(),
             ),
-            queries: vec!["status of the release".to_owned()],
+            queries: vec!["What are my recent notes about project alpha?".to_owned()],
             users,
             requests_per_user: 20,
             pause: Duration::from_millis(100),

@@ -65,21 +65,41 @@ impl Env {
     /// Expands `${VAR}` (and `$$` → `$`) in a value. Missing variables are recorded with the
     /// value's span and expand to nothing.
     pub fn expand(&mut self, text: &Spanned<String>) -> String {
+        self.expand_typed(text).text
+    }
+
+    /// [`Env::expand`] for a value that is typed next (a number, a duration, a choice): says
+    /// which variables it came from, and whether every one of them had a value (a missing one
+    /// is reported with the others; offline, one without a default cannot be checked).
+    pub fn expand_typed(&mut self, text: &Spanned<String>) -> Expanded {
         let span = text.span();
+        let offline = self.offline;
         let (out, names) = expand_with(text.get_ref(), |name| {
-            if self.offline {
-                Some(String::new())
-            } else {
-                self.lookup(name)
-            }
+            if offline { None } else { self.lookup(name) }
         });
+        let mut complete = true;
+        let mut variables = Vec::new();
         for (name, found) in names {
             self.used.insert(name.clone());
-            if !found {
-                self.missing.entry(name).or_default().push(span.clone());
+            complete &= found;
+            if !found && !offline {
+                self.missing
+                    .entry(name.clone())
+                    .or_default()
+                    .push(span.clone());
             }
+            variables.push(name);
         }
-        out
+        Expanded {
+            text: out,
+            variables,
+            complete,
+        }
+    }
+
+    /// Whether variables are left unresolved (`validate --no-env`).
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// [`Env::expand`] for a credential.
@@ -93,8 +113,19 @@ impl Env {
     }
 }
 
-/// Expands `${NAME}` using `lookup`; returns the text and `(name, found)` for each reference.
-/// A `$` not followed by `{` or `$` is kept as it is.
+/// A value after `${VAR}` expansion ([`Env::expand_typed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expanded {
+    pub text: String,
+    /// The variables it names, in order.
+    pub variables: Vec<String>,
+    /// Every variable had a value (or a default).
+    pub complete: bool,
+}
+
+/// Expands `${NAME}` using `lookup`, and `${NAME:-default}` to `default` when `lookup` has no
+/// value (as a shell does); returns the text and `(name, found)` for each reference, where a
+/// default counts as found. A `$` not followed by `{` or `$` is kept as it is.
 pub fn expand_with(
     text: &str,
     mut lookup: impl FnMut(&str) -> Option<String>,
@@ -110,10 +141,9 @@ pub fn expand_with(
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{')
             && let Some(end) = body.find('}')
-            && is_var_name(&body[..end])
+            && let Some((name, default)) = reference(&body[..end])
         {
-            let name = &body[..end];
-            match lookup(name) {
+            match lookup(name).or_else(|| default.map(str::to_owned)) {
                 Some(v) => {
                     out.push_str(&v);
                     names.push((name.to_owned(), true));
@@ -128,6 +158,15 @@ pub fn expand_with(
     }
     out.push_str(rest);
     (out, names)
+}
+
+/// The inside of `${...}`: `NAME` or `NAME:-default`.
+fn reference(inside: &str) -> Option<(&str, Option<&str>)> {
+    let (name, default) = match inside.split_once(":-") {
+        Some((name, default)) => (name, Some(default)),
+        None => (inside, None),
+    };
+    is_var_name(name).then_some((name, default))
 }
 
 /// Whether `s` can name a variable (`${NAME}`).
@@ -218,11 +257,21 @@ mod tests {
 
     #[test]
     fn expands_variables_and_records_missing_ones() {
-        let (out, names) = expand_with("a ${X} b ${MISSING} $$ $1 ${not valid}", |n| {
-            (n == "X").then(|| "x".to_owned())
-        });
-        assert_eq!(out, "a x b  $ $1 ${not valid}");
-        assert_eq!(names, vec![("X".into(), true), ("MISSING".into(), false)]);
+        let (out, names) = expand_with(
+            "a ${X} b ${MISSING} $$ $1 ${not valid} ${X:-d} ${UNSET:-60}m ${UNSET:-}",
+            |n| (n == "X").then(|| "x".to_owned()),
+        );
+        assert_eq!(out, "a x b  $ $1 ${not valid} x 60m ");
+        assert_eq!(
+            names,
+            vec![
+                ("X".into(), true),
+                ("MISSING".into(), false),
+                ("X".into(), true),
+                ("UNSET".into(), true),
+                ("UNSET".into(), true),
+            ]
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use toml::Spanned;
 
 use diagnostic::{ConfigErrors, Diagnostic, did_you_mean};
 use env::Env;
-use raw::{RawConfig, Text};
+use raw::{RawConfig, Scalar, ScalarType, Text, Typed};
 use settings::*;
 
 /// The commented runbook configuration `canary init` writes.
@@ -190,8 +190,9 @@ pub fn resolve_text(
             span: None,
             message,
             help: Some(format!(
-                "export them, or put NAME=value lines in {} next to the config (chmod 600, never commit it)",
-                env::ENV_FILE
+                "export them, or put NAME=value lines in {} next to the config (chmod 600, never commit it){}",
+                env::ENV_FILE,
+                generated_help(missing.keys())
             )),
         });
     }
@@ -199,6 +200,24 @@ pub fn resolve_text(
         Some(config) if r.diagnostics.is_empty() => Ok(config),
         _ => Err(fail(r.diagnostics)),
     }
+}
+
+/// For the variables the runbook does not stage and `canary init` generates (lost when
+/// `.env.canary` is written over), how to make them again.
+fn generated_help<'a>(missing: impl Iterator<Item = &'a String>) -> String {
+    let mut help = String::new();
+    for name in missing {
+        match name.as_str() {
+            "CANARY_SIGNING_KEY" => {
+                help.push_str("; CANARY_SIGNING_KEY: `canary keygen >> .env.canary`")
+            }
+            "CANARY_ALERT_TOKEN" => help.push_str(
+                "; CANARY_ALERT_TOKEN: any long random string, e.g. `echo CANARY_ALERT_TOKEN=$(openssl rand -hex 24) >> .env.canary`",
+            ),
+            _ => {}
+        }
+    }
+    help
 }
 
 struct Resolver {
@@ -217,21 +236,97 @@ impl Resolver {
             .push(Diagnostic::at(span, message).help(help));
     }
 
-    fn duration(&mut self, text: &Text) -> Option<Duration> {
-        match duration::parse(text.get_ref()) {
-            Ok(d) => Some(d),
-            Err(e) => {
+    /// `text` with its `${VAR}`s expanded, for a value typed next, and where it came from for
+    /// its errors (` (from ${VAR})`, empty for a literal). `None` when a variable has no value:
+    /// missing variables are reported together, and offline (`validate --no-env`) such a value
+    /// cannot be checked, which is an error.
+    fn typed_text(&mut self, text: &Text) -> Option<(String, String)> {
+        let expanded = self.env.expand_typed(text);
+        if !expanded.complete {
+            if self.env.is_offline() {
+                let name = expanded.variables.first().cloned().unwrap_or_default();
                 self.error(
                     span_of(text),
-                    format!("{:?} is not a duration", text.get_ref()),
-                    match e {
-                        duration::DurationError::Empty => {
-                            "write a number and a unit, such as \"5m\" or \"30s\"".to_owned()
-                        }
-                        duration::DurationError::Invalid { .. } => {
-                            "write a whole number followed by a unit (ms, s, m, h, d, w), largest unit first, such as \"90s\", \"1h30m\" or \"100ms\"".to_owned()
-                        }
-                    },
+                    format!(
+                        "{:?} cannot be checked without its variables, which --no-env does not read",
+                        text.get_ref()
+                    ),
+                    format!(
+                        "give the variable a default, such as \"${{{name}:-...}}\", or validate with the variables set"
+                    ),
+                );
+            }
+            return None;
+        }
+        let origin = if expanded.variables.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = expanded
+                .variables
+                .iter()
+                .map(|v| format!("${{{v}}}"))
+                .collect();
+            format!(" (from {})", names.join(", "))
+        };
+        Some((expanded.text, origin))
+    }
+
+    /// A number or boolean written as itself or as text with `${VAR}`s, with where it came from
+    /// (see [`Resolver::typed_text`]). A value that is not a `T` is an error at its span.
+    fn scalar<T: ScalarType + Copy>(
+        &mut self,
+        s: &Typed<T>,
+        key: &str,
+        help: &str,
+    ) -> Option<(T, String)> {
+        match s.get_ref() {
+            Scalar::Value(v) => Some((*v, String::new())),
+            Scalar::Text(t) => {
+                let text = Spanned::new(span_of(s), t.clone());
+                let (value, origin) = self.typed_text(&text)?;
+                match value.trim().parse::<T>() {
+                    Ok(v) => Some((v, origin)),
+                    Err(_) => {
+                        self.error(
+                            span_of(s),
+                            format!("{key} {value:?}{origin} is not {}", T::EXPECTED),
+                            help,
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn duration(&mut self, text: &Text) -> Option<Duration> {
+        let (value, origin) = self.typed_text(text)?;
+        match duration::parse(&value) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let mut help = match e {
+                    duration::DurationError::Empty => {
+                        "write a number and a unit, such as \"5m\" or \"30s\"".to_owned()
+                    }
+                    duration::DurationError::Invalid { .. } => {
+                        "write a whole number followed by a unit (ms, s, m, h, d, w), largest unit first, such as \"90s\", \"1h30m\" or \"100ms\"".to_owned()
+                    }
+                };
+                if !origin.is_empty() {
+                    help.push_str(&format!(
+                        "; the value is {:?} with each variable's value put in",
+                        text.get_ref()
+                    ));
+                    if text.get_ref().ends_with("}m") {
+                        help.push_str(
+                            " (a variable before \"m\" counts whole minutes, such as 60)",
+                        );
+                    }
+                }
+                self.error(
+                    span_of(text),
+                    format!("{value:?}{origin} is not a duration"),
+                    help,
                 );
                 None
             }
@@ -248,26 +343,63 @@ impl Resolver {
     /// The choice `text` names (a [`canary_core::choice!`] enum); otherwise an error listing
     /// the choice's names, with a did-you-mean.
     fn choose<T: FromStr<Err = UnknownName>>(&mut self, text: &Text, what: &str) -> Option<T> {
-        match text.get_ref().parse() {
+        let (value, origin) = self.typed_text(text)?;
+        match value.parse() {
             Ok(choice) => Some(choice),
             Err(UnknownName { expected, .. }) => {
-                self.unknown(text, what, expected);
+                self.unknown(text, (&value, &origin), what, expected, "");
                 None
             }
         }
     }
 
-    /// `text` is none of `names`: says so, with a did-you-mean.
-    fn unknown(&mut self, text: &Text, what: &str, names: &[&str]) {
-        let value = text.get_ref().as_str();
+    /// `text`, which expanded to `value` (from `origin`), is none of `names`: says so, with a
+    /// did-you-mean; `more` ends the help.
+    fn unknown(
+        &mut self,
+        text: &Text,
+        (value, origin): (&str, &str),
+        what: &str,
+        names: &[&str],
+        more: &str,
+    ) {
         let help = match did_you_mean(value, names.iter().copied()) {
             Some(best) => format!(
-                "did you mean \"{best}\"? ({what} is one of {})",
+                "did you mean \"{best}\"? ({what} is one of {}{more})",
                 names.join(", ")
             ),
-            None => format!("{what} is one of {}", names.join(", ")),
+            None => format!("{what} is one of {}{more}", names.join(", ")),
         };
-        self.error(span_of(text), format!("unknown {what} {value:?}"), help);
+        self.error(
+            span_of(text),
+            format!("unknown {what} {value:?}{origin}"),
+            help,
+        );
+    }
+
+    /// `[traffic] provider`: a provider, or a hosting platform driven through its CLI by the
+    /// `command` provider ([`CommandPlatform`]: the runbook's `LB_PROVIDER=railway`).
+    /// Also says where it came from (see [`Resolver::typed_text`]).
+    fn traffic_provider(&mut self, text: &Text) -> Option<(TrafficProvider, String)> {
+        let (value, origin) = self.typed_text(text)?;
+        if let Ok(provider) = value.parse() {
+            return Some((provider, origin));
+        }
+        if value.parse::<CommandPlatform>().is_ok() {
+            return Some((TrafficProvider::Command, origin));
+        }
+        let more = format!(
+            "; a platform driven by the `command` provider's set/verify commands: {}",
+            CommandPlatform::NAMES.join(", ")
+        );
+        self.unknown(
+            text,
+            (&value, &origin),
+            "traffic provider",
+            TrafficProvider::NAMES,
+            &more,
+        );
+        None
     }
 
     /// A key that `context` requires.
@@ -298,13 +430,13 @@ impl Resolver {
     }
 
     fn socket_addr(&mut self, text: &Text) -> Option<SocketAddr> {
-        let value = self.env.expand(text);
+        let (value, origin) = self.typed_text(text)?;
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
                 self.error(
                     span_of(text),
-                    format!("{value:?} is not an address"),
+                    format!("{value:?}{origin} is not an address"),
                     "write IP:PORT, such as \"127.0.0.1:8080\"",
                 );
                 None
@@ -388,8 +520,11 @@ impl Resolver {
                 None => self.base.join(EvidenceSettings::DEFAULT_DIR),
             };
             let commit = match e.and_then(|e| e.commit.as_ref()) {
-                Some(c) if *c.get_ref() => self.commit_repo(span_of(c), &dir),
-                _ => None,
+                Some(c) => match self.scalar(c, "commit", "write true or false") {
+                    Some((true, _)) => self.commit_repo(span_of(c), &dir),
+                    _ => None,
+                },
+                None => None,
             };
             Some(EvidenceSettings {
                 signing_key: e
@@ -527,7 +662,12 @@ impl Resolver {
 
     fn plan(&mut self, raw: &RawConfig) -> Option<Plan> {
         let run = raw.run.get_ref();
-        let service = run.service.get_ref().trim().to_owned();
+        let service = self
+            .typed_text(&run.service)
+            .map(|(s, _)| s.trim().to_owned());
+        // Unresolved, an error is already reported and no configuration comes out: any name
+        // keeps the other checks going.
+        let service = service.unwrap_or_else(|| "unresolved".to_owned());
         if service.is_empty() {
             self.error(
                 span_of(&run.service),
@@ -567,17 +707,21 @@ impl Resolver {
         let checkpoints = self.checkpoints(run, window);
 
         let (approval, on_inconclusive) = self.decision_policy(run);
+        let range = "use 0 (never roll back on query errors) up to 1000";
         let max_query_errors = match &run.max_query_errors {
             None => Some(5),
-            Some(n) if (0..=1000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
-            Some(n) => {
-                self.error(
-                    span_of(n),
-                    format!("max_query_errors {} is out of range", n.get_ref()),
-                    "use 0 (never roll back on query errors) up to 1000",
-                );
-                None
-            }
+            Some(n) => match self.scalar(n, "max_query_errors", range) {
+                Some((v, _)) if (0..=1000).contains(&v) => Some(v as u32),
+                Some((v, origin)) => {
+                    self.error(
+                        span_of(n),
+                        format!("max_query_errors {v}{origin} is out of range"),
+                        range,
+                    );
+                    None
+                }
+                None => None,
+            },
         };
         let guardrails = self.guardrails(raw);
         let burst = match &raw.load {
@@ -682,7 +826,7 @@ impl Resolver {
             .unwrap_or_else(|| span_of(&raw.run));
             let help = match e {
                 PlanError::NoGatingGuardrail => {
-                    "`canary init --out -` prints the runbook's six guardrails to start from"
+                    "`canary init --out -` prints the runbook's guardrails to start from"
                 }
                 _ => "fix the value and run `canary validate` again",
             };
@@ -705,7 +849,7 @@ impl Resolver {
                 return None;
             }
             Some(Arm {
-                name: a.name.get_ref().clone(),
+                name: self.env.expand(&a.name),
                 selector: a.selector.get_ref().clone(),
             })
         };
@@ -737,11 +881,21 @@ impl Resolver {
         let mut previous: Option<i64> = None;
         for s in &raw.steps {
             let st = s.get_ref();
-            let weight = *st.weight.get_ref();
+            let Some((weight, origin)) = self.scalar(
+                &st.weight,
+                "weight",
+                "write the canary's percentage of traffic, such as 5",
+            ) else {
+                ok = false;
+                continue;
+            };
+            if let Some(b) = &st.baseline_weight {
+                ok &= self.baseline_weight(b, (weight, &origin));
+            }
             if !(0..=100).contains(&weight) {
                 self.error(
                     span_of(&st.weight),
-                    format!("weight {weight} is outside 0–100"),
+                    format!("weight {weight}{origin} is outside 0–100"),
                     "weights are the percentage of traffic sent to the canary, from 0 to 100",
                 );
                 ok = false;
@@ -757,7 +911,7 @@ impl Resolver {
             {
                 self.error(
                     span_of(&st.weight),
-                    format!("weight {weight} does not increase on the previous step's {p}"),
+                    format!("weight {weight}{origin} does not increase on the previous step's {p}"),
                     "steps must increase, e.g. 5, 25, 50; the decision comes after the last one",
                 );
                 ok = false;
@@ -780,6 +934,33 @@ impl Resolver {
             }
         }
         ok.then_some(steps)
+    }
+
+    /// `baseline_weight` (the runbook's `CANARY_TRAFFIC_OLD`) beside a step's `weight` (from
+    /// `origin`): the two arms share all traffic.
+    fn baseline_weight(&mut self, b: &Typed<i64>, (weight, origin): (i64, &str)) -> bool {
+        let Some((baseline, from)) = self.scalar(
+            b,
+            "baseline_weight",
+            "write the baseline's percentage of traffic, 100 minus the step's weight",
+        ) else {
+            return false;
+        };
+        if baseline + weight == 100 {
+            return true;
+        }
+        self.error(
+            span_of(b),
+            format!(
+                "baseline_weight {baseline}{from} and weight {weight}{origin} add up to {}, not 100",
+                baseline + weight
+            ),
+            format!(
+                "the arms share all traffic: make the baseline's share {} (the runbook: CANARY_TRAFFIC_OLD = 100 - CANARY_TRAFFIC_NEW), or drop baseline_weight",
+                100 - weight
+            ),
+        );
+        false
     }
 
     fn guardrails(&mut self, raw: &RawConfig) -> Option<Vec<Guardrail>> {
@@ -813,29 +994,7 @@ impl Resolver {
                 .samples
                 .as_ref()
                 .is_none_or(|s| self.promql(s, "samples"));
-            let must = match gr.must.get_ref().parse::<Threshold>() {
-                Ok(t) => Some(t),
-                Err(ThresholdError::NotFinite { input }) => {
-                    self.error(
-                        span_of(&gr.must),
-                        format!("{input:?} compares with an infinite number: it can never fail"),
-                        "give the finite bound the guardrail protects, such as \"< 1500\"",
-                    );
-                    None
-                }
-                Err(ThresholdError::NotACondition { input }) => {
-                    let ops: Vec<&str> = Comparator::ALL.iter().map(|c| c.symbol()).collect();
-                    self.error(
-                        span_of(&gr.must),
-                        format!("{input:?} is not a condition"),
-                        format!(
-                            "write a comparator ({}) and a number, such as \"< 1500\" or \">= 99.6\"",
-                            ops.join(" ")
-                        ),
-                    );
-                    None
-                }
-            };
+            let must = self.threshold(&gr.must);
             let for_ = self.duration_or(&gr.for_, Duration::ZERO);
             let on_breach = match &gr.on_breach {
                 None => Some(OnBreach::Rollback),
@@ -859,16 +1018,25 @@ impl Resolver {
                 );
                 ok = false;
             }
-            if let Some(m) = &gr.min_samples
-                && (m.get_ref().is_nan() || *m.get_ref() < 0.0)
-            {
-                self.error(
-                    span_of(m),
-                    "min_samples must be 0 or more",
-                    "e.g. min_samples = 20 for a p95",
-                );
-                ok = false;
-            }
+            let min_samples = match &gr.min_samples {
+                None => None,
+                Some(m) => match self.scalar(m, "min_samples", "e.g. min_samples = 20 for a p95") {
+                    Some((v, _)) if v >= 0.0 => Some(v),
+                    Some((_, origin)) => {
+                        self.error(
+                            span_of(m),
+                            format!("min_samples{origin} must be 0 or more"),
+                            "e.g. min_samples = 20 for a p95",
+                        );
+                        ok = false;
+                        None
+                    }
+                    None => {
+                        ok = false;
+                        None
+                    }
+                },
+            };
             match (must, for_, on_breach, on_no_data) {
                 (Some(must), Some(for_), Some(on_breach), Some(on_no_data))
                     if query_ok && samples_ok =>
@@ -880,7 +1048,7 @@ impl Resolver {
                         for_,
                         on_breach,
                         on_no_data,
-                        min_samples: gr.min_samples.as_ref().map(|m| *m.get_ref()),
+                        min_samples,
                         samples_query: gr.samples.as_ref().map(|s| s.get_ref().clone()),
                     })
                 }
@@ -888,6 +1056,36 @@ impl Resolver {
             }
         }
         ok.then_some(out)
+    }
+
+    /// A guardrail's `must`, such as "< 1500" or "< ${CANARY_ROLLBACK_THRESHOLD_TTFV_MS:-1500}".
+    fn threshold(&mut self, must: &Text) -> Option<Threshold> {
+        let (value, origin) = self.typed_text(must)?;
+        match value.parse::<Threshold>() {
+            Ok(t) => Some(t),
+            Err(ThresholdError::NotFinite { input }) => {
+                self.error(
+                    span_of(must),
+                    format!(
+                        "{input:?}{origin} compares with an infinite number: it can never fail"
+                    ),
+                    "give the finite bound the guardrail protects, such as \"< 1500\"",
+                );
+                None
+            }
+            Err(ThresholdError::NotACondition { input }) => {
+                let ops: Vec<&str> = Comparator::ALL.iter().map(|c| c.symbol()).collect();
+                self.error(
+                    span_of(must),
+                    format!("{input:?}{origin} is not a condition"),
+                    format!(
+                        "write a comparator ({}) and a number, such as \"< 1500\" or \">= 99.6\"",
+                        ops.join(" ")
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn promql(&mut self, text: &Text, key: &str) -> bool {
@@ -930,17 +1128,20 @@ impl Resolver {
             );
             return None;
         }
+        let percent = "use a number from 0 to 100, e.g. 99.0";
         let min_success_percent = match &l.min_success_rate {
             None => BurstPlan::RUNBOOK.min_success_percent,
-            Some(r) if (0.0..=100.0).contains(r.get_ref()) => *r.get_ref(),
-            Some(r) => {
-                self.error(
-                    span_of(r),
-                    format!("min_success_rate {} is not a percentage", r.get_ref()),
-                    "use a number from 0 to 100, e.g. 99.0",
-                );
-                return None;
-            }
+            Some(r) => match self.scalar(r, "min_success_rate", percent)? {
+                (v, _) if (0.0..=100.0).contains(&v) => v,
+                (v, origin) => {
+                    self.error(
+                        span_of(r),
+                        format!("min_success_rate {v}{origin} is not a percentage"),
+                        percent,
+                    );
+                    return None;
+                }
+            },
         };
         Some(Some(BurstPlan {
             at,
@@ -951,9 +1152,9 @@ impl Resolver {
     fn traffic(&mut self, t: &Spanned<raw::RawTraffic>) -> Option<TrafficSettings> {
         let span = span_of(t);
         let t = t.get_ref();
-        let provider: TrafficProvider = self.choose(&t.provider, "traffic provider")?;
+        let (provider, origin) = self.traffic_provider(&t.provider)?;
         let timeout = self.duration_or(&t.timeout, TrafficSettings::DEFAULT_TIMEOUT)?;
-        let ctx = format!("provider \"{provider}\"");
+        let ctx = format!("provider \"{provider}\"{origin}");
         match provider {
             TrafficProvider::Command => self.command_traffic(t, &span, &ctx, timeout),
             TrafficProvider::Haproxy => {
@@ -963,7 +1164,7 @@ impl Resolver {
                     _ => {
                         self.error(
                             span,
-                            "provider \"haproxy\" needs exactly one of `socket` (a unix socket path) or `address` (host:port of the runtime API)",
+                            format!("{ctx} needs exactly one of `socket` (a unix socket path) or `address` (host:port of the runtime API)"),
                             "e.g. socket = \"/run/haproxy/admin.sock\" with `stats socket ... level admin` in haproxy.cfg",
                         );
                         return None;
@@ -1134,29 +1335,37 @@ impl Resolver {
             None => Some(LoadTarget::Lb),
             Some(t) => self.choose(t, "load target"),
         };
+        let per_user = format!("use 1 or more (the runbook: {})", runbook.requests_per_user);
         let requests_per_user = match &l.requests_per_user {
             None => Some(runbook.requests_per_user),
-            Some(n) if (1..=1_000_000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
-            Some(n) => {
-                self.error(
-                    span_of(n),
-                    format!("requests_per_user {} is out of range", n.get_ref()),
-                    format!("use 1 or more (the runbook: {})", runbook.requests_per_user),
-                );
-                None
-            }
+            Some(n) => match self.scalar(n, "requests_per_user", &per_user) {
+                Some((v, _)) if (1..=1_000_000).contains(&v) => Some(v as u32),
+                Some((v, origin)) => {
+                    self.error(
+                        span_of(n),
+                        format!("requests_per_user {v}{origin} is out of range"),
+                        per_user,
+                    );
+                    None
+                }
+                None => None,
+            },
         };
+        let status = "use a status code such as 200";
         let expect_status = match &l.expect_status {
             None => Some(runbook.expect_status),
-            Some(n) if (100..=599).contains(n.get_ref()) => Some(*n.get_ref() as u16),
-            Some(n) => {
-                self.error(
-                    span_of(n),
-                    format!("{} is not an HTTP status", n.get_ref()),
-                    "use a status code such as 200",
-                );
-                None
-            }
+            Some(n) => match self.scalar(n, "expect_status", status) {
+                Some((v, _)) if (100..=599).contains(&v) => Some(v as u16),
+                Some((v, origin)) => {
+                    self.error(
+                        span_of(n),
+                        format!("{v}{origin} is not an HTTP status"),
+                        status,
+                    );
+                    None
+                }
+                None => None,
+            },
         };
         if l.users.is_empty() {
             self.error(
@@ -1171,7 +1380,7 @@ impl Resolver {
             .map(|u| {
                 let u = u.get_ref();
                 LoadUser {
-                    name: u.name.get_ref().clone(),
+                    name: self.env.expand(&u.name),
                     token: self.env.secret(&u.token),
                     marker: u.marker.as_ref().map(|m| self.env.secret(m)),
                 }
@@ -1184,11 +1393,8 @@ impl Resolver {
             method: l
                 .method
                 .as_ref()
-                .map_or(runbook.method, |m| m.get_ref().to_ascii_uppercase()),
-            path: l
-                .path
-                .as_ref()
-                .map_or(runbook.path, |p| p.get_ref().clone()),
+                .map_or(runbook.method, |m| self.env.expand(m).to_ascii_uppercase()),
+            path: l.path.as_ref().map_or(runbook.path, |p| self.env.expand(p)),
             requests_per_user: requests_per_user?,
             pause: pause?,
             target: target?,
@@ -1198,13 +1404,13 @@ impl Resolver {
                 .min_success_percent,
             expect_status: expect_status?,
             body: match &l.body {
-                Some(b) => b.get_ref().clone(),
+                Some(b) => self.env.expand(b),
                 None => runbook.body.unwrap_or_default(),
             },
             queries: if l.queries.is_empty() {
                 runbook.queries
             } else {
-                l.queries.iter().map(|q| q.get_ref().clone()).collect()
+                l.queries.iter().map(|q| self.env.expand(q)).collect()
             },
             users,
         })
@@ -1227,7 +1433,7 @@ impl Resolver {
                 webhook: self
                     .require(&n.webhook, &span, "webhook", &ctx)
                     .map(|w| self.env.secret(w))?,
-                channel: n.channel.as_ref().map(|c| c.get_ref().clone()),
+                channel: n.channel.as_ref().map(|c| self.env.expand(c)),
             },
             NotifyKind::PagerDuty => NotifyChannel::PagerDuty {
                 routing_key: self
@@ -1454,15 +1660,77 @@ url = "https://hooks.example/webhook"
                 .iter()
                 .map(|d| format!("{} | {}", d.message, d.help.as_deref().unwrap_or("")))
                 .collect();
+            // A provider may also be a platform driven through the `command` provider.
+            let more = if what == "traffic provider" {
+                format!(
+                    "; a platform driven by the `command` provider's set/verify commands: {}",
+                    CommandPlatform::NAMES.join(", ")
+                )
+            } else {
+                String::new()
+            };
             assert_eq!(
                 errors,
                 [format!(
-                    "unknown {what} {typo:?} | did you mean \"{}\"? ({what} is one of {})",
+                    "unknown {what} {typo:?} | did you mean \"{}\"? ({what} is one of {}{more})",
                     names[0],
                     names.join(", ")
                 )],
             );
         }
+        for platform in CommandPlatform::NAMES {
+            let text = EVERY_CHOICE.replacen(
+                "provider = \"command\"",
+                &format!("provider = \"{platform}\""),
+                1,
+            );
+            let config = resolve(&text, dir.path()).unwrap();
+            assert_eq!(config.traffic.unwrap().provider(), TrafficProvider::Command);
+        }
+    }
+
+    /// Every scalar may come from a variable: typed where it is used, its errors naming the
+    /// variable, `${VAR:-default}` when unset.
+    #[test]
+    fn config_scalars_from_variables_are_typed_where_they_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = |pairs: &[(&str, &str)]| {
+            let text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            std::fs::write(dir.path().join(env::ENV_FILE), text).unwrap();
+            Env::load(dir.path()).unwrap()
+        };
+        let text = EVERY_CHOICE
+            .replacen("weight = 5", "weight = \"${W}\"", 1)
+            .replacen("hold = \"10m\"", "hold = \"${M:-10}m\"", 1)
+            .replacen("must = \"< 1\"", "must = \"< ${T}\"", 1)
+            .replacen("approval = \"auto\"", "approval = \"${A}\"", 1)
+            .replacen("target = \"lb\"", "target = \"${TARGET:-canary}\"", 1)
+            + "\n[evidence]\ncommit = \"${C}\"\n";
+        let ok = vars(&[("W", "7"), ("T", "2.5"), ("A", "manual"), ("C", "false")]);
+        let config = resolve_text("canary.toml", &text, dir.path(), Needs::ALL, ok).unwrap();
+        assert_eq!(config.plan.steps[0].weight, 7);
+        assert_eq!(config.plan.steps[0].hold, Duration::from_secs(600));
+        assert_eq!(config.plan.guardrails[0].must.value, 2.5);
+        assert_eq!(config.plan.approval.mode(), ApprovalMode::Manual);
+        assert_eq!(config.load.unwrap().target, LoadTarget::Canary);
+        assert_eq!(config.evidence.unwrap().commit, None);
+
+        let bad = vars(&[("W", "x"), ("T", "y"), ("A", "later"), ("C", "no")]);
+        let errors: Vec<String> = resolve_text("canary.toml", &text, dir.path(), Needs::ALL, bad)
+            .unwrap_err()
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "weight \"x\" (from ${W}) is not a whole number",
+                "unknown approval \"later\" (from ${A})",
+                "\"< y\" (from ${T}) is not a condition",
+                "commit \"no\" (from ${C}) is not true or false",
+            ]
+        );
     }
 
     /// What `[load]` and the burst leave out is the runbook's, from the crates that own it; the

@@ -1,11 +1,100 @@
 //! Stage one of the configuration: `canary.toml` as written, with the span of every value so
 //! that each later error can point at file:line:col. No interpretation happens here beyond TOML
-//! types; unknown keys are rejected (with a did-you-mean, see `diagnostic`).
+//! types; unknown keys are rejected (with a did-you-mean, see `diagnostic`). Every scalar may be
+//! written with `${VAR}`s: text fields as they are, numbers and booleans as a [`Scalar`].
 
 use serde::Deserialize;
 use toml::Spanned;
 
 pub type Text = Spanned<String>;
+/// A number or a boolean as written: itself, or text with `${VAR}`s typed when resolved.
+pub type Typed<T> = Spanned<Scalar<T>>;
+
+/// A scalar written as itself (`weight = 5`) or as text that `${VAR}`s expand to one
+/// (`weight = "${CANARY_TRAFFIC_NEW:-5}"`); the resolver types the text and reports a bad value
+/// as it would a bad literal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<T> {
+    Value(T),
+    Text(String),
+}
+
+/// The scalar types a [`Scalar`] holds.
+pub trait ScalarType: Sized + std::str::FromStr {
+    /// What a value must be, for errors: "a whole number".
+    const EXPECTED: &'static str;
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+}
+
+impl ScalarType for i64 {
+    const EXPECTED: &'static str = "a whole number";
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl ScalarType for f64 {
+    const EXPECTED: &'static str = "a number";
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v as f64)
+    }
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl ScalarType for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl<'de, T: ScalarType> Deserialize<'de> for Scalar<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<T: ScalarType> Visitor<T> {
+            fn value<E: serde::de::Error>(
+                v: Option<T>,
+                unexp: serde::de::Unexpected,
+            ) -> Result<Scalar<T>, E> {
+                v.map(Scalar::Value)
+                    .ok_or_else(|| E::invalid_type(unexp, &Self(std::marker::PhantomData)))
+            }
+        }
+        impl<T: ScalarType> serde::de::Visitor<'_> for Visitor<T> {
+            type Value = Scalar<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "{}, or a string with ${{VARIABLE}}s", T::EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar<T>, E> {
+                Self::value(T::from_i64(v), serde::de::Unexpected::Signed(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar<T>, E> {
+                let signed = i64::try_from(v).ok().and_then(T::from_i64);
+                Self::value(signed, serde::de::Unexpected::Unsigned(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar<T>, E> {
+                Self::value(T::from_f64(v), serde::de::Unexpected::Float(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar<T>, E> {
+                Self::value(T::from_bool(v), serde::de::Unexpected::Bool(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar<T>, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +128,7 @@ pub struct RawRun {
     pub approval_timeout: Option<Text>,
     pub on_inconclusive: Option<Text>,
     pub hold_timeout: Option<Text>,
-    pub max_query_errors: Option<Spanned<i64>>,
+    pub max_query_errors: Option<Typed<i64>>,
     pub state_dir: Option<Text>,
 }
 
@@ -63,7 +152,10 @@ pub struct RawArm {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
-    pub weight: Spanned<i64>,
+    pub weight: Typed<i64>,
+    /// The baseline's share (the runbook's `CANARY_TRAFFIC_OLD`): only checked, it must be
+    /// 100 − `weight`.
+    pub baseline_weight: Option<Typed<i64>>,
     pub hold: Text,
 }
 
@@ -151,11 +243,11 @@ pub struct RawLoad {
     pub url: Text,
     pub method: Option<Text>,
     pub path: Option<Text>,
-    pub requests_per_user: Option<Spanned<i64>>,
+    pub requests_per_user: Option<Typed<i64>>,
     pub pause: Option<Text>,
     pub target: Option<Text>,
-    pub min_success_rate: Option<Spanned<f64>>,
-    pub expect_status: Option<Spanned<i64>>,
+    pub min_success_rate: Option<Typed<f64>>,
+    pub expect_status: Option<Typed<i64>>,
     pub body: Option<Text>,
     #[serde(default)]
     pub queries: Vec<Text>,
@@ -182,7 +274,7 @@ pub struct RawGuardrail {
     pub for_: Option<Text>,
     pub on_breach: Option<Text>,
     pub on_no_data: Option<Text>,
-    pub min_samples: Option<Spanned<f64>>,
+    pub min_samples: Option<Typed<f64>>,
     pub samples: Option<Text>,
 }
 
@@ -212,5 +304,5 @@ pub struct RawNotify {
 pub struct RawEvidence {
     pub dir: Option<Text>,
     pub signing_key: Option<Text>,
-    pub commit: Option<Spanned<bool>>,
+    pub commit: Option<Typed<bool>>,
 }

@@ -21,6 +21,16 @@ choice! {
     }
 }
 
+choice! {
+    /// Hosting platforms whose split canary changes through their own CLI, with the `command`
+    /// provider: `provider = "railway"` (the runbook's `LB_PROVIDER=railway`) resolves to
+    /// [`TrafficProvider::Command`], whose `set`/`verify` commands are that platform's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CommandPlatform {
+        Railway = "railway",
+    }
+}
+
 /// How the traffic split is changed and read back.
 #[derive(Debug, Clone)]
 pub enum TrafficSettings {
