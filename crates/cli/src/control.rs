@@ -2,10 +2,13 @@
 //! commands (`canary abort`, `canary approve`), and the Alertmanager webhook. [`RunStatus`] is
 //! the one shape of that status, from the controller to the terminal, the API and its clients.
 //!
-//! Reads (`GET /`, `GET /api/status`) need no credential: they carry no secret and the server
-//! binds to loopback by default. Writes need the run's bearer token, which only the controller
-//! and the owner of the state directory (mode 600 file) know. The Alertmanager webhook takes its
-//! own token, so Alertmanager's credential cannot abort or approve.
+//! The server binds to loopback by default. There, reads (`GET /`, `GET /api/status`) need no
+//! credential: they carry no secret and only this machine reaches them. Bound to any other
+//! address, reads need the run's operator token too (a bearer token, or the cookie the live page
+//! sets when opened as `/?token=TOKEN`). Writes always need the operator token, which only the
+//! controller and the owner of the state directory (mode 600 file) know. The Alertmanager
+//! webhook takes its own token (or, without one, the operator token), so Alertmanager's
+//! credential cannot abort, approve or read.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Json, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use canary_core::engine::Severity;
@@ -173,6 +176,8 @@ struct AppState {
     operator_token: Arc<Secret>,
     alert_token: Option<Arc<Secret>>,
     run_id: Arc<str>,
+    /// Bound to loopback: reads need no token.
+    open_reads: bool,
 }
 
 /// A running control API.
@@ -208,6 +213,7 @@ pub async fn start(
         operator_token: Arc::new(operator_token),
         alert_token: alert_token.map(Arc::new),
         run_id: Arc::from(run_id),
+        open_reads: listen.ip().is_loopback(),
     };
     let app = Router::new()
         .route("/", get(live_page))
@@ -226,6 +232,34 @@ pub async fn start(
         }
     });
     Ok(ControlServer { addr, task })
+}
+
+/// The cookie the live page's own requests carry the operator token in.
+const TOKEN_COOKIE: &str = "canary_token";
+
+/// Whether a read may proceed: on loopback always, elsewhere with the operator token as a bearer
+/// token or the live page's cookie.
+fn may_read(s: &AppState, headers: &HeaderMap) -> bool {
+    if s.open_reads || authorised(headers, &s.operator_token) {
+        return true;
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .any(|given| constant_time_eq(given.as_bytes(), s.operator_token.expose().as_bytes()))
+}
+
+/// A read without the operator token on a non-loopback address.
+fn unauthorised_read() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this controller listens beyond loopback, so reads need the run's operator token (the `token` in <state_dir>/active/<service>.json on the controller's machine): send it as a bearer token, or open /?token=TOKEN in a browser\n",
+    )
+        .into_response()
 }
 
 fn authorised(headers: &HeaderMap, token: &Secret) -> bool {
@@ -258,7 +292,10 @@ fn unauthorised() -> Response {
         .into_response()
 }
 
-async fn status_handler(State(s): State<AppState>) -> Response {
+async fn status_handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !may_read(&s, &headers) {
+        return unauthorised_read();
+    }
     let status = s.status.borrow().clone();
     Json(status).into_response()
 }
@@ -349,8 +386,31 @@ async fn alertmanager(
         .into_response()
 }
 
-async fn live_page() -> Html<&'static str> {
-    Html(include_str!("live.html"))
+/// The live page. Beyond loopback, `/?token=TOKEN` with the operator token sets the cookie its
+/// requests carry from then on and sends the browser back to `/`, out of the address bar.
+async fn live_page(State(s): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if may_read(&s, &headers) {
+        return Html(include_str!("live.html")).into_response();
+    }
+    let given = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("token="));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), s.operator_token.expose().as_bytes()) => {
+            let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, "/".to_owned()),
+                    (header::SET_COOKIE, cookie),
+                ],
+            )
+                .into_response()
+        }
+        _ => unauthorised_read(),
+    }
 }
 
 /// A client of a running controller (`canary status|abort|approve`).
@@ -375,6 +435,7 @@ impl ControlClient {
         let resp = self
             .http
             .get(format!("{}/api/status", self.file.url))
+            .bearer_auth(&self.file.token)
             .send()
             .await
             .with_context(|| {
@@ -515,5 +576,102 @@ mod tests {
         assert_eq!(json["phase"], "starting");
         assert_eq!(json["verdict"], serde_json::Value::Null);
         assert_eq!(serde_json::from_value::<RunStatus>(json).unwrap(), status);
+    }
+
+    /// What each endpoint answers without a token, with the wrong one and with the right one,
+    /// on loopback and beyond it: `(method, path, no token, wrong token, operator token)`.
+    #[tokio::test]
+    async fn beyond_loopback_every_endpoint_needs_a_token() {
+        let firing = serde_json::json!({"version": "4", "status": "firing", "alerts": []});
+        let cases = [
+            ("GET", "/api/status", 200, 200, 200),
+            ("GET", "/", 200, 200, 200),
+            ("POST", "/api/abort", 401, 401, 202),
+            ("POST", "/api/approve", 401, 401, 202),
+            ("POST", "/api/alertmanager", 401, 401, 401),
+        ];
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        for listen in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let beyond = listen.starts_with("0.0.0.0");
+            let (commands, mut received) = mpsc::channel(16);
+            let (_status_tx, status) = watch::channel(RunStatus::starting("relay-1", "relay"));
+            let server = start(
+                listen.parse().unwrap(),
+                "relay-1",
+                Secret::new("operator-token".to_owned()),
+                Some(Secret::new("alert-token".to_owned())),
+                commands,
+                status,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(async move { while received.recv().await.is_some() {} });
+            let base = format!("http://127.0.0.1:{}", server.addr.port());
+            let send = |method: &str, path: &str, token: Option<&str>| {
+                let url = format!("{base}{path}");
+                let mut req = match method {
+                    "GET" => http.get(url),
+                    _ => http.post(url).json(&match path {
+                        "/api/alertmanager" => firing.clone(),
+                        _ => serde_json::json!({"by": "ops", "reason": "test"}),
+                    }),
+                };
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                req.send()
+            };
+            for (method, path, open, wrong, operator) in cases {
+                let (open, wrong) = if beyond && method == "GET" {
+                    (401, 401)
+                } else {
+                    (open, wrong)
+                };
+                for (token, expect) in [
+                    (None, open),
+                    (Some("wrong"), wrong),
+                    (Some("operator-token"), operator),
+                ] {
+                    let got = send(method, path, token).await.unwrap().status().as_u16();
+                    assert_eq!(got, expect, "{listen} {method} {path} with {token:?}");
+                }
+            }
+            // Alertmanager's own token opens the webhook only.
+            for (method, path, expect) in [
+                ("POST", "/api/alertmanager", 200),
+                ("POST", "/api/abort", 401),
+                ("GET", "/api/status", if beyond { 401 } else { 200 }),
+            ] {
+                let got = send(method, path, Some("alert-token")).await.unwrap();
+                assert_eq!(got.status().as_u16(), expect, "{listen} {path}");
+            }
+            if beyond {
+                // A browser opens /?token=..., is sent back to / with the token in a cookie, and
+                // the page's own status requests carry it.
+                let opened = http
+                    .get(format!("{base}/?token=operator-token"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(opened.status().as_u16(), 303);
+                let cookie = opened.headers()[header::SET_COOKIE].to_str().unwrap();
+                assert!(cookie.contains("HttpOnly"), "{cookie}");
+                let cookie = cookie.split(';').next().unwrap().to_owned();
+                for path in ["/", "/api/status"] {
+                    let got = http
+                        .get(format!("{base}{path}"))
+                        .header(header::COOKIE, &cookie)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(got.status().as_u16(), 200, "{path} with the cookie");
+                }
+                let wrong = http.get(format!("{base}/?token=wrong")).send().await;
+                assert_eq!(wrong.unwrap().status().as_u16(), 401);
+            }
+        }
     }
 }
