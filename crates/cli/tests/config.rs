@@ -801,3 +801,25 @@ fn without_the_environment_typed_values_need_a_default() {
         "{errors}"
     );
 }
+
+#[test]
+fn an_arms_health_check_needs_somewhere_to_go() {
+    let canary_arm = "selector = '{version=\"r1\"}'";
+    let no_url = validate_errors(&edit(
+        canary_arm,
+        &format!("{canary_arm}\nhealth = \"/healthz\""),
+    ));
+    assert!(
+        no_url.contains("health is a path but [arms.canary] has no url to check it on")
+            && no_url.contains("add `url = \"http://...\"` to [arms.canary]"),
+        "{no_url}"
+    );
+    let neither = validate_errors(&edit(
+        canary_arm,
+        &format!("{canary_arm}\nhealth = \"healthz\""),
+    ));
+    assert!(
+        neither.contains("is neither a path nor an http(s) URL"),
+        "{neither}"
+    );
+}

@@ -500,14 +500,24 @@ fn a_rollback_reaches_decision_and_rollback_subscribers_each_with_its_kind() {
     assert_eq!(decision.len(), 1, "{received:?}");
     assert_eq!(decision[0]["kind"], "decision");
     assert!(text(decision[0]).contains("ROLLBACK"), "{}", decision[0]);
+    // Rollback subscribers hear it start (why: an operator's abort is a warning, not a page)
+    // and end verified, which resolves the run's incidents.
     let rollback = at("/rollback");
-    assert_eq!(rollback.len(), 1, "{received:?}");
-    assert_eq!(rollback[0]["kind"], "rollback");
+    assert_eq!(rollback.len(), 2, "{received:?}");
+    assert!(rollback.iter().all(|r| r["kind"] == "rollback"));
     assert!(
-        text(rollback[0]).contains("traffic back on the baseline"),
+        text(rollback[0]).contains("ROLLBACK: rolling back")
+            && text(rollback[0]).contains("bad deploy"),
         "{}",
         rollback[0]
     );
+    assert_eq!(rollback[0]["severity"], "warning");
+    assert!(
+        text(rollback[1]).contains("traffic back on the baseline"),
+        "{}",
+        rollback[1]
+    );
+    assert_eq!(rollback[1]["incident"]["state"], "resolved");
 }
 
 /// The bundle's artifact kinds: names with their timestamps and checkpoint minutes taken out.
@@ -595,4 +605,51 @@ fn a_run_configured_by_hand_and_the_demo_go_through_one_path() {
         assert!(probes.contains("\"verdict\""), "{probes}");
         assert_eq!(verify(bundle).0, 0);
     }
+}
+
+/// Behind a load balancer that reports nothing about the arms (a hosting platform's CLI through
+/// the `command` provider), the canary's own health check still catches it going away: the run
+/// rolls back at once, naming the check, with the split read back at 0 %.
+#[test]
+fn a_canary_that_dies_behind_a_command_provider_rolls_back_by_its_health_check() {
+    let mut rig = rig();
+    let config = std::fs::read_to_string(rig.dir.path().join("canary.toml")).unwrap();
+    let traffic = config
+        .split("[traffic]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap();
+    let platform = r#"
+provider = "command"
+set = "echo {canary} > split.txt"
+verify = "cat split.txt"
+verify_regex = '^(?P<canary>\d+)'
+timeout = "5s""#;
+    std::fs::write(
+        rig.dir.path().join("platform.toml"),
+        config.replacen(traffic, platform, 1),
+    )
+    .unwrap();
+    std::fs::write(rig.dir.path().join("split.txt"), "0\n").unwrap();
+    let run = canary()
+        .current_dir(rig.dir.path())
+        .args(["run", "-c", "platform.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the split at 5 %", Duration::from_secs(60), || {
+        let split = std::fs::read_to_string(rig.dir.path().join("split.txt")).ok()?;
+        (split.trim() == "5").then_some(())
+    });
+    rig.stop_canary();
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(stdout.contains("canary unhealthy"), "{stdout}");
+    assert!(
+        stdout.contains("/healthz"),
+        "the reason names the check: {stdout}"
+    );
+    let split = std::fs::read_to_string(rig.dir.path().join("split.txt")).unwrap();
+    assert_eq!(split.trim(), "0");
 }

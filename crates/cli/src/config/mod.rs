@@ -26,6 +26,7 @@ use canary_core::{ArmRole, duration};
 use canary_load::Scenario;
 use canary_promql::ArmSelector;
 use canary_providers::alertmanager::CredentialRef;
+use canary_providers::health::HealthCheck;
 use toml::Spanned;
 
 use diagnostic::{ConfigErrors, Diagnostic, did_you_mean};
@@ -81,6 +82,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The canary's own address, bypassing the load balancer, when configured.
     pub canary_url: Option<String>,
+    /// Health checks straight at the arms (`[arms.*] health`), for load balancers that do not
+    /// report the arms' health.
+    pub health: Vec<HealthCheck>,
     pub traffic: Option<TrafficSettings>,
     pub metrics: Option<MetricsSettings>,
     pub grafana: Option<GrafanaSettings>,
@@ -457,6 +461,41 @@ impl Resolver {
         value
     }
 
+    /// Each arm's `health`: a full URL, or a path on the arm's `url`.
+    fn health_checks(&mut self, arms: &raw::RawArms) -> Vec<HealthCheck> {
+        let mut checks = Vec::new();
+        for (arm, a) in [
+            (ArmRole::Baseline, arms.baseline.get_ref()),
+            (ArmRole::Canary, arms.canary.get_ref()),
+        ] {
+            let Some(health) = &a.health else { continue };
+            let value = self.env.expand(health);
+            let url = if value.starts_with("http://") || value.starts_with("https://") {
+                value
+            } else if !value.starts_with('/') {
+                self.error(
+                    span_of(health),
+                    format!("health {value:?} is neither a path nor an http(s) URL"),
+                    "write a path on the arm's url, such as \"/healthz\", or a full URL",
+                );
+                continue;
+            } else if let Some(base) = &a.url {
+                format!("{}{value}", self.url(base).trim_end_matches('/'))
+            } else {
+                self.error(
+                    span_of(health),
+                    format!("health is a path but [arms.{arm}] has no url to check it on"),
+                    format!(
+                        "add `url = \"http://...\"` to [arms.{arm}], or give health as a full URL"
+                    ),
+                );
+                continue;
+            };
+            checks.push(HealthCheck::new(arm, url));
+        }
+        checks
+    }
+
     fn resolve(&mut self, raw: &RawConfig, needs: Needs, source: &str) -> Option<Config> {
         let plan = self.plan(raw);
         let run = raw.run.get_ref();
@@ -467,6 +506,7 @@ impl Resolver {
         };
         let arms = raw.arms.get_ref();
         let canary_url = arms.canary.get_ref().url.as_ref().map(|u| self.url(u));
+        let health = self.health_checks(arms);
 
         let traffic = match (&raw.traffic, needs.traffic) {
             (Some(t), true) => self.traffic(t),
@@ -552,10 +592,21 @@ impl Resolver {
             .and_then(|a| a.get_ref().webhook_url.as_ref())
             .and_then(|w| self.escalation(w));
         let mut warnings = std::mem::take(&mut self.env.warnings);
-        if arms.baseline.get_ref().url.is_some() {
+        let baseline = arms.baseline.get_ref();
+        if baseline.url.is_some() && baseline.health.is_none() {
             warnings.push(
-                "[arms.baseline] url is not used: only the canary's own address is (canary-targeted load and isolation probes reach the canary by it); remove it".to_owned(),
+                "[arms.baseline] url is used only for its health check, and it has none: add `health = \"/healthz\"` or remove the url".to_owned(),
             );
+        }
+        let watched = health.iter().any(|h| h.arm == ArmRole::Canary);
+        if let Some(t) = &traffic
+            && t.provider() != TrafficProvider::Embedded
+            && !watched
+        {
+            warnings.push(format!(
+                "nothing watches the canary's health: the {} provider does not report it; give [arms.canary] a `url` and `health = \"/healthz\"` so an unrecoverable error rolls back at once",
+                t.provider()
+            ));
         }
         if raw.load.is_some() && !plan.probes {
             warnings.push(
@@ -569,6 +620,7 @@ impl Resolver {
             cooldown: cooldown?,
             state_dir,
             canary_url,
+            health,
             traffic,
             metrics,
             grafana,

@@ -145,8 +145,10 @@ pub struct RawArm {
     pub name: Text,
     pub selector: Text,
     /// The arm's own address, bypassing the load balancer: the canary's is how canary-targeted
-    /// load and isolation probes reach it; the baseline's is not used (a warning says so).
+    /// load and isolation probes reach it; either's is where `health` is checked.
     pub url: Option<Text>,
+    /// The arm's health check, straight at it: a path on `url` or a full URL.
+    pub health: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canary_core::ArmRole;
-use canary_core::engine::{Severity, Topic};
 use canary_evidence::Signer;
 use canary_load::{
     CanaryRoute, PinProof, ProbeSpec, ProbeUser, SampleRule, Scenario, Targeting, User,
@@ -177,32 +176,35 @@ pub fn notify_fn(
     service: String,
     link: Option<String>,
 ) -> super::delegates::Notify {
-    Arc::new(
-        move |run_id: &str, severity: Severity, topic: Topic, text: String| {
-            let notifier = notifier.clone();
-            let title = format!(
-                "{service} canary: {}",
-                text.lines().next().unwrap_or_default()
-            );
-            let mut message = notify::Message::new(
-                topic,
-                severity,
-                service.clone(),
-                run_id,
-                title,
-                text,
-                super::controller::now_ms(),
-            );
-            if let Some(link) = &link {
-                message = message.with_link(link.clone());
+    Arc::new(move |run_id: &str, notice: super::controller::Notice| {
+        let notifier = notifier.clone();
+        let title = format!(
+            "{service} canary: {}",
+            notice.text.lines().next().unwrap_or_default()
+        );
+        let mut message = notify::Message::new(
+            notice.topic,
+            notice.severity,
+            service.clone(),
+            run_id,
+            title,
+            notice.text,
+            super::controller::now_ms(),
+        )
+        .with_guardrails(notice.guardrails)
+        .with_incident(notice.incident);
+        if let Some(outcome) = notice.outcome {
+            message = message.with_outcome(outcome);
+        }
+        if let Some(link) = &link {
+            message = message.with_link(link.clone());
+        }
+        Box::pin(async move {
+            for d in notifier.notify(&message).await {
+                tracing::debug!(delivery = ?d, "notification");
             }
-            Box::pin(async move {
-                for d in notifier.notify(&message).await {
-                    tracing::debug!(delivery = ?d, "notification");
-                }
-            })
-        },
-    )
+        })
+    })
 }
 
 /// The integrations a run uses, built from its configuration: what the preflight checks and
@@ -266,6 +268,9 @@ impl Integrations {
             background.push(tokio::spawn(scraper.run(std::future::pending::<()>())));
         }
         let (events_tx, events_rx) = mpsc::channel(16);
+        for check in &config.health {
+            background.push(check.clone().watch(events_tx.clone()));
+        }
         if let Some((embedded, lease)) = &self.embedded {
             background.push(embedded.clone().keep_lease(*lease));
             background.push(embedded.clone().watch_health(events_tx));

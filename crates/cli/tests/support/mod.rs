@@ -77,11 +77,13 @@ state_dir = "state"
 name = "r0.5-hotfix"
 selector = '{{version="r0.5"}}'
 url = "{baseline}"
+health = "/healthz"
 
 [arms.canary]
 name = "main"
 selector = '{{version="r1"}}'
 url = "{canary}"
+health = "/healthz"
 
 [[steps]]
 weight = 5
@@ -335,6 +337,11 @@ impl Rig {
                 s["phase"] == "running" && s["elapsed_ms"].as_i64().unwrap_or(0) >= elapsed_ms
             })
         })
+    }
+
+    /// Stops the canary's relay-demo service, as a crash would.
+    pub fn stop_canary(&mut self) {
+        self._services.remove(1);
     }
 
     pub fn bundle(&self, run_id: &str) -> PathBuf {
