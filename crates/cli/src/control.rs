@@ -60,7 +60,7 @@ pub struct RunStatus {
     pub canary_weight: u8,
     /// Evaluation intervals elapsed: the live page adds a point per guardrail when it changes.
     pub round: i64,
-    /// `PROMOTE`, `ROLLBACK` or `INCONCLUSIVE`, once decided.
+    /// `PROMOTE`, `ROLLBACK`, `INCONCLUSIVE` or `PROMOTION_FAILED`, once decided.
     pub verdict: Option<String>,
     /// The decision's reasons, one line each, once decided.
     pub reasons: Option<Vec<String>>,

@@ -24,7 +24,8 @@ use clap::{Parser, Subcommand};
   canary validate -c canary.toml       check it, and the variables it needs
   canary backtest -c canary.toml --prometheus http://prometheus:9090 --from 2026-11-17T14:00:00Z
 
-Exit codes: 0 PROMOTE (or success), 1 error, 3 ROLLBACK, 4 INCONCLUSIVE.")]
+Exit codes: 0 PROMOTE (or success), 1 error, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED
+(the canary passed but the load balancer did not take 100 %: traffic back on the baseline, paged).")]
 struct Cli {
     /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

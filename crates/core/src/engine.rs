@@ -18,6 +18,8 @@
 //! - At the end of the window, PROMOTE iff nothing triggered, every guardrail that gates
 //!   promotion has data and passes, the burst met its bar and a probe run came back clean.
 //!   Missing evidence is INCONCLUSIVE, never PROMOTE.
+//! - A PROMOTE the load balancer does not take ([`Event::PromotionFailed`], after the decision)
+//!   becomes PROMOTION_FAILED: traffic back to the baseline, paged, its own exit code.
 
 use std::time::Duration;
 
@@ -115,6 +117,10 @@ pub enum Event {
     Signal { signal: String },
     /// A traffic change could not be applied or verified.
     TrafficFailed { detail: String },
+    /// The promotion the engine decided could not be applied or verified on the load balancer.
+    /// The decision becomes [`Verdict::PromotionFailed`] and traffic goes back to the baseline;
+    /// journalled like every event, so a replay reaches the same outcome.
+    PromotionFailed { detail: String },
 }
 
 /// An input to the engine. Every input carries the time it was received; time never goes back.
@@ -188,9 +194,9 @@ crate::choice! {
         /// Something is wrong but not yet decided: a breach began, a warn-only guardrail
         /// triggered, the baseline is unhealthy.
         Breach = "breach",
-        /// Traffic is back on the baseline, or a rollback is not verified yet: the
-        /// controller's, from what the load balancer answers (the engine decides, it does not
-        /// see traffic).
+        /// Traffic is going back to the baseline (why, as the rollback starts), is back
+        /// (verified), or is not verified yet: the controller's, from what the load balancer
+        /// answers (the engine decides, it does not see traffic).
         Rollback = "rollback",
         /// The verdict, or a decision waiting for an operator.
         Decision = "decision",
@@ -307,6 +313,10 @@ pub enum Action {
         topic: Topic,
         severity: Severity,
         message: String,
+        /// The guardrails the message is about, with their values and thresholds (a breach,
+        /// the triggers of a rollback), for channels that show them field by field.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        guardrails: Vec<GuardrailSummary>,
     },
     /// Wait for `canary approve` / `canary abort` until `deadline`.
     AwaitApproval { deadline: Millis, reason: String },
@@ -634,6 +644,7 @@ impl Engine {
                     change: WeightChange::Step { index: 0 },
                 });
                 out.push(Action::Notify {
+                    guardrails: Vec::new(),
                     topic: Topic::Start,
                     severity: Severity::Info,
                     message: format!(
@@ -755,6 +766,7 @@ impl Engine {
                     change: WeightChange::Step { index: self.step },
                 });
                 out.push(Action::Notify {
+                    guardrails: Vec::new(),
                     topic: Topic::Check,
                     severity: Severity::Info,
                     message: format!("step {}: canary weight {} %", self.step + 1, weight),
@@ -826,12 +838,14 @@ impl Engine {
             match outcome {
                 Outcome::Quiet => {}
                 Outcome::BreachStarted => out.push(Action::Notify {
+                    guardrails: vec![g.summary()],
                     topic: Topic::Breach,
                     severity: Severity::Warning,
                     message: format!(
-                        "{} breaching: canary {} (must {}){}",
+                        "{} breaching: canary {}, baseline {} (must {}){}",
                         g.spec.name,
-                        g.canary.as_ref().map_or("-".into(), |r| r.to_string()),
+                        show(&g.canary),
+                        show(&g.baseline),
                         g.spec.must,
                         if g.spec.for_.is_zero() || g.spec.on_breach == OnBreach::BlockPromotion {
                             String::new()
@@ -845,11 +859,31 @@ impl Engine {
                         && matches!(reason, Reason::GuardrailTriggered { .. })
                     {
                         out.push(Action::Notify {
+                            guardrails: vec![g.summary()],
                             topic: Topic::Breach,
                             severity: Severity::Warning,
-                            message: format!("warning only: {reason}"),
+                            message: format!(
+                                "warning only: {reason}; baseline {}",
+                                show(&g.baseline)
+                            ),
                         });
                     } else {
+                        // The breach is told on its own, with both arms' values, whatever its
+                        // `for`: with `for = 0` it triggers on its first evaluation and no
+                        // "breaching" message came before.
+                        out.push(Action::Notify {
+                            guardrails: vec![g.summary()],
+                            topic: Topic::Breach,
+                            severity: if g.spec.on_breach == OnBreach::SecurityRollback {
+                                Severity::Page
+                            } else {
+                                Severity::Critical
+                            },
+                            message: format!(
+                                "{reason}; baseline {}: rolling back",
+                                show(&g.baseline)
+                            ),
+                        });
                         triggered.push(reason);
                     }
                 }
@@ -933,6 +967,7 @@ impl Engine {
             out.push(Action::RunProbes);
         }
         out.push(Action::Notify {
+            guardrails: Vec::new(),
             topic: Topic::Check,
             severity: Severity::Warning,
             message: format!(
@@ -945,6 +980,10 @@ impl Engine {
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<Action>) {
+        if let Event::PromotionFailed { detail } = event {
+            self.promotion_failed(detail, out);
+            return;
+        }
         if self.phase == Phase::Decided {
             return;
         }
@@ -993,6 +1032,7 @@ impl Engine {
                 arm: ArmRole::Baseline,
                 detail,
             } => out.push(Action::Notify {
+                guardrails: Vec::new(),
                 topic: Topic::Breach,
                 severity: Severity::Critical,
                 message: format!(
@@ -1021,6 +1061,7 @@ impl Engine {
             Event::Approve { by } => match self.phase {
                 Phase::Awaiting { .. } => self.decide(Verdict::Promote, by, out),
                 _ => out.push(Action::Notify {
+                    guardrails: Vec::new(),
                     topic: Topic::Check,
                     severity: Severity::Info,
                     message: format!(
@@ -1043,7 +1084,50 @@ impl Engine {
                 "engine",
                 out,
             ),
+            // Handled above: it comes after the decision.
+            Event::PromotionFailed { .. } => {}
         }
+    }
+
+    /// The promotion decided could not be applied: the decision becomes PROMOTION_FAILED (same
+    /// guardrails, same authoriser — the canary passed), traffic goes back to the baseline and
+    /// people are paged. Anything but a decided PROMOTE is left as it is.
+    fn promotion_failed(&mut self, detail: &str, out: &mut Vec<Action>) {
+        let Some(promoted) = self
+            .decision
+            .as_ref()
+            .filter(|d| d.verdict == Verdict::Promote)
+        else {
+            return;
+        };
+        let decision = Decision {
+            verdict: Verdict::PromotionFailed {
+                reasons: vec![Reason::PromotionFailed {
+                    detail: detail.to_owned(),
+                }],
+            },
+            at: self.now,
+            authorised_by: promoted.authorised_by.clone(),
+            guardrails: promoted.guardrails.clone(),
+        };
+        self.decision = Some(decision.clone());
+        self.weight = 0;
+        out.push(Action::Decide(decision));
+        out.push(Action::SetWeight {
+            canary: 0,
+            change: WeightChange::Rollback,
+        });
+        out.push(Action::Notify {
+            guardrails: Vec::new(),
+            topic: Topic::Decision,
+            severity: Severity::Page,
+            message: format!(
+                "PROMOTION_FAILED: {} passed, but the load balancer did not take 100 % ({}); traffic back to {} — the release is NOT out, check the load balancer",
+                self.plan.arms.canary.name,
+                Escaped(detail),
+                self.plan.arms.baseline.name
+            ),
+        });
     }
 
     fn burst_shortfall(&self) -> Option<Reason> {
@@ -1152,6 +1236,7 @@ impl Engine {
                         reason: format!("inconclusive: {why}"),
                     });
                     out.push(Action::Notify {
+                        guardrails: Vec::new(),
                         topic: Topic::Decision,
                         severity: Severity::Critical,
                         message: format!(
@@ -1177,6 +1262,7 @@ impl Engine {
                     reason: "every guardrail passed; manual approval required".to_owned(),
                 });
                 out.push(Action::Notify {
+                    guardrails: Vec::new(),
                     topic: Topic::Decision,
                     severity: Severity::Warning,
                     message: format!(
@@ -1217,6 +1303,18 @@ impl Engine {
                     .join("; ")
             ),
         };
+        // The guardrails behind the verdict, for channels that show them field by field.
+        let named: Vec<&str> = verdict
+            .reasons()
+            .iter()
+            .filter_map(Reason::guardrail)
+            .collect();
+        let guardrails = self
+            .guardrails
+            .iter()
+            .filter(|g| named.contains(&g.spec.name.as_str()))
+            .map(GuardrailState::summary)
+            .collect();
         let decision = Decision {
             verdict,
             at: self.now,
@@ -1235,6 +1333,7 @@ impl Engine {
             },
         });
         out.push(Action::Notify {
+            guardrails,
             topic: Topic::Decision,
             severity,
             message,
@@ -1247,6 +1346,13 @@ impl Engine {
             .map(GuardrailState::summary)
             .collect()
     }
+}
+
+/// A reading for people, `-` when there is none yet.
+fn show(reading: &Option<Reading>) -> String {
+    reading
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 /// Applies one evaluation to one guardrail's state.

@@ -20,30 +20,51 @@ pub enum Verdict {
     Rollback { reasons: Vec<Reason> },
     /// Not enough evidence either way; never promotes.
     Inconclusive { reasons: Vec<Reason> },
+    /// The run decided PROMOTE, but the load balancer did not take 100 % (or it could not be
+    /// verified): traffic goes back to 0 % canary and people are paged. Not a PROMOTE — the
+    /// release is not out — and not a ROLLBACK — the canary passed (DESIGN §4).
+    PromotionFailed { reasons: Vec<Reason> },
 }
 
 impl Verdict {
-    /// The process exit code `canary run` and `canary backtest` use.
+    /// The process exit code `canary run` and `canary backtest` use: 0 PROMOTE, 3 ROLLBACK,
+    /// 4 INCONCLUSIVE, 5 PROMOTION_FAILED (1 is left for errors, 2 for usage errors).
     pub fn exit_code(&self) -> i32 {
         match self {
             Verdict::Promote => 0,
             Verdict::Rollback { .. } => 3,
             Verdict::Inconclusive { .. } => 4,
+            Verdict::PromotionFailed { .. } => 5,
         }
     }
 
+    /// The verdict's name in artifacts, the manifest, the history and on the terminal.
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Promote => "PROMOTE",
             Verdict::Rollback { .. } => "ROLLBACK",
             Verdict::Inconclusive { .. } => "INCONCLUSIVE",
+            Verdict::PromotionFailed { .. } => "PROMOTION_FAILED",
+        }
+    }
+
+    /// The verdict named `name` (as [`Verdict::name`] writes it) with `reasons`.
+    pub fn from_name(name: &str, reasons: Vec<Reason>) -> Option<Verdict> {
+        match name {
+            "PROMOTE" => Some(Verdict::Promote),
+            "ROLLBACK" => Some(Verdict::Rollback { reasons }),
+            "INCONCLUSIVE" => Some(Verdict::Inconclusive { reasons }),
+            "PROMOTION_FAILED" => Some(Verdict::PromotionFailed { reasons }),
+            _ => None,
         }
     }
 
     pub fn reasons(&self) -> &[Reason] {
         match self {
             Verdict::Promote => &[],
-            Verdict::Rollback { reasons } | Verdict::Inconclusive { reasons } => reasons,
+            Verdict::Rollback { reasons }
+            | Verdict::Inconclusive { reasons }
+            | Verdict::PromotionFailed { reasons } => reasons,
         }
     }
 
@@ -167,6 +188,9 @@ pub enum Reason {
     },
     /// The traffic split could not be applied or verified.
     TrafficFailed { detail: String },
+    /// The promotion to 100 % could not be applied or verified; traffic went back to the
+    /// baseline.
+    PromotionFailed { detail: String },
 }
 
 impl Reason {
@@ -281,6 +305,11 @@ impl fmt::Display for Reason {
             Reason::TrafficFailed { detail } => {
                 write!(f, "traffic change failed: {}", Escaped(detail))
             }
+            Reason::PromotionFailed { detail } => write!(
+                f,
+                "the promotion to 100 % could not be applied or verified ({}); traffic returned to the baseline",
+                Escaped(detail)
+            ),
         }
     }
 }

@@ -370,7 +370,7 @@ fn a_breach_that_recovers_one_evaluation_before_for_elapses_does_not_trigger() {
     let out = run(Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 24.5)));
     assert_eq!(out.verdict, Some(Verdict::Promote));
     assert_eq!(
-        out.count(|a| matches!(a, Action::Notify { topic: Topic::Breach, severity: Severity::Warning, message } if message.contains("ttfv_p95 breaching"))),
+        out.count(|a| matches!(a, Action::Notify { topic: Topic::Breach, severity: Severity::Warning, message, .. } if message.contains("ttfv_p95 breaching"))),
         1
     );
 }
@@ -1110,4 +1110,223 @@ fn a_journal_with_a_resume_replays_to_the_same_decision() {
     }
     let replayed = canary_core::engine::replay(plan, inputs.iter()).unwrap();
     assert_eq!(replayed.decision.as_ref(), engine.decision());
+}
+
+/// The actions and decision after `inputs` and then `event` at `minute`, replayed from the
+/// journal's text as `canary verify` does.
+fn replay_with(
+    plan: &Plan,
+    inputs: &[Input],
+    minute: f64,
+    event: Event,
+) -> (Vec<Action>, canary_core::Decision) {
+    let mut text = journal::line(&journal::Header {
+        format: journal::FORMAT,
+        run_id: "r1".into(),
+        plan: plan.clone(),
+    });
+    let last = Input::Event {
+        at: at_min(minute),
+        event,
+    };
+    for input in inputs.iter().chain([&last]) {
+        text.push_str(&journal::line(input));
+    }
+    let parsed = journal::parse(&text).unwrap();
+    let replayed = canary_core::engine::replay(plan.clone(), &parsed.inputs).unwrap();
+    let index = parsed.inputs.len() - 1;
+    let caused = replayed
+        .actions
+        .into_iter()
+        .filter(|(i, _)| *i == index)
+        .map(|(_, a)| a)
+        .collect();
+    (caused, replayed.decision.unwrap())
+}
+
+#[test]
+fn a_promotion_the_load_balancer_does_not_take_is_its_own_outcome_and_replays() {
+    let plan = runbook();
+    let out = run(Case::new());
+    assert_eq!(out.verdict, Some(Verdict::Promote));
+    let failed = Event::PromotionFailed {
+        detail: "haproxy: weight read back 5, expected 100".into(),
+    };
+    let (actions, decision) = replay_with(&plan, &out.inputs, 60.1, failed.clone());
+    let Verdict::PromotionFailed { reasons } = &decision.verdict else {
+        panic!("{decision:?}");
+    };
+    assert_eq!(
+        reasons,
+        &vec![Reason::PromotionFailed {
+            detail: "haproxy: weight read back 5, expected 100".into()
+        }]
+    );
+    assert_eq!(decision.verdict.exit_code(), 5);
+    assert_eq!(decision.verdict.name(), "PROMOTION_FAILED");
+    assert_eq!(decision.verdict.final_weight(), 0);
+    assert!(!decision.verdict.is_security());
+    assert_eq!(decision.at, at_min(60.1));
+    // The canary passed: who authorised the promotion and every guardrail's state stay.
+    assert_eq!(decision.authorised_by, "engine");
+    assert!(
+        decision
+            .guardrails
+            .iter()
+            .all(|g| g.status.label() == "PASS")
+    );
+    assert_eq!(
+        Verdict::from_name("PROMOTION_FAILED", reasons.clone()),
+        Some(decision.verdict.clone())
+    );
+    // The new decision, traffic back to the baseline, a page.
+    match &actions[..] {
+        [
+            Action::Decide(d),
+            Action::SetWeight {
+                canary: 0,
+                change: WeightChange::Rollback,
+            },
+            Action::Notify {
+                topic: Topic::Decision,
+                severity: Severity::Page,
+                message,
+                ..
+            },
+        ] => {
+            assert_eq!(d, &decision);
+            assert!(
+                message.starts_with("PROMOTION_FAILED")
+                    && message.contains("weight read back 5")
+                    && message.contains("r0.5-hotfix"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Bit for bit again.
+    let (again, decision_again) = replay_with(&plan, &out.inputs, 60.1, failed);
+    assert_eq!(again, actions);
+    assert_eq!(decision_again, decision);
+}
+
+#[test]
+fn a_failed_promotion_changes_no_other_verdict_and_comes_once() {
+    let plan = runbook();
+    let failed = || Event::PromotionFailed {
+        detail: "refused".into(),
+    };
+    // After a rollback there was no promotion to fail.
+    let out = run(Case::new().canary(breach_from("rls_errors", 1.0, 33.0, 33.0)));
+    let (actions, decision) = replay_with(&plan, &out.inputs, 34.0, failed());
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(matches!(decision.verdict, Verdict::Rollback { .. }));
+    // Before the decision it means nothing either.
+    let mut engine = Engine::new(plan.clone()).unwrap();
+    engine.apply(&Input::Start { at: T0 }).unwrap();
+    let actions = engine
+        .apply(&Input::Event {
+            at: T0 + 1,
+            event: failed(),
+        })
+        .unwrap();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Decide(_))));
+    assert!(engine.decision().is_none());
+    // A second failure report leaves the first outcome.
+    let out = run(Case::new());
+    let mut inputs = out.inputs.clone();
+    inputs.push(Input::Event {
+        at: at_min(60.1),
+        event: failed(),
+    });
+    let (actions, decision) = replay_with(&plan, &inputs, 60.2, failed());
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(decision.at, at_min(60.1));
+}
+
+/// A notification's severity, message and the guardrails it names field by field.
+type Notice = (Severity, String, Vec<String>);
+
+/// The notifications on `topic`.
+fn notices(out: &Outcome, topic: Topic) -> Vec<Notice> {
+    out.actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Notify {
+                topic: t,
+                severity,
+                message,
+                guardrails,
+            } if *t == topic => Some((
+                *severity,
+                message.clone(),
+                guardrails.iter().map(|g| g.name.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_for_zero_breach_is_told_with_both_values_and_a_security_one_pages() {
+    // rls_errors has `for = 0`: it triggers on its first breached evaluation, and is told as a
+    // breach with both arms' values before the rollback.
+    let out = run(Case::new().canary(breach_from("rls_errors", 3.0, 33.0, 33.0)));
+    let breaches = notices(&out, Topic::Breach);
+    assert_eq!(breaches.len(), 1, "{breaches:?}");
+    let (severity, message, guardrails) = &breaches[0];
+    assert_eq!(*severity, Severity::Critical);
+    assert_eq!(guardrails, &vec!["rls_errors".to_owned()]);
+    assert!(
+        message.contains("rls_errors: canary value 3 breached `== 0`")
+            && message.contains("baseline 0")
+            && message.contains("rolling back"),
+        "{message}"
+    );
+    let decisions = notices(&out, Topic::Decision);
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].2, vec!["rls_errors".to_owned()]);
+    let guardrail = out
+        .actions
+        .iter()
+        .find_map(|(_, a)| match a {
+            Action::Notify { guardrails, .. } if !guardrails.is_empty() => {
+                Some(guardrails[0].clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(guardrail.canary, Some(Reading::value(3.0)));
+    assert_eq!(guardrail.baseline, Some(Reading::value(0.0)));
+    assert_eq!(guardrail.must.to_string(), "== 0");
+
+    // A security-rollback guardrail pages at the highest severity, on the breach and the verdict.
+    let out = run(Case::new().canary(breach_from("cross_tenant", 2.0, 40.0, 40.0)));
+    let breaches = notices(&out, Topic::Breach);
+    assert_eq!(breaches.len(), 1, "{breaches:?}");
+    assert_eq!(breaches[0].0, Severity::Page);
+    assert_eq!(breaches[0].2, vec!["cross_tenant".to_owned()]);
+    assert_eq!(notices(&out, Topic::Decision)[0].0, Severity::Page);
+
+    // With `for`, the breach is told when it begins (a warning naming the guardrail), then
+    // again when it triggers.
+    let out = run(Case::new().canary(breach_from("ttfv_p95", 1800.0, 20.0, 60.0)));
+    let breaches = notices(&out, Topic::Breach);
+    assert_eq!(
+        breaches
+            .iter()
+            .map(|(s, _, g)| (*s, g.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (Severity::Warning, vec!["ttfv_p95".to_owned()]),
+            (Severity::Critical, vec!["ttfv_p95".to_owned()]),
+        ]
+    );
+    assert!(
+        breaches[0]
+            .1
+            .contains("canary 1800, baseline 800 (must < 1500)"),
+        "{}",
+        breaches[0].1
+    );
 }

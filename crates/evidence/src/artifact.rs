@@ -86,11 +86,14 @@ impl Artifact {
         Artifact::Report,
     ];
 
-    /// The final-outcome file for `verdict`: PROMOTION after PROMOTE, ROLLBACK otherwise.
+    /// The final-outcome file for `verdict`: PROMOTION after PROMOTE, ROLLBACK otherwise —
+    /// after a failed promotion too, since traffic went back to the baseline.
     pub fn outcome(verdict: &Verdict) -> Artifact {
         match verdict {
             Verdict::Promote => Artifact::PromotionFinal,
-            Verdict::Rollback { .. } | Verdict::Inconclusive { .. } => Artifact::RollbackFinal,
+            Verdict::Rollback { .. }
+            | Verdict::Inconclusive { .. }
+            | Verdict::PromotionFailed { .. } => Artifact::RollbackFinal,
         }
     }
 

@@ -1,10 +1,14 @@
 //! The run history: every run, its verdict and reasons, in `history.sqlite` under the state
 //! directory, and the cooldown it implies.
 //!
-//! After a ROLLBACK or an INCONCLUSIVE verdict, a new run of the same service is refused until
-//! the cooldown has passed since that run finished — unless the operator overrides it with a
-//! reason, which is recorded with the new run. A later PROMOTE ends the cooldown: what counts is
-//! the service's most recent finished run.
+//! After a ROLLBACK, an INCONCLUSIVE or a PROMOTION_FAILED verdict, a new run of the same
+//! service is refused until the cooldown has passed since that run finished — unless the
+//! operator overrides it with a reason, which is recorded with the new run. A later PROMOTE ends
+//! the cooldown: what counts is the service's most recent finished run.
+//!
+//! A failed promotion holds the cooldown too, although the canary passed: traffic was moved
+//! back under a load balancer that just misbehaved, and the next attempt should come from
+//! someone who fixed it and says so (`--override-cooldown --reason`), not from a retry loop.
 //!
 //! Times are passed in; nothing here reads the clock. The schema is versioned with
 //! `PRAGMA user_version` and migrated on open.
@@ -95,7 +99,7 @@ pub struct RunRecord {
     pub started: Millis,
     /// `None` while running, or when the controller died and the run was never resumed.
     pub finished: Option<Millis>,
-    /// `PROMOTE`, `ROLLBACK`, `INCONCLUSIVE`; `None` while unfinished.
+    /// `PROMOTE`, `ROLLBACK`, `INCONCLUSIVE`, `PROMOTION_FAILED`; `None` while unfinished.
     pub verdict: Option<String>,
     /// The reasons, one per line.
     pub reasons: String,
@@ -232,7 +236,8 @@ impl History {
     }
 
     /// The cooldown in force for `service` at `now`: the service's most recent finished run
-    /// ended in ROLLBACK or INCONCLUSIVE less than `cooldown` ago. `None` when a new run may go
+    /// ended in anything but PROMOTE (ROLLBACK, INCONCLUSIVE, PROMOTION_FAILED) less than
+    /// `cooldown` ago. `None` when a new run may go
     /// ahead.
     pub fn cooldown_active(
         &self,

@@ -73,6 +73,7 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
         Verdict::Promote => "promote",
         Verdict::Rollback { .. } => "rollback",
         Verdict::Inconclusive { .. } => "inconclusive",
+        Verdict::PromotionFailed { .. } => "rollback",
     };
     let mut h = String::new();
     let _ = write!(

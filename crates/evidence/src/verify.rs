@@ -457,13 +457,7 @@ impl Found {
 
 /// The manifest's verdict as a `Verdict`, when its name is known.
 fn manifest_verdict(m: &Manifest) -> Option<Verdict> {
-    let reasons = m.decision.reasons.clone();
-    match m.decision.verdict.as_str() {
-        "PROMOTE" => Some(Verdict::Promote),
-        "ROLLBACK" => Some(Verdict::Rollback { reasons }),
-        "INCONCLUSIVE" => Some(Verdict::Inconclusive { reasons }),
-        _ => None,
-    }
+    Verdict::from_name(&m.decision.verdict, m.decision.reasons.clone())
 }
 
 /// Compares the replayed decision with the manifest's.

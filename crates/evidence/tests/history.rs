@@ -34,6 +34,14 @@ fn rollback() -> Verdict {
     }
 }
 
+fn promotion_failed() -> Verdict {
+    Verdict::PromotionFailed {
+        reasons: vec![Reason::PromotionFailed {
+            detail: "weight read back 5, expected 100".into(),
+        }],
+    }
+}
+
 fn inconclusive() -> Verdict {
     Verdict::Inconclusive {
         reasons: vec![Reason::NoData {
@@ -85,6 +93,21 @@ fn cooldown_table() {
             "after the window",
             vec![("a", "relay", 0, rollback())],
             30,
+            None,
+        ),
+        (
+            "a failed promotion cools down like a rollback",
+            vec![("a", "relay", 0, promotion_failed())],
+            2,
+            Some(("a", 24)),
+        ),
+        (
+            "a later promote ends a failed promotion's cooldown",
+            vec![
+                ("a", "relay", 0, promotion_failed()),
+                ("b", "relay", 3, Verdict::Promote),
+            ],
+            4,
             None,
         ),
         (
@@ -248,4 +271,23 @@ fn a_history_from_a_newer_canary_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("upgrade canary"));
+}
+
+#[test]
+fn a_failed_promotion_is_its_own_entry_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let history = history_with(tmp.path(), &[("a", "relay", 0, promotion_failed())]);
+    let run = history.get("a").unwrap().unwrap();
+    assert_eq!(run.verdict.as_deref(), Some("PROMOTION_FAILED"));
+    assert!(
+        run.reasons.contains("weight read back 5, expected 100")
+            && run.reasons.contains("traffic returned to the baseline"),
+        "{}",
+        run.reasons
+    );
+    let cooldown = history
+        .cooldown_active("relay", T0 + HOUR, DAY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cooldown.verdict, "PROMOTION_FAILED");
 }

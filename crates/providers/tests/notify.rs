@@ -14,10 +14,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use canary_core::engine::Topic;
-use canary_core::{Secret, Severity};
+use canary_core::engine::{GuardrailSummary, Status, Topic};
+use canary_core::{OnBreach, Reading, Secret, Severity};
 use canary_providers::notify::{
-    Channel, Email, EmailConfig, Message, Notifier, Outcome, PagerDuty, RetryPolicy, Slack, Webhook,
+    Channel, Email, EmailConfig, Incident, Message, Notifier, Outcome, PagerDuty, RetryPolicy,
+    Slack, Webhook,
 };
 use canary_testkit::{Process, free_port, wait_for};
 use serde_json::Value;
@@ -410,4 +411,153 @@ async fn email_goes_through_a_real_smtp_server_with_authentication() {
             .count(),
         1
     );
+}
+
+/// A guardrail as the engine reports it in a breach.
+fn breached(
+    name: &str,
+    must: &str,
+    on_breach: OnBreach,
+    canary: f64,
+    baseline: f64,
+) -> GuardrailSummary {
+    GuardrailSummary {
+        name: name.into(),
+        on_breach,
+        must: must.parse().unwrap(),
+        for_: Duration::ZERO,
+        status: Status::Breach,
+        canary: Some(Reading::value(canary)),
+        baseline: Some(Reading::value(baseline)),
+        breached_since: Some(AT),
+        evaluations: 12,
+        breaches: 1,
+        triggered: true,
+        worst: Some(canary),
+    }
+}
+
+#[tokio::test]
+async fn pagerduty_names_the_guardrail_pages_security_critical_and_resolves_when_traffic_is_safe() {
+    let (url, rx) = receiver(vec![202]).await;
+    let (slack_url, slack_rx) = receiver(vec![200]).await;
+    let pd = PagerDuty::new(
+        Secret::new("R0UTINGKEY123"),
+        Some(url.replace("/hook/T000/B000/s3cr3t-path", "/hook/v2/enqueue")),
+    )
+    .unwrap();
+    let mut n = Notifier::new(Duration::from_secs(5), quick());
+    // The template's subscription: breaches and rollbacks, not decisions.
+    n.subscribe(Box::new(pd), &[Topic::Breach, Topic::Rollback]);
+    n.subscribe(
+        Box::new(Slack::new(Secret::new(slack_url), None).unwrap()),
+        &[Topic::Breach],
+    );
+    let bodies = || {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
+
+    // A `for = 0` security guardrail: the breach itself pages, critical, naming the guardrail
+    // and both values, on the run's incident.
+    let leak = breached("cross_tenant", "== 0", OnBreach::SecurityRollback, 3.0, 0.0);
+    let msg = message(
+        Topic::Breach,
+        Severity::Page,
+        "relay canary: cross_tenant: canary value 3 breached `== 0` for 0s (security-rollback); baseline 0: rolling back",
+    )
+    .with_guardrails(vec![leak.clone()]);
+    assert!(n.notify(&msg).await.iter().all(|d| d.delivered()));
+    let body = bodies().last().unwrap().clone();
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(body["dedup_key"], format!("canary-{RUN}"));
+    assert_eq!(body["payload"]["severity"], "critical");
+    assert!(
+        body["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cross_tenant: canary value 3 breached `== 0`"),
+        "{body}"
+    );
+    let details = &body["payload"]["custom_details"];
+    assert_eq!(details["run_id"], RUN);
+    assert_eq!(details["guardrail"], "cross_tenant");
+    assert_eq!(details["canary_value"], 3.0);
+    assert_eq!(details["baseline_value"], 0.0);
+    assert_eq!(details["threshold"], "== 0");
+    assert_eq!(details["on_breach"], "security-rollback");
+    assert_eq!(details["guardrails"][0]["guardrail"], "cross_tenant");
+
+    // A breach still counting its `for`: a warning on the guardrail's own incident, so the
+    // rollback that may follow is not swallowed by it.
+    let mut slow = breached("ttfv_p95", "< 1500", OnBreach::Rollback, 1830.0, 410.0);
+    slow.for_ = Duration::from_secs(300);
+    let msg = message(Topic::Breach, Severity::Warning, "ttfv_p95 breaching")
+        .with_guardrails(vec![slow.clone()])
+        .with_incident(Incident::Guardrail {
+            name: "ttfv_p95".into(),
+        });
+    n.notify(&msg).await;
+    let body = bodies().last().unwrap().clone();
+    assert_eq!(body["dedup_key"], format!("canary-{RUN}-ttfv_p95"));
+    assert_eq!(body["payload"]["severity"], "warning");
+    assert_eq!(body["payload"]["custom_details"]["canary_value"], 1830.0);
+    assert_eq!(body["payload"]["custom_details"]["baseline_value"], 410.0);
+    assert_eq!(body["payload"]["custom_details"]["threshold"], "< 1500");
+    assert_eq!(body["payload"]["custom_details"]["for"], "5m");
+
+    // Traffic verified back on the baseline: the run's incident and every guardrail's are
+    // resolved, each by its dedup key.
+    let before = bodies().len();
+    let msg = message(
+        Topic::Rollback,
+        Severity::Critical,
+        "traffic back on the baseline",
+    )
+    .with_incident(Incident::Resolved {
+        guardrails: vec!["ttfv_p95".into(), "cross_tenant".into()],
+    });
+    n.notify(&msg).await;
+    let resolves: Vec<(String, String)> = bodies()[before..]
+        .iter()
+        .map(|b| {
+            assert_eq!(b["routing_key"], "R0UTINGKEY123");
+            (
+                b["event_action"].as_str().unwrap().to_owned(),
+                b["dedup_key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resolves,
+        [
+            ("resolve".to_owned(), format!("canary-{RUN}")),
+            ("resolve".to_owned(), format!("canary-{RUN}-ttfv_p95")),
+            ("resolve".to_owned(), format!("canary-{RUN}-cross_tenant")),
+        ]
+    );
+
+    // A verified promotion is told on `decision`, which PagerDuty does not hear here — but a
+    // resolution reaches the pager that opened incidents; Slack on `breach` does not get it.
+    let slack_before = slack_rx.got.lock().unwrap().len();
+    let before = bodies().len();
+    let msg = message(Topic::Decision, Severity::Info, "promotion verified")
+        .with_outcome(Outcome::Promote)
+        .with_incident(Incident::Resolved {
+            guardrails: vec!["ttfv_p95".into()],
+        });
+    let out = n.notify(&msg).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].kind, "pagerduty");
+    assert_eq!(bodies().len(), before + 2);
+    assert!(
+        bodies()[before..]
+            .iter()
+            .all(|b| b["event_action"] == "resolve")
+    );
+    assert_eq!(slack_rx.got.lock().unwrap().len(), slack_before);
 }

@@ -28,7 +28,8 @@ use canary_providers::metrics::observe::{observe, scope_guardrails};
   canary backtest -c canary.toml --prometheus http://prometheus:9090 --from 2026-11-17T14:00:00Z
   canary backtest -c canary.toml --from 1763388000 --to 1763391600 --step 1m --output json
 
-Exit codes as `canary run`: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error.")]
+Exit codes as `canary run`: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error (5 PROMOTION_FAILED
+needs a load balancer: a backtest never sees one).")]
 pub struct BacktestArgs {
     /// The configuration file (its plan and guardrails are replayed).
     #[arg(short, long, default_value = "canary.toml")]

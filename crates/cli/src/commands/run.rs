@@ -30,7 +30,9 @@ pub struct PreflightArgs {
   canary run -c canary.toml --override-cooldown --reason \"fix verified in staging (INC-42)\"
 
 While it runs: `canary status`, `canary abort --reason ...`, `canary approve` (manual approval).
-Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error (traffic left as it was, or rolled back).")]
+Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED (the canary passed, but the
+load balancer did not take 100 %: traffic back on the baseline, paged, cooldown as after a
+rollback), 1 error (traffic left as it was, or rolled back).")]
 pub struct RunArgs {
     #[arg(short, long, default_value = "canary.toml")]
     config: PathBuf,

@@ -15,15 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use canary_core::engine::{Action, Event, GuardrailReading, Input, Severity, Topic, WeightChange};
-use canary_core::verdict::ProbeRun;
-use canary_core::{ArmRole, Decision, Engine, Escaped, Millis};
+use canary_core::engine::{
+    Action, Event, GuardrailReading, GuardrailSummary, Input, Severity, Topic, WeightChange,
+};
+use canary_core::verdict::{ProbeRun, Reason};
+use canary_core::{ArmRole, Decision, Engine, Escaped, Millis, Verdict};
 use canary_evidence::durable::AppendLog;
 use canary_evidence::render::traffic::{FinalTraffic, TrafficChange, Verification};
 use canary_evidence::{Bundle, JournalWriter, RawQuery};
 use canary_providers::BoxFuture;
 use canary_providers::grafana::AnnotationKind;
 use canary_providers::metrics::MetricSource;
+use canary_providers::notify::{Incident, Outcome as Announced};
 use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
 use tokio::sync::{mpsc, watch};
 
@@ -64,13 +67,7 @@ pub trait Delegates: Send + Sync {
     /// Runs one round of isolation probes against the canary.
     fn probes(&self) -> BoxFuture<'static, anyhow::Result<ProbeOutcome>>;
     /// Tells people (Slack, PagerDuty, email, webhooks). Never fails the run.
-    fn notify(
-        &self,
-        run_id: &str,
-        severity: Severity,
-        topic: Topic,
-        message: String,
-    ) -> BoxFuture<'static, ()>;
+    fn notify(&self, run_id: &str, notice: Notice) -> BoxFuture<'static, ()>;
     /// Marks a moment (`start`, `checkpoint`, `decision`) on the run's dashboard, when one was
     /// pushed. Never fails the run.
     fn annotate(
@@ -80,6 +77,66 @@ pub trait Delegates: Send + Sync {
         at: Millis,
         text: String,
     ) -> BoxFuture<'static, ()>;
+}
+
+/// One notification as the controller hands it to the delegates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub topic: Topic,
+    pub severity: Severity,
+    /// The text; its first line is the title.
+    pub text: String,
+    /// The guardrails it is about, with their values and thresholds.
+    pub guardrails: Vec<GuardrailSummary>,
+    /// The incident it opens, adds to or closes (for pagers).
+    pub incident: Incident,
+    /// The verdict a decision message announces.
+    pub outcome: Option<Announced>,
+}
+
+impl Notice {
+    /// A notice about the run as a whole, naming no guardrail.
+    pub fn new(topic: Topic, severity: Severity, text: impl Into<String>) -> Notice {
+        Notice {
+            topic,
+            severity,
+            text: text.into(),
+            guardrails: Vec::new(),
+            incident: Incident::Run,
+            outcome: None,
+        }
+    }
+
+    /// The engine's notification: a breach that decides nothing yet (a warning about one
+    /// guardrail) is that guardrail's incident; everything else is the run's.
+    fn from_engine(
+        topic: Topic,
+        severity: Severity,
+        text: String,
+        guardrails: Vec<GuardrailSummary>,
+    ) -> Notice {
+        let incident = match &guardrails[..] {
+            [g] if topic == Topic::Breach && severity <= Severity::Warning => Incident::Guardrail {
+                name: g.name.clone(),
+            },
+            _ => Incident::Run,
+        };
+        Notice {
+            guardrails,
+            incident,
+            ..Notice::new(topic, severity, text)
+        }
+    }
+}
+
+/// The verdict as a decision message announces it.
+fn announced(verdict: &Verdict) -> Announced {
+    match verdict {
+        Verdict::Promote => Announced::Promote,
+        Verdict::Rollback { .. } => Announced::Rollback,
+        Verdict::Inconclusive { .. } => Announced::Inconclusive,
+        Verdict::PromotionFailed { .. } => Announced::PromotionFailed,
+    }
 }
 
 /// An input for the loop, from one of its tasks.
@@ -134,6 +191,8 @@ pub struct Controller {
     pub decision_to_verified_ms: Option<f64>,
     /// Notifications and annotations on their way.
     deliveries: Vec<tokio::task::JoinHandle<()>>,
+    /// The verdict of the last decision carried out, which the decision's message announces.
+    announced: Option<Verdict>,
 }
 
 /// How long notifications and annotations still in flight at the end of a run (the decision's)
@@ -172,6 +231,7 @@ impl Controller {
             decided: None,
             decision_to_verified_ms: None,
             deliveries: Vec::new(),
+            announced: None,
         }
     }
 
@@ -325,9 +385,7 @@ impl Controller {
                 tracing::info!(target: "canary", "{message}");
                 self.deliver(self.delegates.notify(
                     self.bundle.run_id(),
-                    Severity::Info,
-                    Topic::Check,
-                    message,
+                    Notice::new(Topic::Check, Severity::Info, message),
                 ));
                 // Keep only rounds a snapshot may still need.
                 self.raw_rounds.retain(|r, _| *r >= round);
@@ -357,6 +415,7 @@ impl Controller {
                 topic,
                 severity,
                 message,
+                guardrails,
             } => {
                 match severity {
                     Severity::Info => tracing::info!(target: "canary", "{message}"),
@@ -374,10 +433,11 @@ impl Controller {
                 while self.recent.len() > 50 {
                     self.recent.pop_front();
                 }
-                self.deliver(
-                    self.delegates
-                        .notify(self.bundle.run_id(), severity, topic, message),
-                );
+                let mut notice = Notice::from_engine(topic, severity, message, guardrails);
+                if topic == Topic::Decision {
+                    notice.outcome = self.announced.as_ref().map(announced);
+                }
+                self.deliver(self.delegates.notify(self.bundle.run_id(), notice));
             }
             Action::AwaitApproval { deadline, reason } => {
                 let left = Duration::from_millis((deadline - now_ms()).max(0) as u64);
@@ -458,6 +518,7 @@ impl Controller {
     /// Notes the decision's moment (for decision → verified) and marks it on the dashboard.
     fn decided(&mut self, decision: &Decision) {
         self.decided = Some(std::time::Instant::now());
+        self.announced = Some(decision.verdict.clone());
         let mut text = format!(
             "{} by {}",
             decision.verdict.name(),
@@ -539,8 +600,12 @@ impl Controller {
         }
     }
 
-    /// Applies a weight through the provider and verifies it. A failed step or promotion becomes a
-    /// `TrafficFailed` event (which rolls back); a failed rollback is retried until verified.
+    /// Applies a weight through the provider and verifies it. A failed step becomes a
+    /// `TrafficFailed` event (which rolls back), a failed promotion a `PromotionFailed` event
+    /// (the engine's own outcome, which returns traffic to the baseline); a failed rollback is
+    /// retried until verified. A rollback is told as it starts (why, at the decision's severity)
+    /// and once verified, which resolves the run's incidents — except after a failed
+    /// promotion, whose incident stays open until someone fixes the load balancer.
     async fn set_weight(
         &mut self,
         canary: u8,
@@ -569,6 +634,10 @@ impl Controller {
                 detail: String::new(),
             },
         };
+        if change == WeightChange::Rollback {
+            let notice = self.rolling_back();
+            self.deliver(self.delegates.notify(self.bundle.run_id(), notice));
+        }
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -596,15 +665,49 @@ impl Controller {
                             verification,
                         });
                     }
-                    if change == WeightChange::Rollback {
-                        // The verdict went to the `decision` subscribers; those on call for
-                        // rollbacks hear that traffic is back on the baseline.
-                        self.deliver(self.delegates.notify(
-                            self.bundle.run_id(),
-                            Severity::Critical,
-                            Topic::Rollback,
-                            format!("traffic back on the baseline ({why}): {split}, verified"),
-                        ));
+                    match change {
+                        WeightChange::Rollback => {
+                            // The verdict went to the `decision` subscribers; those on call for
+                            // rollbacks hear that traffic is back on the baseline.
+                            let failed_promotion = matches!(
+                                self.engine.decision().map(|d| &d.verdict),
+                                Some(Verdict::PromotionFailed { .. })
+                            );
+                            let notice = if failed_promotion {
+                                Notice::new(
+                                    Topic::Rollback,
+                                    Severity::Page,
+                                    format!(
+                                        "traffic back on the baseline ({why}): {split}, verified — the promotion failed, the release is NOT out: fix the load balancer, then run again"
+                                    ),
+                                )
+                            } else {
+                                Notice {
+                                    incident: self.resolved(),
+                                    ..Notice::new(
+                                        Topic::Rollback,
+                                        Severity::Critical,
+                                        format!(
+                                            "traffic back on the baseline ({why}): {split}, verified"
+                                        ),
+                                    )
+                                }
+                            };
+                            self.deliver(self.delegates.notify(self.bundle.run_id(), notice));
+                        }
+                        WeightChange::Promote => {
+                            let notice = Notice {
+                                incident: self.resolved(),
+                                outcome: Some(Announced::Promote),
+                                ..Notice::new(
+                                    Topic::Decision,
+                                    Severity::Info,
+                                    format!("promotion verified on the load balancer: {split}"),
+                                )
+                            };
+                            self.deliver(self.delegates.notify(self.bundle.run_id(), notice));
+                        }
+                        WeightChange::Step { .. } => {}
                     }
                     return Ok(Vec::new());
                 }
@@ -627,10 +730,12 @@ impl Controller {
                             if attempt == 1 || attempt.is_multiple_of(5) {
                                 self.deliver(self.delegates.notify(
                                     self.bundle.run_id(),
-                                    Severity::Page,
-                                    Topic::Rollback,
-                                    format!(
-                                        "ROLLBACK NOT VERIFIED after {attempt} attempt(s): {detail}. Traffic may still reach the canary; canary keeps retrying — check the load balancer now."
+                                    Notice::new(
+                                        Topic::Rollback,
+                                        Severity::Page,
+                                        format!(
+                                            "ROLLBACK NOT VERIFIED after {attempt} attempt(s): {detail}. Traffic may still reach the canary; canary keeps retrying — check the load balancer now."
+                                        ),
                                     ),
                                 ));
                             }
@@ -638,15 +743,15 @@ impl Controller {
                             tokio::time::sleep(pause).await;
                         }
                         WeightChange::Promote => {
-                            // Promotion failed: the decision stands, traffic goes back to the
-                            // baseline rather than staying split.
-                            self.deliver(self.delegates.notify(
-                                self.bundle.run_id(),
-                                Severity::Page,
-                                Topic::Rollback,
-                                format!("promotion to 100 % failed ({detail}); returning traffic to the baseline"),
-                            ));
-                            return Box::pin(self.set_weight(0, WeightChange::Rollback)).await;
+                            // Not a PROMOTE: the engine records its own outcome (journalled,
+                            // so `canary verify` re-derives it) and sends traffic back to the
+                            // baseline rather than leaving it split.
+                            let at = now_ms().max(self.last_input);
+                            self.last_input = at;
+                            return self.feed(Input::Event {
+                                at,
+                                event: Event::PromotionFailed { detail },
+                            });
                         }
                         WeightChange::Step { .. } => {
                             let at = now_ms().max(self.last_input);
@@ -659,6 +764,70 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+
+    /// The rollback as it starts, for `rollback` subscribers: the verdict and its reasons, the
+    /// guardrails behind them, paging for a security matter or a failed promotion, a warning
+    /// only for an operator's abort or a signal.
+    fn rolling_back(&self) -> Notice {
+        let baseline = &self.engine.plan().arms.baseline.name;
+        let Some(decision) = self.engine.decision() else {
+            return Notice::new(
+                Topic::Rollback,
+                Severity::Critical,
+                format!("rolling back to {baseline}"),
+            );
+        };
+        let reasons = decision.verdict.reasons();
+        let severity = if decision.verdict.is_security()
+            || matches!(decision.verdict, Verdict::PromotionFailed { .. })
+        {
+            Severity::Page
+        } else if !reasons.is_empty()
+            && reasons
+                .iter()
+                .all(|r| matches!(r, Reason::Aborted { .. } | Reason::Signal { .. }))
+        {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        };
+        let named: Vec<&str> = reasons.iter().filter_map(Reason::guardrail).collect();
+        Notice {
+            guardrails: decision
+                .guardrails
+                .iter()
+                .filter(|g| named.contains(&g.name.as_str()))
+                .cloned()
+                .collect(),
+            ..Notice::new(
+                Topic::Rollback,
+                severity,
+                format!(
+                    "{}: rolling back to {baseline} — {}",
+                    decision.verdict.name(),
+                    reasons
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+        }
+    }
+
+    /// Closes the run's incident and those of every guardrail that breached in it.
+    fn resolved(&self) -> Incident {
+        Incident::Resolved {
+            guardrails: self
+                .engine
+                .status()
+                .guardrails
+                .into_iter()
+                .filter(|g| g.breaches > 0)
+                .map(|g| g.name)
+                .collect(),
         }
     }
 

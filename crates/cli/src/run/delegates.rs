@@ -4,18 +4,17 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::bail;
-use canary_core::engine::{Severity, Topic};
 use canary_core::{ArmRole, Millis};
 use canary_evidence::durable::AppendLog;
 use canary_load::{ProbeSpec, Scenario};
 use canary_providers::BoxFuture;
 use canary_providers::grafana::{Annotation, AnnotationKind, GrafanaClient};
 
-use super::controller::{BurstOutcome, Delegates, ProbeOutcome};
+use super::controller::{BurstOutcome, Delegates, Notice, ProbeOutcome};
 
-/// Sends a message to people; returns nothing because a notification never fails a run.
-pub type Notify =
-    Arc<dyn Fn(&str, Severity, Topic, String) -> BoxFuture<'static, ()> + Send + Sync>;
+/// Sends a notice for a run to people; returns nothing because a notification never fails a
+/// run.
+pub type Notify = Arc<dyn Fn(&str, Notice) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Burst, probes and notifications as a configuration (or the demo) describes them.
 pub struct LoadDelegates {
@@ -73,15 +72,9 @@ impl Delegates for LoadDelegates {
         })
     }
 
-    fn notify(
-        &self,
-        run_id: &str,
-        severity: Severity,
-        topic: Topic,
-        message: String,
-    ) -> BoxFuture<'static, ()> {
+    fn notify(&self, run_id: &str, notice: Notice) -> BoxFuture<'static, ()> {
         match &self.notify {
-            Some(notify) => notify(run_id, severity, topic, message),
+            Some(notify) => notify(run_id, notice),
             None => Box::pin(async {}),
         }
     }

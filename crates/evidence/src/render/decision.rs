@@ -16,6 +16,10 @@ use crate::stamp;
 pub const PROMOTED_LINE: &str = "CANARY PASSED - PROMOTED TO 100% TRAFFIC";
 /// The runbook's first line of `CANARY_ROLLBACK_FINAL.txt`.
 pub const ROLLED_BACK_LINE: &str = "CANARY FAILED - AUTO-ROLLBACK EXECUTED";
+/// The first line of `CANARY_ROLLBACK_FINAL.txt` after a promotion the load balancer did not
+/// take: the canary passed, the release is not out, traffic is back on the baseline.
+pub const PROMOTION_FAILED_LINE: &str =
+    "CANARY PASSED - PROMOTION FAILED - TRAFFIC RETURNED TO BASELINE";
 
 /// Everything the decision files state.
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +279,8 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
 }
 
 /// Renders the final outcome file: `CANARY_PROMOTION_FINAL.txt` after PROMOTE,
-/// `CANARY_ROLLBACK_FINAL.txt` (stating the verdict, ROLLBACK or INCONCLUSIVE) otherwise.
+/// `CANARY_ROLLBACK_FINAL.txt` (stating the verdict, ROLLBACK, INCONCLUSIVE or
+/// PROMOTION_FAILED) otherwise.
 pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
     let d = r.decision;
     let plan = &r.facts.plan;
@@ -288,6 +293,17 @@ pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
                 "verdict   PROMOTE: {} takes 100 % of {}'s traffic\n",
                 plan.arms.canary.name, plan.service
             ));
+        }
+        Verdict::PromotionFailed { reasons } => {
+            out.push_str(PROMOTION_FAILED_LINE);
+            out.push('\n');
+            out.push_str(&format!(
+                "verdict   PROMOTION_FAILED: {} passed every check, but the load balancer did not take 100 %; traffic went back to {}. The release is NOT out.\n",
+                plan.arms.canary.name, plan.arms.baseline.name
+            ));
+            for reason in reasons {
+                out.push_str(&format!("Reason: {reason}\n"));
+            }
         }
         v => {
             out.push_str(ROLLED_BACK_LINE);
@@ -320,10 +336,14 @@ pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
             "WARNING   the final traffic split was NOT verified: check the load balancer by hand now\n",
         );
     }
-    if !matches!(d.verdict, Verdict::Promote) {
-        out.push_str(
+    match d.verdict {
+        Verdict::Promote => {}
+        Verdict::PromotionFailed { .. } => out.push_str(
+            "next      fix the load balancer (the reason above), then run the canary again: the cooldown holds as after a rollback; `--override-cooldown --reason` once it is fixed\n",
+        ),
+        _ => out.push_str(
             "next      investigate the reason above, fix it, and retry after the cooldown\n",
-        );
+        ),
     }
     out
 }

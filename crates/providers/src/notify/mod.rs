@@ -1,6 +1,10 @@
 //! Telling people: Slack, PagerDuty, email and generic webhooks, fanned out by a [`Notifier`]
 //! that sends each message to the channels subscribed to its [`Topic`] (the engine's).
 //!
+//! Channels that keep incidents (PagerDuty) group messages by [`Incident`]: the run's own
+//! incident (its rollback, its decision), one per guardrail for a breach that has not decided
+//! anything yet, and a resolution once traffic is verified safe again.
+//!
 //! Notification never decides a run: a channel that is down, slow or refuses the message is
 //! retried within a per-channel timeout, then logged and reported in the returned
 //! [`Delivery`]s (for the evidence) — [`Notifier::notify`] cannot fail. Channel names and errors
@@ -15,7 +19,7 @@ mod webhook;
 use crate::error_text::error_chain;
 use std::time::Duration;
 
-use canary_core::engine::Topic;
+use canary_core::engine::{GuardrailSummary, Topic};
 use canary_core::{Millis, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,23 @@ pub enum Outcome {
     Promote,
     Rollback,
     Inconclusive,
+    PromotionFailed,
+}
+
+/// Which incident a message belongs to, for channels that keep incidents (PagerDuty's dedup
+/// key): a pager adds later messages to an open incident without raising it, so a warning that
+/// may clear and a rollback are kept apart.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Incident {
+    /// The run's own: its rollback, its decision, a traffic failure, an escalation.
+    #[default]
+    Run,
+    /// One guardrail breaching that has decided nothing yet (counting its `for`, or warn-only).
+    Guardrail { name: String },
+    /// Traffic is verified safe again (back on the baseline, or promoted): closes the run's
+    /// incident and those of these guardrails.
+    Resolved { guardrails: Vec<String> },
 }
 
 /// One notification, rendered by each channel in its own format.
@@ -53,6 +74,11 @@ pub struct Message {
     pub outcome: Option<Outcome>,
     /// Where to look (dashboard, live page).
     pub link: Option<String>,
+    /// The guardrails the message is about, with both arms' values and the threshold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<GuardrailSummary>,
+    /// The incident it opens, adds to or closes.
+    pub incident: Incident,
 }
 
 impl Message {
@@ -75,7 +101,19 @@ impl Message {
             at,
             outcome: None,
             link: None,
+            guardrails: Vec::new(),
+            incident: Incident::Run,
         }
+    }
+
+    pub fn with_guardrails(mut self, guardrails: Vec<GuardrailSummary>) -> Self {
+        self.guardrails = guardrails;
+        self
+    }
+
+    pub fn with_incident(mut self, incident: Incident) -> Self {
+        self.incident = incident;
+        self
     }
 
     pub fn with_outcome(mut self, outcome: Outcome) -> Self {
@@ -140,6 +178,11 @@ pub trait Channel: Send + Sync {
     fn name(&self) -> String;
     /// One delivery attempt.
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), NotifyError>>;
+    /// Whether the channel keeps incidents open until told they are resolved (a pager). Such a
+    /// channel hears every resolution as long as it hears the topics that open incidents.
+    fn keeps_incidents(&self) -> bool {
+        false
+    }
 }
 
 /// How often and how patiently a channel is retried.
@@ -231,12 +274,22 @@ impl Notifier {
 
     /// Delivers `message` to every subscribed channel, concurrently. Never fails: each
     /// channel's outcome (attempts, last error) is returned, in subscription order, and failures
-    /// are logged. Channels not subscribed to the message's topic are left out.
+    /// are logged. Channels not subscribed to the message's topic are left out — except that a
+    /// resolution also reaches the channels keeping incidents that hear `breach` or `rollback`
+    /// (which open them), so nothing they opened stays open.
     pub async fn notify(&self, message: &Message) -> Vec<Delivery> {
+        let resolves = matches!(message.incident, Incident::Resolved { .. });
         let sends = self
             .subscriptions
             .iter()
-            .filter(|s| s.on.contains(&message.kind))
+            .filter(|s| {
+                s.on.contains(&message.kind)
+                    || (resolves
+                        && s.channel.keeps_incidents()
+                        && s.on
+                            .iter()
+                            .any(|t| matches!(t, Topic::Breach | Topic::Rollback)))
+            })
             .map(|s| self.deliver(s.channel.as_ref(), message));
         futures_util::future::join_all(sends).await
     }

@@ -33,7 +33,7 @@ use crate::run::{self, RunOptions};
 
 Faults: slow-ttfv, sse-drop, rls-errors, tenant-leak, slow-ann, pool-saturation, as
 KIND[:rate][@onset] with the onset in runbook time (20m = T+20).
-Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 1 error.")]
+Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED, 1 error.")]
 pub struct DemoArgs {
     /// Make the canary misbehave: KIND[:rate][@onset] (repeatable).
     #[arg(long = "fault", value_name = "KIND[:rate][@onset]")]

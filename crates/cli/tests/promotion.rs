@@ -1,0 +1,213 @@
+//! A promotion the load balancer refuses, end to end: `canary run` against real services and
+//! the proxy, driven through the `command` provider by a platform CLI stand-in that moves the
+//! proxy's split but refuses 100 %. The run is not a PROMOTE: PROMOTION_FAILED, exit 5, traffic
+//! verified back at 0 %, the artifacts say so, `canary verify` re-derives it, the history holds
+//! it (and its cooldown), and the pages say what happened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
+
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use support::{PROXY_TOKEN, canary, embedded_metrics, finish, rig_with, verify};
+
+/// The path and JSON body of every POST the receiver got, in arrival order.
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A webhook receiver on loopback, answering 200 until the test process ends.
+fn webhook_receiver() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head, body) = loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                data.extend_from_slice(&buf[..n]);
+                let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while data.len() < end + 4 + length {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                break (head, data[end + 4..].to_vec());
+            };
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            if let Ok(json) = serde_json::from_slice(&body) {
+                sink.lock().unwrap().push((path, json));
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn a_promotion_the_load_balancer_refuses_is_promotion_failed_end_to_end() {
+    let (hook, received) = webhook_receiver();
+    let rig = rig_with(embedded_metrics, |_, _| {
+        format!(
+            "[[notify]]\nkind = \"webhook\"\nurl = \"{hook}/decision\"\non = [\"decision\"]\n\n\
+             [[notify]]\nkind = \"webhook\"\nurl = \"{hook}/rollback\"\non = [\"rollback\"]\n"
+        )
+    });
+    // A platform CLI that moves the proxy's split but refuses to give the canary 100 %.
+    let script = rig.dir.path().join("platform.sh");
+    let admin = rig.proxy_admin;
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$1\" in\n\
+             set)\n\
+               if [ \"$2\" = 100 ]; then echo \"platform: main:100 refused (quota exceeded)\" >&2; exit 1; fi\n\
+               curl -sf -X PUT -H 'Authorization: Bearer {PROXY_TOKEN}' -H 'content-type: application/json' \
+                 -d \"{{\\\"canary\\\":$2}}\" http://{admin}/weights >/dev/null ;;\n\
+             get) curl -sf -H 'Authorization: Bearer {PROXY_TOKEN}' http://{admin}/weights ;;\n\
+             esac\n"
+        ),
+    )
+    .unwrap();
+    let config_path = rig.dir.path().join("canary.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let embedded = format!(
+        "[traffic]\nprovider = \"embedded\"\nadmin = \"{admin}\"\ntoken = \"${{CANARY_PROXY_TOKEN}}\"\nlease = \"3s\"\n"
+    );
+    assert!(config.contains(&embedded), "{config}");
+    let command = format!(
+        "[traffic]\nprovider = \"command\"\nset = \"sh {0} set {{canary}} {{baseline}}\"\nverify = \"sh {0} get\"\nverify_regex = '\"canary\":(?P<canary>\\d+)'\ntimeout = \"10s\"\n",
+        script.display()
+    );
+    std::fs::write(&config_path, config.replace(&embedded, &command)).unwrap();
+
+    let (code, stdout, stderr) = finish(rig.run(&[]));
+    assert_eq!(code, 5, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PROMOTION_FAILED") && stdout.contains("quota exceeded"),
+        "{stdout}"
+    );
+    assert_eq!(rig.canary_weight(), 0, "traffic is back on the baseline");
+
+    // The evidence: the outcome file says what happened, never "promoted".
+    let run_id = stdout.split_whitespace().next().unwrap().to_owned();
+    let bundle = rig.bundle(&run_id);
+    assert!(!bundle.join("CANARY_PROMOTION_FINAL.txt").exists());
+    let outcome = std::fs::read_to_string(bundle.join("CANARY_ROLLBACK_FINAL.txt")).unwrap();
+    assert_eq!(
+        outcome.lines().next(),
+        Some("CANARY PASSED - PROMOTION FAILED - TRAFFIC RETURNED TO BASELINE"),
+        "{outcome}"
+    );
+    assert!(outcome.contains("quota exceeded"), "{outcome}");
+    let decision = std::fs::read_to_string(bundle.join("CANARY_DECISION_FINAL.txt")).unwrap();
+    assert!(
+        decision.contains("DECISION: PROMOTION_FAILED"),
+        "{decision}"
+    );
+    for text in [&outcome, &decision] {
+        assert!(!text.contains("PROMOTED TO 100%"), "{text}");
+    }
+    let diff = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("CANARY_LB_DIFF_")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert!(diff.contains("-> 100 % (promote)"), "{diff}");
+    assert!(
+        diff.contains("100 % -> 0 % (rollback)") || diff.contains("-> 0 % (rollback)"),
+        "{diff}"
+    );
+    // `canary verify` re-derives PROMOTION_FAILED from the journal.
+    let (code, report) = verify(&bundle);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("PROMOTION_FAILED"), "{report}");
+
+    // The history holds it, and its cooldown refuses the next run.
+    let history = canary()
+        .current_dir(rig.dir.path())
+        .args(["history", "-c", "canary.toml"])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        history.contains(&run_id) && history.contains("PROMOTION_FAILED"),
+        "{history}"
+    );
+    let (code, _, stderr) = finish(rig.run(&[]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cooldown") && stderr.contains("PROMOTION_FAILED"),
+        "{stderr}"
+    );
+
+    // People were told at the highest severity, and the incident stays open: the release is
+    // not out.
+    let received = received.lock().unwrap();
+    let at = |path: &str| -> Vec<&serde_json::Value> {
+        received
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, j)| j)
+            .collect()
+    };
+    let decisions = at("/decision");
+    let failed = decisions
+        .iter()
+        .find(|j| j["outcome"] == "promotion_failed")
+        .unwrap_or_else(|| panic!("{decisions:?}"));
+    assert_eq!(failed["severity"], "page");
+    assert!(failed["text"].as_str().unwrap().contains("quota exceeded"));
+    let rollbacks = at("/rollback");
+    assert_eq!(rollbacks.len(), 2, "{rollbacks:?}");
+    assert_eq!(rollbacks[0]["severity"], "page");
+    assert!(
+        rollbacks[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("PROMOTION_FAILED: rolling back"),
+        "{}",
+        rollbacks[0]
+    );
+    assert!(
+        rollbacks[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("traffic back on the baseline"),
+        "{}",
+        rollbacks[1]
+    );
+    assert_eq!(rollbacks[1]["incident"]["state"], "run");
+}
