@@ -22,7 +22,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use canary_core::engine::Severity;
 use canary_core::{OnBreach, Secret};
-use canary_providers::alertmanager::{AlertStatus, parse_webhook};
+use canary_providers::alertmanager::parse_webhook;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -36,10 +36,13 @@ pub enum Command {
     Approve {
         by: String,
     },
-    /// Alerts labelled with this run that Alertmanager reports firing.
+    /// An alert labelled with this run that Alertmanager reports firing, with its guardrail
+    /// and action labels: the engine applies that guardrail's `on_breach` from the plan.
     Alert {
         alert: String,
         security: bool,
+        guardrail: Option<String>,
+        action: Option<OnBreach>,
     },
 }
 
@@ -349,9 +352,11 @@ async fn operator_command(
     }
 }
 
-/// Alertmanager's webhook (payload version 4, parsed by canary-providers): firing alerts
-/// labelled `canary_run=<this run>` roll back; a `security-rollback` action (or a paging
-/// severity) marks a security alert.
+/// Alertmanager's webhook (payload version 4, parsed by canary-providers): every firing alert
+/// labelled `canary_run=<this run>` goes to the engine with its `guardrail` and `action`
+/// labels, where it acts as that guardrail's own `on_breach` from the plan (a rollback
+/// guardrail's alert rolls back, a promotion gate's fails the gate at the decision, a warn's
+/// notifies); an alert naming no guardrail of the plan rolls back.
 async fn alertmanager(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -368,12 +373,14 @@ async fn alertmanager(
     };
     let mut accepted = 0;
     for alert in alerts {
-        if alert.status != AlertStatus::Firing || alert.run_id() != Some(&*s.run_id) {
+        if !alert.fires_for(&s.run_id) {
             continue;
         }
         let command = Command::Alert {
             alert: alert.alertname.clone(),
             security: alert.is_security(),
+            guardrail: alert.guardrail().map(str::to_owned),
+            action: alert.action(),
         };
         if s.commands.send(command).await.is_ok() {
             accepted += 1;

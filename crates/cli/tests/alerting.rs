@@ -1,39 +1,125 @@
 //! `canary run` against a real Prometheus (metrics and alert rules) and a real Alertmanager
-//! (callback): the run installs one alert rule per guardrail into Prometheus' rules directory and
-//! removes them afterwards; a firing alert labelled with the run, routed by Alertmanager to the
-//! controller's webhook, rolls the canary back.
+//! configured with what `canary render alertmanager` prints (callback and escalation): the run
+//! installs one alert rule per guardrail into Prometheus' rules directory and removes them
+//! afterwards; a firing alert labelled with the run acts as its guardrail's own `on_breach` — a
+//! rollback guardrail's alert rolls the canary back, a promotion gate's alert leaves the traffic
+//! where it is and fails the gate at the decision — and reaches the escalation webhook too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use canary_testkit::{Alertmanager, Prometheus, free_port, http_get, http_request, wait_for};
-use support::{ALERT_TOKEN, finish, rig_with, verify};
+use support::{ALERT_TOKEN, Rig, canary, finish, rig_with, verify};
 
-#[test]
-fn an_alertmanager_alert_for_the_run_rolls_back_and_the_rules_come_and_go() {
+/// A webhook receiver standing for the runbook's `ALERT_WEBHOOK_URL`: every body it gets.
+fn escalation_receiver() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 8192];
+            let body = loop {
+                let Ok(n) = stream.read(&mut buf) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break Some(body.to_owned());
+                }
+            };
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            if let Some(body) = body
+                && tx.send(body).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// alertmanager.yml as `canary render alertmanager --standalone` prints it for a configuration
+/// with `[alertmanager] webhook_url = "${ALERT_WEBHOOK_URL}"`, with the variables substituted
+/// the way its header says.
+fn rendered_alertmanager(callback_port: u16, escalation_url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config_text(
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+        "127.0.0.1:4".parse().unwrap(),
+        &support::embedded_metrics("http://127.0.0.1:1", "http://127.0.0.1:2"),
+        "[alertmanager]\nurl = \"http://127.0.0.1:5\"\nwebhook_url = \"${ALERT_WEBHOOK_URL}\"\n",
+    );
+    std::fs::write(dir.path().join("canary.toml"), config).unwrap();
+    let out = canary()
+        .current_dir(dir.path())
+        .args([
+            "render",
+            "alertmanager",
+            "-c",
+            "canary.toml",
+            "--standalone",
+        ])
+        .arg("--callback-url")
+        .arg(format!("http://127.0.0.1:{callback_port}/api/alertmanager"))
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The escalation receiver is there, naming the variable, never a value.
+    assert!(yaml.contains("name: canary-escalation"), "{yaml}");
+    assert!(yaml.contains("url: ${ALERT_WEBHOOK_URL}"), "{yaml}");
+    assert!(yaml.contains("receiver: canary-escalation"), "{yaml}");
+    yaml.replace("${ALERT_WEBHOOK_URL}", escalation_url)
+        .replace("${CANARY_ALERT_TOKEN}", ALERT_TOKEN)
+}
+
+/// The rig with Prometheus as the metric source, loading rules from a rules directory and
+/// sending alerts to an Alertmanager configured by `canary render alertmanager`, whose
+/// escalation webhook is a local receiver. `guardrails` are added to the rig's four.
+struct Alerting {
+    rig: Rig,
+    prometheus: Prometheus,
+    alertmanager: Alertmanager,
+    rules_dir: tempfile::TempDir,
+    escalations: mpsc::Receiver<String>,
+}
+
+fn alerting_rig(guardrails: &str) -> Alerting {
     let rules_dir = tempfile::tempdir().unwrap();
     let callback_port = free_port();
-    let alertmanager = Alertmanager::start(&format!(
-        r#"
-route:
-  receiver: canary
-  group_by: [alertname, canary_run]
-  group_wait: 100ms
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: canary
-    webhook_configs:
-      - url: http://127.0.0.1:{callback_port}/api/alertmanager
-        send_resolved: false
-        http_config:
-          authorization:
-            credentials: {ALERT_TOKEN}
-"#
-    ));
+    let (escalation_url, escalations) = escalation_receiver();
+    let alertmanager = Alertmanager::start(&rendered_alertmanager(callback_port, &escalation_url));
     // Prometheus is started once the services' addresses are known (inside rig_with).
     let mut prometheus: Option<Prometheus> = None;
     let rig = rig_with(
@@ -65,7 +151,15 @@ scrape_configs:
             );
             let dir = tempfile::tempdir().unwrap();
             let data = dir.path().join("data");
-            let p = Prometheus::start(dir, &data, &config);
+            // An alert that fires while Prometheus' notifier has not yet discovered
+            // Alertmanager (the first seconds after a start or a reload, such as the rules
+            // install's) is dropped and sent again only after the resend delay, 1m by default.
+            let p = Prometheus::start_with_flags(
+                dir,
+                &data,
+                &config,
+                &["--rules.alert.resend-delay=1s"],
+            );
             let section = format!(
                 "[metrics]\nsource = \"prometheus\"\nurl = \"{}/api/v1\"\ntimeout = \"5s\"\n",
                 p.url()
@@ -77,9 +171,12 @@ scrape_configs:
             format!(
                 r#"[alertmanager]
 url = "{am}"
+webhook_url = "${{ALERT_WEBHOOK_URL}}"
 callback_listen = "127.0.0.1:{callback_port}"
 callback_token = "${{CANARY_ALERT_TOKEN}}"
 rules_dir = "{rules}"
+
+{guardrails}
 "#,
                 am = alertmanager.url(),
                 rules = rules_dir.path().display(),
@@ -102,34 +199,105 @@ rules_dir = "{rules}"
             (code == 200 && n >= 4.0).then_some(())
         },
     );
+    Alerting {
+        rig,
+        prometheus,
+        alertmanager,
+        rules_dir,
+        escalations,
+    }
+}
 
+impl Alerting {
+    /// The run's rule group as Prometheus lists it.
+    fn rule_group(&self, run_id: &str) -> serde_json::Value {
+        let (_, rules) = http_get(self.prometheus.addr, "/api/v1/rules").unwrap();
+        let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+        rules["data"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["rules"][0]["labels"]["canary_run"] == run_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no rule group for {run_id}: {rules:#}"))
+    }
+
+    /// After the run the rules are gone again.
+    fn assert_rules_removed(&self, run_id: &str) {
+        wait_for(
+            "the run's rules to be removed",
+            Duration::from_secs(10),
+            || {
+                let (_, body) = http_get(self.prometheus.addr, "/api/v1/rules").ok()?;
+                (!body.contains(run_id)).then_some(())
+            },
+        );
+        assert_eq!(std::fs::read_dir(self.rules_dir.path()).unwrap().count(), 0);
+    }
+
+    /// Waits for the escalation webhook to get an alert of `run_id` named `alertname`.
+    fn escalated(&self, run_id: &str, alertname: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let body = self.escalations.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("the escalation webhook got no {alertname} alert for {run_id}")
+            });
+            let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if payload["alerts"].as_array().unwrap().iter().any(|a| {
+                a["labels"]["canary_run"] == run_id && a["labels"]["alertname"] == alertname
+            }) {
+                return payload;
+            }
+        }
+    }
+}
+
+/// Every file of the bundle but the journal, as text.
+fn artifacts_text(bundle: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(bundle).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && !path.ends_with("journal.jsonl") {
+            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_rollback_guardrails_alert_rolls_back_and_the_rules_come_and_go() {
+    let a = alerting_rig("");
+    let rig = &a.rig;
     let mut run = rig.run(&[]);
     let status = rig.wait_running(&mut run, 3_000);
     let run_id = status["run_id"].as_str().unwrap().to_owned();
 
     // The run's rules are loaded in Prometheus, one per guardrail, labelled with the run.
-    let (_, rules) = http_get(prometheus.addr, "/api/v1/rules").unwrap();
-    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
-    let group = rules["data"]["groups"]
+    let group = a.rule_group(&run_id);
+    assert_eq!(group["rules"].as_array().unwrap().len(), 4, "{group:#}");
+    let ttfv = group["rules"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["rules"][0]["labels"]["canary_run"] == run_id.as_str())
-        .unwrap_or_else(|| panic!("no rule group for {run_id}: {rules:#}"));
-    assert_eq!(group["rules"].as_array().unwrap().len(), 4, "{group:#}");
+        .find(|r| r["labels"]["guardrail"] == "ttfv_p95")
+        .unwrap();
+    assert_eq!(ttfv["labels"]["action"], "rollback", "{ttfv:#}");
 
-    // Another team's alert, labelled with this run, goes through Alertmanager to the controller.
+    // The ttfv_p95 rule's alert, as Prometheus raises it, goes through Alertmanager to the
+    // controller (the engine, reading healthy values, would not roll back by itself).
     let alert = serde_json::json!([{
         "labels": {
-            "alertname": "RelayErrorBudgetBurn",
+            "alertname": "CanaryTtfvP95",
             "canary_run": run_id,
+            "guardrail": "ttfv_p95",
             "action": "rollback",
             "severity": "critical",
         },
-        "annotations": {"summary": "error budget burning on the canary"},
+        "annotations": {"summary": "ttfv p95 above 1500 ms on the canary"},
     }]);
     let (code, body) = http_request(
-        alertmanager.addr,
+        a.alertmanager.addr,
         "POST",
         "/api/v2/alerts",
         &[("Content-Type", "application/json")],
@@ -141,10 +309,13 @@ rules_dir = "{rules}"
     let (code, stdout, stderr) = finish(run);
     assert_eq!(code, 3, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("Alertmanager alert RelayErrorBudgetBurn fired"),
+        stdout.contains("ttfv_p95: Alertmanager alert CanaryTtfvP95 fired for this run"),
         "{stdout}"
     );
     assert_eq!(rig.canary_weight(), 0);
+    // The escalation webhook got it too.
+    a.escalated(&run_id, "CanaryTtfvP95");
+
     let bundle = rig.bundle(&run_id);
     assert_eq!(verify(&bundle).0, 0);
     let alerts_artifact = std::fs::read_dir(&bundle)
@@ -159,22 +330,120 @@ rules_dir = "{rules}"
         .unwrap();
     let text = std::fs::read_to_string(alerts_artifact).unwrap();
     assert!(
-        text.contains(&alertmanager.url()) && text.contains("ttfv_p95"),
+        text.contains(&a.alertmanager.url()) && text.contains("ttfv_p95"),
         "{text}"
     );
     assert!(
         !text.contains(ALERT_TOKEN),
         "the callback token leaked into the evidence"
     );
+    a.assert_rules_removed(&run_id);
+}
 
-    // After the run the rules are gone again.
-    wait_for(
-        "the run's rules to be removed",
-        Duration::from_secs(10),
-        || {
-            let (_, body) = http_get(prometheus.addr, "/api/v1/rules").ok()?;
-            (!body.contains(&run_id)).then_some(())
-        },
+#[test]
+fn a_promotion_gates_alert_keeps_the_traffic_and_fails_the_gate_at_the_decision() {
+    // A gate that breaches on any canary traffic: its generated rule fires in Prometheus.
+    let a = alerting_rig(
+        r#"
+[[guardrails]]
+name = "db_pool"
+query = 'max(db_connection_pool_utilization)'
+must = "< 0"
+on_breach = "block-promotion"
+"#,
     );
-    assert_eq!(std::fs::read_dir(rules_dir.path()).unwrap().count(), 0);
+    let rig = &a.rig;
+    let mut run = rig.run(&[]);
+    let status = rig.wait_running(&mut run, 1_000);
+    let run_id = status["run_id"].as_str().unwrap().to_owned();
+    let group = a.rule_group(&run_id);
+    assert_eq!(group["rules"].as_array().unwrap().len(), 5, "{group:#}");
+
+    // Prometheus fires the gate's alert; Alertmanager brings it to the controller, which keeps
+    // the canary's traffic and says the gate will fail.
+    let reached = |s: &serde_json::Value| {
+        s["events"].as_array().is_some_and(|events| {
+            events.iter().any(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("fired for the promotion gate db_pool"))
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = rig.status();
+        if let Some(s) = status.as_ref().filter(|s| reached(s)) {
+            break s.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            let (_, alerts) = http_get(a.prometheus.addr, "/api/v1/alerts").unwrap();
+            let (_, received) = http_get(a.alertmanager.addr, "/api/v2/alerts").unwrap();
+            panic!(
+                "the gate's alert did not reach the controller\nstatus: {status:#?}\nPrometheus' alerts: {alerts}\nAlertmanager's alerts: {received}\nAlertmanager: {}",
+                a.alertmanager.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["phase"], "running", "{status:#}");
+    assert_eq!(rig.canary_weight(), 5);
+    a.escalated(&run_id, "CanaryDbPool");
+
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("PROMOTE"), "{stdout}");
+    // The preflight said which path guards each guardrail, and where the rules go.
+    let row = |name: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(" guardrail ") && l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no preflight row for {name}:\n{stderr}"))
+            .to_owned()
+    };
+    assert!(
+        row("db_pool").contains(
+            "guarded by both: the engine, and its alert through Alertmanager (fails the gate at the decision, no rollback)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        row("ttfv_p95").contains("its alert through Alertmanager (rolls back)"),
+        "{stderr}"
+    );
+    assert!(
+        row("cross_tenant").contains("(rolls back and pages)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "ready; the run's alert rules go into {}",
+            a.rules_dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(
+            "db_pool: Alertmanager alert CanaryDbPool fired during the window (block-promotion: the gate fails at the decision)"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(rig.canary_weight(), 0);
+
+    // The decision, at the end of the window, carries the gate's alert; the bundle verifies
+    // (its journal replays to the same decision).
+    let bundle = rig.bundle(&run_id);
+    let (code, report) = verify(&bundle);
+    assert_eq!(code, 0, "{report}");
+    let journal = std::fs::read_to_string(bundle.join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains(r#""event":"alert_fired","alert":"CanaryDbPool""#)
+            && journal.contains(r#""guardrail":"db_pool","action":"block-promotion""#),
+        "{journal}"
+    );
+    assert!(
+        artifacts_text(&bundle).contains("the gate fails at the decision"),
+        "no artifact names the gate's alert"
+    );
+    a.assert_rules_removed(&run_id);
 }

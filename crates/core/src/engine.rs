@@ -14,7 +14,9 @@
 //!   A passing evaluation, or no data (unless `on_no_data = "fail"`), resets it. An error leaves
 //!   it as it was; `max_query_errors` errors in a row roll back.
 //! - `rollback` and `security-rollback` act at once; `block-promotion` must pass at the decision;
-//!   `warn` only notifies.
+//!   `warn` only notifies. An Alertmanager alert for this run acts as its guardrail's own
+//!   `on_breach`, taken from the plan ([`Event::AlertFired`]): a gate's alert fails the gate at
+//!   the decision, it does not roll back.
 //! - At the end of the window, PROMOTE iff nothing triggered, every guardrail that gates
 //!   promotion has data and passes, the burst met its bar and a probe run came back clean.
 //!   Missing evidence is INCONCLUSIVE, never PROMOTE.
@@ -95,8 +97,26 @@ pub struct GuardrailReading {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// An Alertmanager alert labelled with this run fired.
-    AlertFired { alert: String, security: bool },
+    /// An Alertmanager alert labelled with this run fired. It acts as its guardrail's own
+    /// `on_breach`, taken from the plan (DESIGN §8): `rollback` and `security-rollback` roll
+    /// back at once, a `block-promotion` gate fails at the decision, `warn` only notifies. The
+    /// plan is the authority, not the alert's labels: an `action` that disagrees with the plan
+    /// is reported and the plan's applies. An alert that names no guardrail of the plan (none,
+    /// as in journals written before alerts carried one, or an unknown name, reported) rolls
+    /// back, as an alert for this run always did: returning traffic to the baseline is the safe
+    /// side of an alert canary cannot place.
+    AlertFired {
+        alert: String,
+        /// What the alert's labels say (`action = "security-rollback"` or `severity = "page"`);
+        /// only used for an alert that names no guardrail of the plan.
+        security: bool,
+        /// The alert's `guardrail` label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guardrail: Option<String>,
+        /// The alert's `action` label, when it names an `on_breach`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<OnBreach>,
+    },
     /// An isolation probe found another tenant's marker in a response.
     IsolationLeak {
         observer: String,
@@ -375,6 +395,8 @@ struct GuardrailState {
     breaches: u32,
     triggered: bool,
     worst: Option<f64>,
+    /// The first Alertmanager alert of this guardrail, for a gate: it fails at the decision.
+    alerted: Option<String>,
 }
 
 impl GuardrailState {
@@ -390,6 +412,7 @@ impl GuardrailState {
             breaches: 0,
             triggered: false,
             worst: None,
+            alerted: None,
         }
     }
 
@@ -991,14 +1014,12 @@ impl Engine {
             reasons: vec![reason],
         };
         match event {
-            Event::AlertFired { alert, security } => self.decide(
-                rollback(Reason::AlertFired {
-                    alert: alert.clone(),
-                    security: *security,
-                }),
-                "engine",
-                out,
-            ),
+            Event::AlertFired {
+                alert,
+                security,
+                guardrail,
+                action,
+            } => self.on_alert(alert, *security, guardrail.as_deref(), *action, out),
             Event::IsolationLeak {
                 observer,
                 owner,
@@ -1130,6 +1151,115 @@ impl Engine {
         });
     }
 
+    /// An Alertmanager alert for this run: its guardrail's `on_breach` from the plan (see
+    /// [`Event::AlertFired`]).
+    fn on_alert(
+        &mut self,
+        alert: &str,
+        security: bool,
+        guardrail: Option<&str>,
+        action: Option<OnBreach>,
+        out: &mut Vec<Action>,
+    ) {
+        let known =
+            guardrail.and_then(|name| self.guardrails.iter().position(|g| g.spec.name == name));
+        let Some(index) = known else {
+            if let Some(name) = guardrail {
+                out.push(Action::Notify {
+                    guardrails: Vec::new(),
+                    topic: Topic::Breach,
+                    severity: Severity::Critical,
+                    message: format!(
+                        "Alertmanager alert {} names guardrail {}, which is not in this run's plan: it rolls back as an alert for this run",
+                        Escaped(alert),
+                        Escaped(name)
+                    ),
+                });
+            }
+            let reason = Reason::AlertFired {
+                alert: alert.to_owned(),
+                security,
+                guardrail: None,
+            };
+            self.decide(
+                Verdict::Rollback {
+                    reasons: vec![reason],
+                },
+                "engine",
+                out,
+            );
+            return;
+        };
+        let name = self.guardrails[index].spec.name.clone();
+        let on_breach = self.guardrails[index].spec.on_breach;
+        if let Some(claimed) = action.filter(|a| *a != on_breach) {
+            out.push(Action::Notify {
+                guardrails: Vec::new(),
+                topic: Topic::Breach,
+                severity: Severity::Warning,
+                message: format!(
+                    "Alertmanager alert {} for {name} says `{claimed}`, but the plan says `{on_breach}`: the plan's applies (are the installed rules from another configuration?)",
+                    Escaped(alert)
+                ),
+            });
+        }
+        match on_breach {
+            OnBreach::Rollback | OnBreach::SecurityRollback => {
+                let reason = Reason::AlertFired {
+                    alert: alert.to_owned(),
+                    security: on_breach == OnBreach::SecurityRollback,
+                    guardrail: Some(name),
+                };
+                self.decide(
+                    Verdict::Rollback {
+                        reasons: vec![reason],
+                    },
+                    "engine",
+                    out,
+                );
+            }
+            OnBreach::BlockPromotion => {
+                let first = self.guardrails[index].alerted.is_none();
+                if first {
+                    self.guardrails[index].alerted = Some(alert.to_owned());
+                }
+                if let Phase::Awaiting { .. } = self.phase {
+                    // The decision is pending now: the gate fails it.
+                    let reason = Reason::AlertFailedGate {
+                        guardrail: name,
+                        alert: alert.to_owned(),
+                    };
+                    self.decide(
+                        Verdict::Rollback {
+                            reasons: vec![reason],
+                        },
+                        "engine",
+                        out,
+                    );
+                } else if first {
+                    out.push(Action::Notify {
+                        guardrails: Vec::new(),
+                        topic: Topic::Breach,
+                        severity: Severity::Warning,
+                        message: format!(
+                            "Alertmanager alert {} fired for the promotion gate {name}: the canary keeps its traffic, but {name} fails at the decision",
+                            Escaped(alert)
+                        ),
+                    });
+                }
+            }
+            OnBreach::Warn => out.push(Action::Notify {
+                guardrails: Vec::new(),
+                topic: Topic::Breach,
+                severity: Severity::Warning,
+                message: format!(
+                    "warning only: Alertmanager alert {} fired for {name}",
+                    Escaped(alert)
+                ),
+            }),
+        }
+    }
+
     fn burst_shortfall(&self) -> Option<Reason> {
         match (&self.burst, &self.plan.burst) {
             (Burst::Done { total, successful }, Some(plan)) => {
@@ -1199,6 +1329,12 @@ impl Engine {
                         .and_then(Reading::as_value)
                         .unwrap_or(f64::NAN),
                     must: g.spec.must,
+                });
+            }
+            if let Some(alert) = &g.alerted {
+                failed.push(Reason::AlertFailedGate {
+                    guardrail: g.spec.name.clone(),
+                    alert: alert.clone(),
                 });
             }
         }

@@ -154,8 +154,17 @@ pub enum Reason {
         consecutive: u32,
         last_error: String,
     },
-    /// An Alertmanager alert for this run fired.
-    AlertFired { alert: String, security: bool },
+    /// An Alertmanager alert for this run fired: its guardrail rolls back, or it named no
+    /// guardrail of the plan (`guardrail` absent).
+    AlertFired {
+        alert: String,
+        security: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guardrail: Option<String>,
+    },
+    /// An Alertmanager alert fired for a `block-promotion` gate during the window: the gate
+    /// fails at the decision (it never rolls back by itself).
+    AlertFailedGate { guardrail: String, alert: String },
     /// An isolation probe saw another tenant's data.
     IsolationLeak {
         observer: String,
@@ -212,7 +221,9 @@ impl Reason {
             Reason::GuardrailTriggered { guardrail, .. }
             | Reason::FailedAtDecision { guardrail, .. }
             | Reason::NoData { guardrail, .. }
-            | Reason::QueryErrors { guardrail, .. } => Some(guardrail),
+            | Reason::QueryErrors { guardrail, .. }
+            | Reason::AlertFailedGate { guardrail, .. } => Some(guardrail),
+            Reason::AlertFired { guardrail, .. } => guardrail.as_deref(),
             _ => None,
         }
     }
@@ -259,14 +270,30 @@ impl fmt::Display for Reason {
                 "{guardrail}: {consecutive} consecutive query errors (last: {})",
                 Escaped(last_error)
             ),
-            Reason::AlertFired { alert, security } => {
+            Reason::AlertFired {
+                alert,
+                security,
+                guardrail,
+            } => {
                 let kind = if *security { "security alert" } else { "alert" };
-                write!(
-                    f,
-                    "Alertmanager {kind} {} fired for this run",
-                    Escaped(alert)
-                )
+                match guardrail {
+                    Some(g) => write!(
+                        f,
+                        "{g}: Alertmanager {kind} {} fired for this run",
+                        Escaped(alert)
+                    ),
+                    None => write!(
+                        f,
+                        "Alertmanager {kind} {} fired for this run",
+                        Escaped(alert)
+                    ),
+                }
             }
+            Reason::AlertFailedGate { guardrail, alert } => write!(
+                f,
+                "{guardrail}: Alertmanager alert {} fired during the window (block-promotion: the gate fails at the decision)",
+                Escaped(alert)
+            ),
             Reason::IsolationLeak {
                 observer,
                 owner,

@@ -501,10 +501,13 @@ fn external_triggers_roll_back_at_once() {
             Event::AlertFired {
                 alert: "CanaryTtfvP95".into(),
                 security: false,
+                guardrail: None,
+                action: None,
             },
             Reason::AlertFired {
                 alert: "CanaryTtfvP95".into(),
                 security: false,
+                guardrail: None,
             },
             false,
         ),
@@ -512,10 +515,13 @@ fn external_triggers_roll_back_at_once() {
             Event::AlertFired {
                 alert: "CanaryCrossTenant".into(),
                 security: true,
+                guardrail: None,
+                action: None,
             },
             Reason::AlertFired {
                 alert: "CanaryCrossTenant".into(),
                 security: true,
+                guardrail: None,
             },
             true,
         ),
@@ -1328,5 +1334,261 @@ fn a_for_zero_breach_is_told_with_both_values_and_a_security_one_pages() {
             .contains("canary 1800, baseline 800 (must < 1500)"),
         "{}",
         breaches[0].1
+    );
+}
+
+/// An Alertmanager alert at minute 10 naming `guardrail` with the `action` label.
+fn alert(name: &str, guardrail: Option<&str>, action: Option<OnBreach>, security: bool) -> Event {
+    Event::AlertFired {
+        alert: name.into(),
+        security,
+        guardrail: guardrail.map(Into::into),
+        action,
+    }
+}
+
+fn notified(out: &Outcome, text: &str) -> bool {
+    out.count(|a| matches!(a, Action::Notify { message, .. } if message.contains(text))) > 0
+}
+
+#[test]
+fn an_alert_acts_as_its_guardrails_own_on_breach_from_the_plan() {
+    let with_warn = || {
+        let mut plan = runbook();
+        plan.guardrails
+            .push(guardrail("errors_warn", "q7", "< 5", 0.0, OnBreach::Warn));
+        plan
+    };
+    let rolled_back = |reason: Reason| {
+        (
+            Some(10.0),
+            Some(Verdict::Rollback {
+                reasons: vec![reason],
+            }),
+        )
+    };
+    // (alert, verdict's minute and verdict, a notification that must be there)
+    // The minute of the decision and the verdict.
+    type Decided = (Option<f64>, Option<Verdict>);
+    let cases: Vec<(Event, Decided, Option<&str>)> = vec![
+        // A rollback guardrail's alert rolls back at once, naming the guardrail.
+        (
+            alert(
+                "CanaryTtfvP95",
+                Some("ttfv_p95"),
+                Some(OnBreach::Rollback),
+                false,
+            ),
+            rolled_back(Reason::AlertFired {
+                alert: "CanaryTtfvP95".into(),
+                security: false,
+                guardrail: Some("ttfv_p95".into()),
+            }),
+            None,
+        ),
+        // Security comes from the plan, not from the labels.
+        (
+            alert("CanaryCrossTenant", Some("cross_tenant"), None, false),
+            rolled_back(Reason::AlertFired {
+                alert: "CanaryCrossTenant".into(),
+                security: true,
+                guardrail: Some("cross_tenant".into()),
+            }),
+            None,
+        ),
+        // A label claiming a gate does not stop a rollback guardrail; the mismatch is reported.
+        (
+            alert(
+                "CanaryTtfvP95",
+                Some("ttfv_p95"),
+                Some(OnBreach::BlockPromotion),
+                false,
+            ),
+            rolled_back(Reason::AlertFired {
+                alert: "CanaryTtfvP95".into(),
+                security: false,
+                guardrail: Some("ttfv_p95".into()),
+            }),
+            Some("says `block-promotion`, but the plan says `rollback`"),
+        ),
+        // A gate's alert does not roll back: the gate fails at the decision, at T+60.
+        (
+            alert(
+                "CanaryAnnP95",
+                Some("ann_p95"),
+                Some(OnBreach::BlockPromotion),
+                false,
+            ),
+            (
+                Some(60.0),
+                Some(Verdict::Rollback {
+                    reasons: vec![Reason::AlertFailedGate {
+                        guardrail: "ann_p95".into(),
+                        alert: "CanaryAnnP95".into(),
+                    }],
+                }),
+            ),
+            Some("fired for the promotion gate ann_p95: the canary keeps its traffic"),
+        ),
+        // Nor does a gate's alert whose label claims a rollback.
+        (
+            alert(
+                "CanaryDbPool",
+                Some("db_pool"),
+                Some(OnBreach::Rollback),
+                true,
+            ),
+            (
+                Some(60.0),
+                Some(Verdict::Rollback {
+                    reasons: vec![Reason::AlertFailedGate {
+                        guardrail: "db_pool".into(),
+                        alert: "CanaryDbPool".into(),
+                    }],
+                }),
+            ),
+            Some("says `rollback`, but the plan says `block-promotion`"),
+        ),
+        // A warn guardrail's alert only notifies.
+        (
+            alert(
+                "CanaryErrorsWarn",
+                Some("errors_warn"),
+                Some(OnBreach::Warn),
+                false,
+            ),
+            (Some(60.0), Some(Verdict::Promote)),
+            Some("warning only: Alertmanager alert CanaryErrorsWarn fired for errors_warn"),
+        ),
+        // An alert naming no guardrail of the plan rolls back, whatever its action label says,
+        // and the unknown name is reported.
+        (
+            alert("Foreign", Some("nope"), Some(OnBreach::Warn), false),
+            rolled_back(Reason::AlertFired {
+                alert: "Foreign".into(),
+                security: false,
+                guardrail: None,
+            }),
+            Some("names guardrail nope, which is not in this run's plan"),
+        ),
+        (
+            alert("RelayErrorBudgetBurn", None, None, true),
+            rolled_back(Reason::AlertFired {
+                alert: "RelayErrorBudgetBurn".into(),
+                security: true,
+                guardrail: None,
+            }),
+            None,
+        ),
+    ];
+    for (event, (minute, verdict), note) in cases {
+        let mut case = Case::new().event(10.0, event.clone());
+        case.plan = with_warn();
+        let out = run(case);
+        assert_eq!(
+            (out.decided_at_min, out.verdict.clone()),
+            (minute, verdict),
+            "{event:?}"
+        );
+        if minute == Some(60.0) {
+            // The canary kept its 5 % until the decision.
+            assert_eq!(out.weights().first(), Some(&(0.0, 5)), "{event:?}");
+            assert_eq!(out.weights().len(), 2, "{event:?}: {:?}", out.weights());
+        }
+        if let Some(note) = note {
+            assert!(notified(&out, note), "{event:?}: no notification {note:?}");
+        }
+        if let Some(Verdict::Rollback { reasons }) = &out.verdict {
+            let security = reasons.iter().any(Reason::is_security);
+            let paged = out.count(|a| {
+                matches!(
+                    a,
+                    Action::Notify {
+                        topic: Topic::Decision,
+                        severity: Severity::Page,
+                        ..
+                    }
+                )
+            });
+            assert_eq!(paged > 0, security, "{event:?}");
+        }
+    }
+}
+
+#[test]
+fn a_gates_alert_is_a_reason_beside_its_own_failure_and_fails_a_pending_approval() {
+    // The gate breaches at the decision too: both the value and the alert are evidence.
+    let out = run(Case::new()
+        .canary(breach_from("ann_p95", 450.0, 55.0, 60.0))
+        .event(10.0, alert("CanaryAnnP95", Some("ann_p95"), None, false)));
+    assert_eq!(out.decided_at_min, Some(60.0));
+    let reasons = out.reasons();
+    assert!(
+        matches!(&reasons[..], [Reason::FailedAtDecision { guardrail: a, .. }, Reason::AlertFailedGate { guardrail: b, .. }] if a == "ann_p95" && b == "ann_p95"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].guardrail(), Some("ann_p95"));
+    assert_eq!(
+        reasons[1].to_string(),
+        "ann_p95: Alertmanager alert CanaryAnnP95 fired during the window (block-promotion: the gate fails at the decision)"
+    );
+
+    // Waiting for manual approval, the decision is pending: the gate's alert fails it at once.
+    let mut case = Case::new().event(61.0, alert("CanaryDbPool", Some("db_pool"), None, false));
+    case.plan.approval = Approval::Manual { timeout: min(30.0) };
+    let out = run(case);
+    assert_eq!(out.decided_at_min, Some(61.0));
+    assert_eq!(
+        out.verdict,
+        Some(Verdict::Rollback {
+            reasons: vec![Reason::AlertFailedGate {
+                guardrail: "db_pool".into(),
+                alert: "CanaryDbPool".into(),
+            }],
+        })
+    );
+}
+
+#[test]
+fn a_journal_from_before_alerts_named_their_guardrail_replays_to_the_same_decision() {
+    // Written by an earlier canary: the alert carries only its name and `security`.
+    let mut text = journal::line(&journal::Header {
+        format: journal::FORMAT,
+        run_id: "r1".into(),
+        plan: runbook(),
+    });
+    text.push_str(&journal::line(&Input::Start { at: T0 }));
+    text.push_str(&format!(
+        "{{\"input\":\"event\",\"at\":{},\"event\":{{\"event\":\"alert_fired\",\"alert\":\"CanaryAnnP95\",\"security\":true}}}}\n",
+        at_min(7.0)
+    ));
+    let parsed = journal::parse(&text).unwrap();
+    let replayed = canary_core::engine::replay(parsed.header.plan, &parsed.inputs).unwrap();
+    let decision = replayed.decision.unwrap();
+    assert_eq!(decision.at, at_min(7.0));
+    assert_eq!(
+        decision.verdict,
+        Verdict::Rollback {
+            reasons: vec![Reason::AlertFired {
+                alert: "CanaryAnnP95".into(),
+                security: true,
+                guardrail: None,
+            }],
+        }
+    );
+    // The decision's text is what that canary wrote.
+    let reason = serde_json::to_string(&decision.verdict.reasons()[0]).unwrap();
+    assert_eq!(
+        reason,
+        r#"{"kind":"alert_fired","alert":"CanaryAnnP95","security":true}"#
+    );
+    // And a new journal line keeps the old shape for such an alert.
+    let line = journal::line(&Input::Event {
+        at: 1,
+        event: alert("X", None, None, false),
+    });
+    assert_eq!(
+        line.trim_end(),
+        r#"{"input":"event","at":1,"event":{"event":"alert_fired","alert":"X","security":false}}"#
     );
 }

@@ -193,14 +193,16 @@ async fn a_real_alertmanager_calls_canary_back_with_the_run_and_the_action() {
     assert_eq!(alert.run_id(), Some(RUN_ID));
     assert_eq!(alert.action(), Some(OnBreach::SecurityRollback));
     assert_eq!(alert.guardrail(), Some("cross_tenant"));
-    assert!(alert.rolls_back(RUN_ID));
-    assert!(!alert.rolls_back("another-run"));
+    assert!(alert.fires_for(RUN_ID));
+    assert!(!alert.fires_for("another-run"));
     assert!(alert.starts_at > 1_600_000_000_000, "{}", alert.starts_at);
     assert_eq!(
         alert.to_event(),
         Event::AlertFired {
-            alert: "CanaryCrossTenant (guardrail cross_tenant)".into(),
+            alert: "CanaryCrossTenant".into(),
             security: true,
+            guardrail: Some("cross_tenant".into()),
+            action: Some(OnBreach::SecurityRollback),
         }
     );
 
@@ -304,13 +306,25 @@ fn payloads_parse_by_status_and_refuse_what_is_not_version_4() {
     assert_eq!(alerts.len(), 3);
     assert_eq!(alerts[0].starts_at, 1_760_875_500_123);
     assert_eq!(alerts[0].fingerprint.as_deref(), Some("c0ffee"));
-    assert!(alerts[0].rolls_back("r-1"));
+    assert!(alerts[0].fires_for("r-1"));
     assert!(!alerts[0].is_security());
+    assert_eq!(alerts[0].guardrail(), Some("ttfv_p95"));
+    assert_eq!(alerts[0].action(), Some(OnBreach::Rollback));
     assert_eq!(alerts[1].status, AlertStatus::Resolved);
-    assert!(!alerts[1].rolls_back("r-1"));
+    assert!(!alerts[1].fires_for("r-1"));
+    assert_eq!(alerts[1].action(), Some(OnBreach::BlockPromotion));
     assert_eq!(alerts[1].fingerprint, None);
     assert_eq!(alerts[2].run_id(), None);
-    assert!(!alerts[2].rolls_back("r-1"));
+    assert!(!alerts[2].fires_for("r-1"));
+    assert_eq!(
+        alerts[2].to_event(),
+        Event::AlertFired {
+            alert: "HighLoad".into(),
+            security: false,
+            guardrail: None,
+            action: None,
+        }
+    );
     assert_eq!(alerts[2].starts_at, 1_760_868_060_000);
 
     assert!(matches!(

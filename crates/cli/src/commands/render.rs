@@ -27,7 +27,7 @@ pub struct RenderArgs {
 #[derive(clap::Subcommand)]
 enum What {
     /// One alert per guardrail, scoped to the canary, with its `for` and the labels Alertmanager
-    /// routes on (canary_run, severity, action).
+    /// routes on (canary_run, severity, action) and the guardrail canary applies it as.
     Rules {
         #[arg(short, long, default_value = "canary.toml")]
         config: PathBuf,
@@ -47,7 +47,8 @@ enum What {
         #[arg(long, default_value = "preview")]
         run_id: String,
     },
-    /// The receiver and route to add to alertmanager.yml so firing canary alerts call back.
+    /// The receivers and routes to add to alertmanager.yml: firing canary alerts call the run
+    /// back, and go to the escalation webhook (`[alertmanager] webhook_url`) when configured.
     Alertmanager {
         #[arg(short, long, default_value = "canary.toml")]
         config: PathBuf,

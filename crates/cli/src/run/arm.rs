@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use canary_core::Plan;
+use canary_core::{OnBreach, Plan};
 use canary_evidence::render::alerts::{AlertRule as EvidenceRule, AlertmanagerAlerts, Alerts};
 use canary_evidence::render::dashboards::{Dashboards, GrafanaDashboard};
 use canary_providers::grafana::{
@@ -33,6 +33,7 @@ pub fn setup(
     dashboard: Arc<OnceLock<GrafanaClient>>,
 ) -> anyhow::Result<Setup> {
     let installer = rules_installer(config)?;
+    let path = AlertPath::of(config);
     let grafana = config.grafana.clone();
     let alertmanager = config.alertmanager.clone();
     let file = config.file.display().to_string();
@@ -67,10 +68,10 @@ pub fn setup(
             let alerts = arm_alerts(
                 alertmanager.as_ref(),
                 installer,
+                &path,
                 &plan,
                 &run_id,
                 &armed,
-                &file,
             )
             .await;
             Ok((dashboards, alerts))
@@ -103,49 +104,97 @@ pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
     })
 }
 
-/// Where the run's rules go: a rules directory Prometheus loads, when Alertmanager and a
-/// Prometheus metric source are configured.
+/// Whether a run arms its alert rules, and where they go. The engine evaluates every guardrail
+/// in any case; armed rules add Prometheus' own evaluation, routed by Alertmanager to the run's
+/// webhook (where each alert acts as its guardrail's `on_breach`) and to the escalation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertPath {
+    /// Rules go into this directory, which the configured Prometheus loads (`rule_files`).
+    RulesDir(std::path::PathBuf),
+    /// No rules: the engine alone guards, for this reason.
+    EngineOnly(String),
+}
+
+impl AlertPath {
+    /// Rules are armed whenever Alertmanager and a Prometheus metric source are configured
+    /// and there is somewhere to install them: `[alertmanager] rules_dir`. (The providers
+    /// also install into a Mimir/Cortex ruler, `RulerClient`; the configuration has no ruler
+    /// settings yet.)
+    pub fn of(config: &Config) -> AlertPath {
+        let Some(am) = &config.alertmanager else {
+            return AlertPath::EngineOnly(format!(
+                "no [alertmanager] section in {}",
+                config.file.display()
+            ));
+        };
+        if !matches!(config.metrics, Some(MetricsSettings::Prometheus(_))) {
+            return AlertPath::EngineOnly(
+                "the metric source is not Prometheus, which would evaluate the rules".into(),
+            );
+        }
+        match &am.rules_dir {
+            Some(dir) => AlertPath::RulesDir(dir.clone()),
+            None => AlertPath::EngineOnly(
+                "no [alertmanager] rules_dir to install the rules into (`canary render rules` prints them)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// How a guardrail is guarded, for the preflight: `both (...)` when rules are armed, else
+    /// `engine (...)`.
+    pub fn guards(&self, on_breach: OnBreach) -> String {
+        match self {
+            AlertPath::RulesDir(_) => format!(
+                "guarded by both: the engine, and its alert through Alertmanager ({})",
+                match on_breach {
+                    OnBreach::Rollback => "rolls back",
+                    OnBreach::SecurityRollback => "rolls back and pages",
+                    OnBreach::BlockPromotion => "fails the gate at the decision, no rollback",
+                    OnBreach::Warn => "notifies only",
+                }
+            ),
+            AlertPath::EngineOnly(_) => "guarded by the engine only (no alert rule armed)".into(),
+        }
+    }
+}
+
+/// The installer for the run's rules, when [`AlertPath::of`] arms them.
 fn rules_installer(config: &Config) -> anyhow::Result<Option<RuleFileInstaller>> {
-    let (Some(am), Some(MetricsSettings::Prometheus(prometheus))) =
-        (&config.alertmanager, &config.metrics)
+    let (AlertPath::RulesDir(dir), Some(MetricsSettings::Prometheus(prometheus))) =
+        (AlertPath::of(config), &config.metrics)
     else {
         return Ok(None);
     };
-    let Some(dir) = &am.rules_dir else {
-        return Ok(None);
-    };
     Ok(Some(RuleFileInstaller::new(RuleFileInstallerConfig {
-        dir: dir.clone(),
+        dir,
         prometheus_url: prometheus.url.clone(),
         token: prometheus.token.clone(),
         timeout: prometheus.timeout,
     })?))
 }
 
-/// Installs the run's alert rules when Alertmanager and a rules directory are configured, and
-/// says what was armed. The engine evaluates every guardrail in any case; the rules add
+/// Installs the run's alert rules when [`AlertPath::of`] arms them, and says what was armed. The engine evaluates every guardrail in any case; the rules add
 /// Prometheus' own evaluation and Alertmanager's routing (escalation, callback).
 async fn arm_alerts(
     alertmanager: Option<&AlertmanagerSettings>,
     installer: Option<RuleFileInstaller>,
+    path: &AlertPath,
     plan: &Plan,
     run_id: &str,
     armed: &Armed,
-    file: &str,
 ) -> Alerts {
     let engine = |why: String| Alerts::Engine {
         why,
         guardrails: plan.guardrails.clone(),
     };
-    let Some(am) = alertmanager else {
+    let (Some(am), Some(installer)) = (alertmanager, installer) else {
+        let why = match path {
+            AlertPath::EngineOnly(why) => why.as_str(),
+            AlertPath::RulesDir(_) => "no rules installer",
+        };
         return engine(format!(
-            "no [alertmanager] section in {file}: the engine evaluated every guardrail itself at its evaluation interval"
-        ));
-    };
-    let Some(installer) = installer else {
-        return engine(format!(
-            "Alertmanager at {} is configured but no [alertmanager] rules_dir (and Prometheus metrics source) to install rules into: the engine evaluated every guardrail itself; `canary render rules` prints the rules",
-            am.url
+            "{why}: the engine evaluated every guardrail itself at its evaluation interval"
         ));
     };
     let rules = match CanaryRules::generate(plan, run_id) {

@@ -899,6 +899,16 @@ fn command_event(c: Command) -> Event {
     match c {
         Command::Abort { by, reason } => Event::Abort { by, reason },
         Command::Approve { by } => Event::Approve { by },
-        Command::Alert { alert, security } => Event::AlertFired { alert, security },
+        Command::Alert {
+            alert,
+            security,
+            guardrail,
+            action,
+        } => Event::AlertFired {
+            alert,
+            security,
+            guardrail,
+            action,
+        },
     }
 }

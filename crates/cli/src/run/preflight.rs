@@ -12,6 +12,7 @@ use canary_providers::alertmanager::AlertmanagerClient;
 use canary_providers::grafana::{GrafanaClient, GrafanaConfig};
 use serde::Serialize;
 
+use super::arm::AlertPath;
 use super::controller::now_ms;
 use super::wiring::{self, Integrations};
 use crate::config::Config;
@@ -99,20 +100,21 @@ pub async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<
         };
         checks.push(Check::new(CheckKind::Grafana, g.url.clone(), result));
     }
+    let path = AlertPath::of(config);
     if let Some(a) = &config.alertmanager {
         let result = match AlertmanagerClient::new(&a.url, a.token.clone(), Duration::from_secs(10))
         {
             Ok(client) => client
                 .ready()
                 .await
-                .map(|()| "ready".to_owned())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.to_string())
+                .and_then(|()| rules_path(&path)),
             Err(e) => Err(e.to_string()),
         };
         checks.push(Check::new(CheckKind::Alertmanager, a.url.clone(), result));
     }
     checks.extend(api_tokens(integrations).await);
-    checks.extend(guardrails(integrations).await);
+    checks.extend(guardrails(config, integrations, &path).await);
     checks.push(cooldown(config));
     checks
 }
@@ -228,8 +230,26 @@ async fn api_tokens(integrations: &Integrations) -> Vec<Check> {
     }
 }
 
-/// Every guardrail must return data for the baseline.
-async fn guardrails(integrations: &Integrations) -> Vec<Check> {
+/// Where the run's alert rules go: the rules directory must exist.
+fn rules_path(path: &AlertPath) -> Result<String, String> {
+    match path {
+        AlertPath::RulesDir(dir) if dir.is_dir() => Ok(format!(
+            "ready; the run's alert rules go into {} (the engine evaluates every guardrail too)",
+            dir.display()
+        )),
+        AlertPath::RulesDir(dir) => Err(format!(
+            "ready, but the rules directory {} does not exist: create it (Prometheus' rule_files must match *.rules.yml in it) or fix [alertmanager] rules_dir",
+            dir.display()
+        )),
+        AlertPath::EngineOnly(why) => Ok(format!(
+            "ready; no alert rules armed ({why}): the engine alone guards every guardrail"
+        )),
+    }
+}
+
+/// Every guardrail must return data for the baseline; each row says which path guards it
+/// (the engine, or both the engine and its alert through Alertmanager).
+async fn guardrails(config: &Config, integrations: &Integrations, path: &AlertPath) -> Vec<Check> {
     let round = observe(
         integrations.source.as_ref(),
         &integrations.guardrails,
@@ -252,6 +272,16 @@ async fn guardrails(integrations: &Integrations) -> Vec<Check> {
                 ),
                 Reading::Error { message } => Err(message.clone()),
             };
+            let guards = config
+                .plan
+                .guardrails
+                .iter()
+                .find(|g| g.name == r.guardrail)
+                .map(|g| format!("; {}", path.guards(g.on_breach)))
+                .unwrap_or_default();
+            let result = result
+                .map(|detail| format!("{detail}{guards}"))
+                .map_err(|detail| format!("{detail}{guards}"));
             Check::new(CheckKind::Guardrail, r.guardrail.clone(), result)
         })
         .collect()
