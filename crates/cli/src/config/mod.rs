@@ -604,7 +604,7 @@ impl Resolver {
             && !watched
         {
             warnings.push(format!(
-                "nothing watches the canary's health: the {} provider does not report it; give [arms.canary] a `url` and `health = \"/healthz\"` so an unrecoverable error rolls back at once",
+                "nothing watches the canary's health: the {} provider does not report it; give [arms.canary] a `url` and `health = \"/healthz\"` so a canary that goes down rolls back at once",
                 t.provider()
             ));
         }
