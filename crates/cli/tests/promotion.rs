@@ -8,66 +8,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-
-use support::{PROXY_TOKEN, canary, embedded_metrics, finish, rig_with, verify};
-
-/// The path and JSON body of every POST the receiver got, in arrival order.
-type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A webhook receiver on loopback, answering 200 until the test process ends.
-fn webhook_receiver() -> (String, Received) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head, body) = loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                data.extend_from_slice(&buf[..n]);
-                let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&data[..end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while data.len() < end + 4 + length {
-                    let n = stream.read(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                }
-                break (head, data[end + 4..].to_vec());
-            };
-            let path = head
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            if let Ok(json) = serde_json::from_slice(&body) {
-                sink.lock().unwrap().push((path, json));
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, received)
-}
+use support::{PROXY_TOKEN, canary, embedded_metrics, finish, rig_with, verify, webhook_receiver};
 
 #[test]
 fn a_promotion_the_load_balancer_refuses_is_promotion_failed_end_to_end() {
