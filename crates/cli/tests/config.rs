@@ -486,22 +486,8 @@ fn a_missing_file_says_how_to_create_one() {
 #[test]
 fn evidence_commit_in_the_configuration_commits_the_bundle_of_a_run() {
     let rig = support::rig();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(rig.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    git(&["init", "-q"]);
-    git(&["config", "user.email", "canary@example.invalid"]);
-    git(&["config", "user.name", "canary test"]);
+    rig.git_init();
+    let git = |args: &[&str]| rig.git(args);
     let config = rig.dir.path().join("canary.toml");
     let key = "signing_key = \"${CANARY_SIGNING_KEY}\"";
     let text = std::fs::read_to_string(&config).unwrap();

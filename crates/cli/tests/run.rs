@@ -208,22 +208,8 @@ fn traffic_show_and_set_go_through_the_configured_load_balancer() {
 #[test]
 fn sigterm_rolls_back_writes_the_evidence_and_commits_it() {
     let rig = rig();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(rig.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    git(&["init", "-q"]);
-    git(&["config", "user.email", "canary@example.invalid"]);
-    git(&["config", "user.name", "canary test"]);
+    rig.git_init();
+    let git = |args: &[&str]| rig.git(args);
     let mut run = rig.run(&["--commit", "."]);
     let status = rig.wait_running(&mut run, 3_000);
     let run_id = status["run_id"].as_str().unwrap().to_owned();

@@ -340,6 +340,28 @@ impl Rig {
         })
     }
 
+    /// `git ARGS` in the rig's directory; its stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Makes the rig's directory a git repository with an author for commits.
+    pub fn git_init(&self) {
+        self.git(&["init", "-q"]);
+        self.git(&["config", "user.email", "canary@example.invalid"]);
+        self.git(&["config", "user.name", "canary test"]);
+    }
+
     /// Stops the canary's relay-demo service, as a crash would.
     pub fn stop_canary(&mut self) {
         self._services.remove(1);
