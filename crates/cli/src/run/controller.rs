@@ -191,6 +191,9 @@ pub struct Controller {
     pub decision_to_verified_ms: Option<f64>,
     /// Notifications and annotations on their way.
     deliveries: Vec<tokio::task::JoinHandle<()>>,
+    /// The burst and probe runs in flight: stopped before the bundle is sealed, so nothing is
+    /// written into it after its manifest (a run aborted mid-burst).
+    load_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The verdict of the last decision carried out, which the decision's message announces.
     announced: Option<Verdict>,
 }
@@ -231,6 +234,7 @@ impl Controller {
             decided: None,
             decision_to_verified_ms: None,
             deliveries: Vec::new(),
+            load_tasks: Vec::new(),
             announced: None,
         }
     }
@@ -331,6 +335,12 @@ impl Controller {
             let actions = self.feed(input)?;
             queue.extend(actions);
         }
+        // A burst or probe run still going belongs to no decision now: stop it, and wait until it
+        // has, so that it writes nothing into the bundle once the bundle is sealed.
+        for task in &self.load_tasks {
+            task.abort();
+        }
+        let _ = futures_util::future::join_all(std::mem::take(&mut self.load_tasks)).await;
         // The decision is acted on; let what tells people about it land (bounded).
         let deliveries = std::mem::take(&mut self.deliveries);
         if tokio::time::timeout(DELIVERY_GRACE, futures_util::future::join_all(deliveries))
@@ -400,16 +410,16 @@ impl Controller {
                 let task = self.delegates.burst(transcript);
                 let sender = self.sender.clone();
                 tracing::info!(target: "canary", "load burst started");
-                tokio::spawn(async move {
+                self.load_tasks.push(tokio::spawn(async move {
                     let _ = sender.send(Message::Burst(task.await)).await;
-                });
+                }));
             }
             Action::RunProbes => {
                 let task = self.delegates.probes();
                 let sender = self.sender.clone();
-                tokio::spawn(async move {
+                self.load_tasks.push(tokio::spawn(async move {
                     let _ = sender.send(Message::Probes(task.await)).await;
-                });
+                }));
             }
             Action::Notify {
                 topic,
