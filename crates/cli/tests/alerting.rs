@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use canary_testkit::{Alertmanager, Prometheus, free_port, http_get, http_request, wait_for};
-use support::{ALERT_TOKEN, Rig, canary, finish, rig_with, verify};
+use support::{ALERT_TOKEN, Rig, artifact_text, canary, finish, rig_with, verify};
 
 /// A webhook receiver standing for the runbook's `ALERT_WEBHOOK_URL`: every body it gets.
 fn escalation_receiver() -> (String, mpsc::Receiver<String>) {
@@ -318,17 +318,7 @@ fn a_rollback_guardrails_alert_rolls_back_and_the_rules_come_and_go() {
 
     let bundle = rig.bundle(&run_id);
     assert_eq!(verify(&bundle).0, 0);
-    let alerts_artifact = std::fs::read_dir(&bundle)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("CANARY_ALERTS_")
-        })
-        .unwrap();
-    let text = std::fs::read_to_string(alerts_artifact).unwrap();
+    let text = artifact_text(&bundle, "CANARY_ALERTS_");
     assert!(
         text.contains(&a.alertmanager.url()) && text.contains("ttfv_p95"),
         "{text}"

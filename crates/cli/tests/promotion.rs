@@ -8,7 +8,10 @@
 
 mod support;
 
-use support::{PROXY_TOKEN, canary, embedded_metrics, finish, rig_with, verify, webhook_receiver};
+use support::{
+    PROXY_TOKEN, artifact_text, canary, embedded_metrics, finish, rig_with, verify,
+    webhook_receiver,
+};
 
 #[test]
 fn a_promotion_the_load_balancer_refuses_is_promotion_failed_end_to_end() {
@@ -75,17 +78,7 @@ fn a_promotion_the_load_balancer_refuses_is_promotion_failed_end_to_end() {
     for text in [&outcome, &decision] {
         assert!(!text.contains("PROMOTED TO 100%"), "{text}");
     }
-    let diff = std::fs::read_dir(&bundle)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("CANARY_LB_DIFF_")
-        })
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let diff = artifact_text(&bundle, "CANARY_LB_DIFF_");
     assert!(diff.contains("-> 100 % (promote)"), "{diff}");
     assert!(
         diff.contains("100 % -> 0 % (rollback)") || diff.contains("-> 0 % (rollback)"),

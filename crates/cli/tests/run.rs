@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use canary_testkit::grafana::{Grafana, TOKEN};
 use canary_testkit::wait_for;
-use support::{canary, embedded_metrics, finish, rig, rig_with, verify, webhook_receiver};
+use support::{
+    artifact_text, canary, embedded_metrics, finish, rig, rig_with, verify, webhook_receiver,
+};
 
 #[test]
 fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
@@ -84,19 +86,7 @@ fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
     let bundle = rig.bundle(&run_id);
     let (code, report) = verify(&bundle);
     assert_eq!(code, 0, "{report}");
-    let diff = std::fs::read_to_string(
-        std::fs::read_dir(&bundle)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("CANARY_LB_DIFF_")
-            })
-            .unwrap(),
-    )
-    .unwrap();
+    let diff = artifact_text(&bundle, "CANARY_LB_DIFF_");
     // 5 % at the start, 5 % again on resume (from 0 after the lease lapsed), then 100 %.
     assert_eq!(diff.matches("== change").count(), 3, "{diff}");
     assert!(diff.contains("0 % -> 5 %"), "{diff}");
@@ -175,21 +165,7 @@ fn abort_rolls_back_and_the_cooldown_holds_until_overridden() {
 #[test]
 fn traffic_show_and_set_go_through_the_configured_load_balancer() {
     let rig = rig();
-    let traffic = |args: &[&str]| {
-        let out = canary()
-            .current_dir(rig.dir.path())
-            .arg("traffic")
-            .args(args)
-            .args(["-c", "canary.toml"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let traffic = |args: &[&str]| rig.cli(&[&["traffic"], args, &["-c", "canary.toml"]].concat());
     assert!(traffic(&["show"]).contains("canary 0 % / baseline 100 %"));
     assert!(traffic(&["set", "30"]).contains("canary 30 % / baseline 70 %, verified"));
     assert_eq!(rig.canary_weight(), 30);
@@ -263,20 +239,7 @@ fn manual_approval_waits_for_canary_approve_and_records_the_approver() {
     );
     assert_eq!(status["canary_weight"], 5, "the split holds while waiting");
     // `canary status` reads the same status back, as text and as JSON.
-    let canary_status = |args: &[&str]| {
-        let out = canary()
-            .current_dir(rig.dir.path())
-            .args(["status", "-c", "canary.toml"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let canary_status = |args: &[&str]| rig.cli(&[&["status", "-c", "canary.toml"], args].concat());
     let text = canary_status(&[]);
     assert!(
         text.contains(": awaiting-approval — T+") && text.contains("canary weight 5 %"),
@@ -469,15 +432,6 @@ fn artifact_kinds(bundle: &std::path::Path) -> std::collections::BTreeSet<String
             kind
         })
         .collect()
-}
-
-fn artifact_text(bundle: &std::path::Path, prefix: &str) -> String {
-    let path = std::fs::read_dir(bundle)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {}", bundle.display()));
-    std::fs::read_to_string(path).unwrap()
 }
 
 /// `canary demo` is `canary run` on settings it writes itself: a run configured by hand, as a

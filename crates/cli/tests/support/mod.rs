@@ -340,6 +340,21 @@ impl Rig {
         })
     }
 
+    /// `canary ARGS` in the rig's directory, which must succeed; its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = canary()
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "canary {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `git ARGS` in the rig's directory; its stdout.
     pub fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
@@ -447,4 +462,15 @@ pub fn webhook_receiver() -> (String, Received) {
         }
     });
     (url, received)
+}
+
+/// The text of the bundle's artifact whose name starts with `prefix` (the runbook's names carry
+/// a timestamp after it).
+pub fn artifact_text(bundle: &Path, prefix: &str) -> String {
+    let path = std::fs::read_dir(bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {}", bundle.display()));
+    std::fs::read_to_string(path).unwrap()
 }

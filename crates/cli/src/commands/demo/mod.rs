@@ -227,7 +227,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         &options,
     )?;
     let mut stack = Stack::start(&record, &args.state_dir, Duration::ZERO).await?;
-    let config = stack.configure(&base);
+    let config = stack.configure(&base)?;
     let finished = match stack
         .start_traffic(&config, &record, &config.plan, Duration::ZERO)
         .await
@@ -251,7 +251,7 @@ pub async fn resume(state_dir: &Path, run_id: &str, output: Format) -> anyhow::R
     let elapsed =
         Duration::from_millis(u64::try_from(run::controller::now_ms() - started).unwrap_or(0));
     let mut stack = Stack::start(&record, state_dir, elapsed).await?;
-    let config = stack.configure(&base);
+    let config = stack.configure(&base)?;
     let finished = match stack
         .start_traffic(&config, &record, &config.plan, elapsed)
         .await

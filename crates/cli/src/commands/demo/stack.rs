@@ -238,7 +238,7 @@ impl Stack {
     /// would write it for its own: the embedded proxy, the embedded store scraping both
     /// services every 15 runbook seconds, and the seeded users with their tokens and markers
     /// sending the runbook's burst through the proxy.
-    pub fn configure(&self, base: &Config) -> Config {
+    pub fn configure(&self, base: &Config) -> anyhow::Result<Config> {
         let mut config = base.clone();
         config.traffic = Some(TrafficSettings::Embedded {
             admin: self.proxy.admin,
@@ -259,7 +259,6 @@ impl Stack {
         });
         if let Some(load) = &mut config.load {
             load.url = format!("http://{}", self.proxy.data);
-            load.queries = relay_demo::seed_queries(16);
             let tokens = relay_demo::tokens(self.jwt_secret.expose());
             let markers = relay_demo::seed_markers();
             for user in &mut load.users {
@@ -268,11 +267,16 @@ impl Stack {
                         .find(|(name, _)| *name == user.name)
                         .map(|(_, v)| Secret::new(v.clone()))
                 };
-                user.token = find(&tokens).unwrap_or_else(|| Secret::new(String::new()));
+                user.token = find(&tokens).with_context(|| {
+                    format!(
+                        "the template's user {} is not a seeded user of relay-demo",
+                        user.name
+                    )
+                })?;
                 user.marker = find(&markers);
             }
         }
-        config
+        Ok(config)
     }
 
     /// Steady traffic for the rest of the window (`plan`'s, less `elapsed`), from the seeded
