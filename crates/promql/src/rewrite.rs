@@ -112,6 +112,21 @@ pub fn scope_str(query: &str, arm: &ArmSelector) -> Result<String, RewriteError>
     Ok(scope(&parse(query)?, arm).to_string())
 }
 
+/// A plan's query as one arm sees it on the run's clock: parsed, its range windows compressed
+/// by `time_scale` when the run is faster than the runbook (a rehearsal, the demo), then
+/// [`scope`]d to `arm`. The engine, the alert rules and the dashboards all scope this way.
+pub fn scope_on_clock(
+    query: &str,
+    arm: &ArmSelector,
+    time_scale: f64,
+) -> Result<Expr, RewriteError> {
+    let mut expr = parse(query)?;
+    if time_scale > 1.0 {
+        expr = compress_time(&expr, time_scale)?;
+    }
+    Ok(scope(&expr, arm))
+}
+
 fn inject(matchers: &mut Matchers, arm: &ArmSelector) {
     let apply = |list: &mut Vec<Matcher>| {
         list.retain(|m| !arm.matchers.iter().any(|a| a.name == m.name));

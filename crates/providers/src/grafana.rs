@@ -457,10 +457,8 @@ impl Dashboard {
                         legend: q.legend.clone(),
                         source,
                     };
-                    let mut expr = rewrite::parse(&q.expr).map_err(err)?;
-                    if let Some(factor) = options.time_compression {
-                        expr = rewrite::compress_time(&expr, factor).map_err(err)?;
-                    }
+                    let clock = options.time_compression.unwrap_or(1.0);
+                    let expr = rewrite::scope_on_clock(&q.expr, selector, clock).map_err(err)?;
                     for m in analyze::metric_names(&expr) {
                         if !metrics.contains(&m) {
                             metrics.push(m);
@@ -468,7 +466,7 @@ impl Dashboard {
                     }
                     targets.push(Target {
                         datasource: datasource.clone(),
-                        expr: rewrite::scope(&expr, selector).to_string(),
+                        expr: expr.to_string(),
                         instant: false,
                         legend_format: format!("{role} {arm_name} {}", q.legend),
                         range: true,

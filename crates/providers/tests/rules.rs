@@ -168,6 +168,32 @@ fn each_alert_is_the_negated_guardrail_on_the_canary_with_the_runbook_labels() {
 }
 
 #[test]
+fn on_a_compressed_clock_the_rules_hold_and_look_back_as_the_engine_does() {
+    // `canary run --time-scale 60`: the plan's `for` and interval are divided, and each rule's
+    // range windows with them, exactly as the engine's own queries are.
+    let rules = CanaryRules::generate(&runbook_plan().compressed(60.0), RUN_ID).unwrap();
+    let ttfv = rules
+        .group()
+        .rules
+        .iter()
+        .find(|r| r.labels.guardrail == "ttfv_p95")
+        .unwrap();
+    assert_eq!(
+        ttfv.expr,
+        r#"(histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket{version="r1"}[5s])))) >= 1500"#
+    );
+    assert_eq!(ttfv.for_, Duration::from_secs(5));
+    assert_eq!(
+        rules.group().interval,
+        runbook_plan().evaluation_interval / 60
+    );
+    // `[alertmanager] rule_interval` sets how often Prometheus evaluates them.
+    let every = rules.every(Duration::from_millis(250));
+    assert_eq!(every.group().interval, Duration::from_millis(250));
+    assert!(every.to_rules_file().unwrap().contains("interval: 250ms"));
+}
+
+#[test]
 fn generated_promtool_tests_pass_for_the_runbook_guardrails() {
     let rules = CanaryRules::generate(&runbook_plan(), RUN_ID).unwrap();
     let (dir, tests) = write_rules_and_tests(&rules);

@@ -27,6 +27,7 @@ pub struct PreflightArgs {
 #[command(after_help = "Examples:
   canary run -c canary.toml
   canary run -c canary.toml --commit .            commit the evidence bundle to this git repo
+  canary run -c canary.toml --time-scale 60       a rehearsal: the 60-minute window in a minute
   canary run -c canary.toml --override-cooldown --reason \"fix verified in staging (INC-42)\"
 
 While it runs: `canary status`, `canary abort --reason ...`, `canary approve` (manual approval).
@@ -46,6 +47,21 @@ pub struct RunArgs {
     /// commit`, which commits to the repository holding the evidence directory).
     #[arg(long, value_name = "REPO")]
     commit: Option<PathBuf>,
+    /// Rehearse on a clock this many times faster than the runbook's: every duration of the
+    /// plan (steps, burst, `for` windows, checkpoints, approval, cooldown) and every PromQL range
+    /// window is divided by it. Artifacts still speak runbook time. Production runs use 1.
+    #[arg(long, default_value_t = 1.0, value_parser = time_scale)]
+    time_scale: f64,
+}
+
+/// `--time-scale`: a finite factor of at least 1.
+pub fn time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!(
+            "{text:?} is not a time scale: give a number of at least 1 (60 runs the 60-minute window in a minute)"
+        )),
+    }
 }
 
 /// Continue a run whose controller died, from its journal: the engine is rebuilt by replaying
@@ -91,7 +107,7 @@ pub async fn preflight_cmd(args: PreflightArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
-    let config = load_config(&args.config, Needs::ALL)?;
+    let config = load_config(&args.config, Needs::ALL)?.compressed(args.time_scale);
     let options = RunOptions {
         override_cooldown: if args.override_cooldown {
             args.reason.clone()
@@ -113,8 +129,8 @@ pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
     if crate::commands::demo::is_demo_run(&args.state_dir, &args.run_id) {
         return crate::commands::demo::resume(&args.state_dir, &args.run_id, args.output).await;
     }
-    let config = load_config(&args.config, Needs::ALL)?;
-    let resumed = run::Resumed::open(&config, &args.run_id)?;
+    let mut config = load_config(&args.config, Needs::ALL)?;
+    let resumed = run::Resumed::open(&mut config, &args.run_id)?;
     let finished = run::resume_configured(&config, resumed).await?;
     print_finished(&finished, args.output);
     Ok(finished.verdict.exit_code())

@@ -107,6 +107,22 @@ impl Config {
     pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
     /// Run history and cooldowns, relative to the configuration file, unless `state_dir` says.
     pub const DEFAULT_STATE_DIR: &str = ".canary";
+
+    /// The run on a clock `factor` times faster than the runbook's (a rehearsal, the demo):
+    /// every duration of the plan and the cooldown divided by `factor`; range windows in
+    /// queries are compressed where they are evaluated (engine, alert rules, dashboard).
+    pub fn compressed(mut self, factor: f64) -> Config {
+        if factor != 1.0 {
+            self.plan = self.plan.compressed(factor);
+            self.cooldown = Duration::from_secs_f64(self.cooldown.as_secs_f64() / factor);
+            if let Some(am) = &mut self.alertmanager
+                && let Some(every) = &mut am.rule_interval
+            {
+                *every = Duration::from_secs_f64(every.as_secs_f64() / factor);
+            }
+        }
+        self
+    }
 }
 
 /// Loads and resolves `path`. `env` supplies variables (see [`Env::load`]).
@@ -534,12 +550,38 @@ impl Resolver {
                     Some(l) => self.socket_addr(l),
                     None => Some(AlertmanagerSettings::DEFAULT_CALLBACK_LISTEN),
                 };
+                let rule_interval = match &a.rule_interval {
+                    Some(d) => Some(self.duration(d)?),
+                    None => None,
+                };
+                if let (Some(_), Some(ruler)) = (&a.rules_dir, &a.ruler) {
+                    self.error(
+                        span_of(ruler),
+                        "[alertmanager] has both rules_dir and ruler",
+                        "keep one: rules_dir for a Prometheus that loads a rules directory, ruler for a Mimir/Cortex ruler",
+                    );
+                    return None;
+                }
+                let ruler = a.ruler.as_ref().map(|url| RulerSettings {
+                    url: self.url(url),
+                    namespace: a.ruler_namespace.as_ref().map_or_else(
+                        || RulerSettings::DEFAULT_NAMESPACE.to_owned(),
+                        |n| self.env.expand(n),
+                    ),
+                    tenant: a.ruler_tenant.as_ref().map(|t| self.env.expand(t)),
+                    api: a.ruler_api.as_ref().map_or_else(
+                        || canary_providers::rules::MIMIR_RULES_PREFIX.to_owned(),
+                        |p| self.env.expand(p),
+                    ),
+                });
                 Some(AlertmanagerSettings {
                     url: self.url(&a.url),
                     token: a.token.as_ref().map(|t| self.env.secret(t)),
                     callback_listen: callback_listen?,
                     callback_token: a.callback_token.as_ref().map(|t| self.env.secret(t)),
                     rules_dir: a.rules_dir.as_ref().map(|d| self.path(d)),
+                    rule_interval,
+                    ruler,
                 })
             }
             _ => None,
@@ -1491,6 +1533,7 @@ impl Resolver {
                 routing_key: self
                     .require(&n.routing_key, &span, "routing_key", &ctx)
                     .map(|k| self.env.secret(k))?,
+                url: n.url.as_ref().map(|u| self.env.expand(u)),
             },
             NotifyKind::Email => {
                 let smtp = self
@@ -1911,5 +1954,42 @@ url = "https://hooks.example/webhook"
             errors[0].contains("git ignores the evidence directory"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn the_rules_go_to_a_directory_or_a_ruler_and_a_rehearsal_compresses_their_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |alertmanager: &str| {
+            let text = EVERY_CHOICE.replacen(
+                "[[guardrails]]",
+                &format!("[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n{alertmanager}\n\n[[guardrails]]"),
+                1,
+            );
+            resolve(&text, dir.path())
+        };
+        let config = with(
+            "ruler = \"https://mimir.internal\"\nruler_tenant = \"relay\"\nrule_interval = \"30s\"",
+        )
+        .unwrap();
+        let am = config.alertmanager.clone().unwrap();
+        let ruler = am.ruler.unwrap();
+        assert_eq!(ruler.url, "https://mimir.internal");
+        assert_eq!(ruler.namespace, RulerSettings::DEFAULT_NAMESPACE);
+        assert_eq!(ruler.tenant.as_deref(), Some("relay"));
+        assert_eq!(ruler.api, canary_providers::rules::MIMIR_RULES_PREFIX);
+        assert_eq!(am.rule_interval, Some(Duration::from_secs(30)));
+        // `canary run --time-scale 60`: the plan, the cooldown and the rules' interval alike.
+        let fast = config.clone().compressed(60.0);
+        assert_eq!(
+            fast.alertmanager.unwrap().rule_interval,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(fast.cooldown, config.cooldown / 60);
+        assert_eq!(fast.plan, config.plan.compressed(60.0));
+
+        let err = with("rules_dir = \"rules.d\"\nruler = \"https://mimir.internal\"").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("both rules_dir and ruler"), "{text}");
+        assert!(text.contains("keep one"), "{text}");
     }
 }

@@ -236,6 +236,16 @@ pub struct RawAlertmanager {
     /// A directory Prometheus loads rules from (a `rule_files` glob): canary installs one alert
     /// per guardrail there for the run, reloads Prometheus, and removes them afterwards.
     pub rules_dir: Option<Text>,
+    /// How often Prometheus evaluates the run's rules (default: `[run] evaluation_interval`).
+    pub rule_interval: Option<Text>,
+    /// Instead of `rules_dir`: a Grafana Mimir (or Cortex) ruler's base URL.
+    pub ruler: Option<Text>,
+    /// The ruler's rule namespace for canary's groups (default "canary").
+    pub ruler_namespace: Option<Text>,
+    /// `X-Scope-OrgID` for a multi-tenant ruler.
+    pub ruler_tenant: Option<Text>,
+    /// The ruler's configuration API path (default Mimir's; Cortex: "/api/v1/rules").
+    pub ruler_api: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,7 +299,7 @@ pub struct RawNotify {
     // slack
     pub webhook: Option<Text>,
     pub channel: Option<Text>,
-    // pagerduty
+    // pagerduty (and `url`: its Events API endpoint)
     pub routing_key: Option<Text>,
     // email
     pub smtp: Option<Text>,
@@ -297,7 +307,7 @@ pub struct RawNotify {
     pub from: Option<Text>,
     #[serde(default)]
     pub to: Vec<Text>,
-    // webhook
+    // webhook; pagerduty's Events API endpoint
     pub url: Option<Text>,
 }
 

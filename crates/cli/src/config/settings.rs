@@ -127,6 +127,27 @@ pub struct AlertmanagerSettings {
     pub callback_listen: SocketAddr,
     pub callback_token: Option<Secret>,
     pub rules_dir: Option<PathBuf>,
+    /// How often Prometheus evaluates the run's rules; `None`: as often as the engine evaluates
+    /// (`[run] evaluation_interval`).
+    pub rule_interval: Option<Duration>,
+    /// A Mimir/Cortex ruler the rules go into instead of `rules_dir`.
+    pub ruler: Option<RulerSettings>,
+}
+
+/// `[alertmanager] ruler*`: where a Grafana Mimir (or Cortex) ruler takes the run's rules. The
+/// ruler is authenticated with `[metrics] token` (Mimir's querier and ruler sit behind one
+/// gateway).
+#[derive(Debug, Clone)]
+pub struct RulerSettings {
+    pub url: String,
+    pub namespace: String,
+    pub tenant: Option<String>,
+    pub api: String,
+}
+
+impl RulerSettings {
+    /// The namespace canary's rule groups go into, unless `ruler_namespace` says.
+    pub const DEFAULT_NAMESPACE: &str = "canary";
 }
 
 impl AlertmanagerSettings {
@@ -192,6 +213,8 @@ pub enum NotifyChannel {
     },
     PagerDuty {
         routing_key: Secret,
+        /// The Events API v2 endpoint: `None` is PagerDuty's default (US service region).
+        url: Option<String>,
     },
     Email {
         smtp: String,

@@ -12,7 +12,8 @@ use canary_providers::grafana::{
     Dashboard, DashboardOptions, Datasource, GrafanaClient, GrafanaConfig, runbook_panels,
 };
 use canary_providers::rules::{
-    CanaryRules, InstalledRules, RuleFileInstaller, RuleFileInstallerConfig, severity_label,
+    CanaryRules, InstalledRuleGroup, InstalledRules, RuleFileInstaller, RuleFileInstallerConfig,
+    RulerClient, RulerConfig, RulesError, severity_label,
 };
 use canary_providers::traffic::EmbeddedRouter;
 
@@ -21,7 +22,72 @@ use crate::config::Config;
 use crate::config::settings::{AlertmanagerSettings, GrafanaSettings, MetricsSettings};
 
 /// The rules a run installed, to remove when it ends.
-pub type Armed = Arc<Mutex<Option<(RuleFileInstaller, InstalledRules)>>>;
+pub type Armed = Arc<Mutex<Option<(Installer, Installed)>>>;
+
+/// Where a run's rules go: a rules directory Prometheus loads, or a Mimir/Cortex ruler.
+pub enum Installer {
+    Dir(RuleFileInstaller),
+    Ruler { client: RulerClient, url: String },
+}
+
+/// A run's installed rules, to hand back to [`Installer::remove`].
+pub enum Installed {
+    Dir(InstalledRules),
+    Ruler(InstalledRuleGroup),
+}
+
+impl Installer {
+    async fn install(&self, rules: &CanaryRules) -> Result<Installed, RulesError> {
+        Ok(match self {
+            Installer::Dir(i) => Installed::Dir(i.install(rules).await?),
+            Installer::Ruler { client, .. } => Installed::Ruler(client.install(rules).await?),
+        })
+    }
+
+    async fn remove(&self, installed: &Installed) -> Result<(), RulesError> {
+        match (self, installed) {
+            (Installer::Dir(i), Installed::Dir(rules)) => i.remove(rules).await,
+            (Installer::Ruler { client, .. }, Installed::Ruler(group)) => {
+                client.remove(group).await?;
+                tracing::info!(namespace = %group.namespace, group = %group.group, "alert rules removed from the ruler");
+                Ok(())
+            }
+            // One installer installs one kind.
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the rules can go where they are to go: the directory exists, the ruler accepts
+    /// the credential.
+    pub async fn check(&self) -> Result<(), RulesError> {
+        match self {
+            Installer::Dir(_) => Ok(()),
+            Installer::Ruler { client, .. } => {
+                client.is_loaded("canary-preflight").await.map(|_| ())
+            }
+        }
+    }
+
+    /// Where the rules are, for the evidence and the log.
+    fn location(&self, installed: &Installed) -> String {
+        match (self, installed) {
+            (_, Installed::Dir(rules)) => rules.path.display().to_string(),
+            (Installer::Ruler { url, .. }, Installed::Ruler(group)) => {
+                format!("ruler {url}, namespace {}", group.namespace)
+            }
+            (Installer::Dir(_), Installed::Ruler(group)) => group.namespace.clone(),
+        }
+    }
+}
+
+impl Installed {
+    fn group(&self) -> &str {
+        match self {
+            Installed::Dir(rules) => &rules.group,
+            Installed::Ruler(group) => &group.group,
+        }
+    }
+}
 
 /// The run's setup: push the dashboard (or say the live page serves instead) and arm the alert
 /// rules (or say the engine evaluates every guardrail itself). The Grafana client that
@@ -91,13 +157,9 @@ pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
             }
             let rules = armed.lock().ok().and_then(|mut g| g.take());
             if let Some((installer, rules)) = rules {
-                match installer.remove(&rules).await {
-                    Ok(()) => {
-                        tracing::info!(target: "canary", group = %rules.group, "alert rules removed")
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot remove the run's alert rules: remove {} by hand", rules.path.display())
-                    }
+                // The installer logs the removal itself.
+                if let Err(err) = installer.remove(&rules).await {
+                    tracing::warn!(error = %err, "cannot remove the run's alert rules: remove group {} from {} by hand", rules.group(), installer.location(&rules))
                 }
             }
         })
@@ -111,15 +173,15 @@ pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
 pub enum AlertPath {
     /// Rules go into this directory, which the configured Prometheus loads (`rule_files`).
     RulesDir(std::path::PathBuf),
+    /// Rules go into this Mimir/Cortex ruler.
+    Ruler(String),
     /// No rules: the engine alone guards, for this reason.
     EngineOnly(String),
 }
 
 impl AlertPath {
     /// Rules are armed whenever Alertmanager and a Prometheus metric source are configured
-    /// and there is somewhere to install them: `[alertmanager] rules_dir`. (The providers
-    /// also install into a Mimir/Cortex ruler, `RulerClient`; the configuration has no ruler
-    /// settings yet.)
+    /// and there is somewhere to install them: `[alertmanager] rules_dir` or `ruler`.
     pub fn of(config: &Config) -> AlertPath {
         let Some(am) = &config.alertmanager else {
             return AlertPath::EngineOnly(format!(
@@ -132,10 +194,11 @@ impl AlertPath {
                 "the metric source is not Prometheus, which would evaluate the rules".into(),
             );
         }
-        match &am.rules_dir {
-            Some(dir) => AlertPath::RulesDir(dir.clone()),
-            None => AlertPath::EngineOnly(
-                "no [alertmanager] rules_dir to install the rules into (`canary render rules` prints them)"
+        match (&am.rules_dir, &am.ruler) {
+            (Some(dir), _) => AlertPath::RulesDir(dir.clone()),
+            (None, Some(ruler)) => AlertPath::Ruler(ruler.url.clone()),
+            (None, None) => AlertPath::EngineOnly(
+                "no [alertmanager] rules_dir or ruler to install the rules into (`canary render rules` prints them)"
                     .into(),
             ),
         }
@@ -145,7 +208,7 @@ impl AlertPath {
     /// `engine (...)`.
     pub fn guards(&self, on_breach: OnBreach) -> String {
         match self {
-            AlertPath::RulesDir(_) => format!(
+            AlertPath::RulesDir(_) | AlertPath::Ruler(_) => format!(
                 "guarded by both: the engine, and its alert through Alertmanager ({})",
                 match on_breach {
                     OnBreach::Rollback => "rolls back",
@@ -160,25 +223,40 @@ impl AlertPath {
 }
 
 /// The installer for the run's rules, when [`AlertPath::of`] arms them.
-fn rules_installer(config: &Config) -> anyhow::Result<Option<RuleFileInstaller>> {
-    let (AlertPath::RulesDir(dir), Some(MetricsSettings::Prometheus(prometheus))) =
-        (AlertPath::of(config), &config.metrics)
-    else {
+pub(super) fn rules_installer(config: &Config) -> anyhow::Result<Option<Installer>> {
+    let Some(MetricsSettings::Prometheus(prometheus)) = &config.metrics else {
         return Ok(None);
     };
-    Ok(Some(RuleFileInstaller::new(RuleFileInstallerConfig {
-        dir,
-        prometheus_url: prometheus.url.clone(),
-        token: prometheus.token.clone(),
-        timeout: prometheus.timeout,
-    })?))
+    let ruler = config.alertmanager.as_ref().and_then(|a| a.ruler.as_ref());
+    Ok(match (AlertPath::of(config), ruler) {
+        (AlertPath::RulesDir(dir), _) => Some(Installer::Dir(RuleFileInstaller::new(
+            RuleFileInstallerConfig {
+                dir,
+                prometheus_url: prometheus.url.clone(),
+                token: prometheus.token.clone(),
+                timeout: prometheus.timeout,
+            },
+        )?)),
+        (AlertPath::Ruler(url), Some(r)) => Some(Installer::Ruler {
+            client: RulerClient::new(RulerConfig {
+                url: r.url.clone(),
+                prefix: r.api.clone(),
+                namespace: r.namespace.clone(),
+                tenant: r.tenant.clone(),
+                token: prometheus.token.clone(),
+                timeout: prometheus.timeout,
+            })?,
+            url,
+        }),
+        _ => None,
+    })
 }
 
 /// Installs the run's alert rules when [`AlertPath::of`] arms them, and says what was armed. The engine evaluates every guardrail in any case; the rules add
 /// Prometheus' own evaluation and Alertmanager's routing (escalation, callback).
 async fn arm_alerts(
     alertmanager: Option<&AlertmanagerSettings>,
-    installer: Option<RuleFileInstaller>,
+    installer: Option<Installer>,
     path: &AlertPath,
     plan: &Plan,
     run_id: &str,
@@ -191,14 +269,17 @@ async fn arm_alerts(
     let (Some(am), Some(installer)) = (alertmanager, installer) else {
         let why = match path {
             AlertPath::EngineOnly(why) => why.as_str(),
-            AlertPath::RulesDir(_) => "no rules installer",
+            AlertPath::RulesDir(_) | AlertPath::Ruler(_) => "no rules installer",
         };
         return engine(format!(
             "{why}: the engine evaluated every guardrail itself at its evaluation interval"
         ));
     };
     let rules = match CanaryRules::generate(plan, run_id) {
-        Ok(r) => r,
+        Ok(r) => match am.rule_interval {
+            Some(every) => r.every(every),
+            None => r,
+        },
         Err(e) => {
             return engine(format!(
                 "the alert rules could not be generated ({e}); the engine evaluated every guardrail itself"
@@ -209,14 +290,14 @@ async fn arm_alerts(
         Ok(done) => {
             let armed_alerts = Alerts::Alertmanager(AlertmanagerAlerts {
                 alertmanager_url: am.url.clone(),
-                rules_location: done.path.display().to_string(),
+                rules_location: installer.location(&done),
                 rules: rules
                     .group()
                     .rules
                     .iter()
                     .map(|r| EvidenceRule {
                         alert: r.alert.clone(),
-                        id: Some(format!("{}/{}", done.group, r.alert)),
+                        id: Some(format!("{}/{}", done.group(), r.alert)),
                         guardrail: r.labels.guardrail.clone(),
                         expr: r.expr.clone(),
                         for_: r.for_,

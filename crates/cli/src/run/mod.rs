@@ -231,8 +231,9 @@ pub struct Resumed {
 impl Resumed {
     /// Finds run `run_id`'s bundle (where the history says, else in `config`'s evidence
     /// directory), replays its journal — a decided run is refused before anything is touched —
-    /// and checks that `config` describes the run's plan.
-    pub fn open(config: &Config, run_id: &str) -> anyhow::Result<Resumed> {
+    /// and checks that `config` describes the run's plan. A run rehearsed on a compressed clock
+    /// (`--time-scale`) is resumed on the same clock: `config` is compressed like the journal's plan.
+    pub fn open(config: &mut Config, run_id: &str) -> anyhow::Result<Resumed> {
         let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
         let dir = History::open(&config.state_dir)?
             .get(run_id)?
@@ -240,6 +241,11 @@ impl Resumed {
             .unwrap_or_else(|| evidence.dir.clone());
         let (bundle, journal_writer, journal) =
             Bundle::resume(&dir, run_id).with_context(|| format!("cannot resume run {run_id}"))?;
+        let recorded = journal.header.plan.time_scale;
+        if recorded.is_finite() && recorded > config.plan.time_scale {
+            let factor = recorded / config.plan.time_scale;
+            *config = config.clone().compressed(factor);
+        }
         // The journal's plan is what the run enforces; wiring built from a configuration that
         // says otherwise would query guardrails the engine does not know, or miss ones it does.
         let differences = journal.header.plan.differences(&config.plan);

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use canary_core::choice;
 use canary_core::engine::Reading;
+use canary_core::{OnBreach, OnNoData, choice};
 use canary_evidence::{History, Signer};
 use canary_providers::alertmanager::AlertmanagerClient;
 use canary_providers::grafana::{GrafanaClient, GrafanaConfig};
@@ -104,11 +104,10 @@ pub async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<
     if let Some(a) = &config.alertmanager {
         let result = match AlertmanagerClient::new(&a.url, a.token.clone(), Duration::from_secs(10))
         {
-            Ok(client) => client
-                .ready()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|()| rules_path(&path)),
+            Ok(client) => match client.ready().await {
+                Ok(()) => rules_ready(config, &path).await,
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
         checks.push(Check::new(CheckKind::Alertmanager, a.url.clone(), result));
@@ -230,9 +229,22 @@ async fn api_tokens(integrations: &Integrations) -> Vec<Check> {
     }
 }
 
-/// Where the run's alert rules go: the rules directory must exist.
-fn rules_path(path: &AlertPath) -> Result<String, String> {
+/// Where the run's alert rules go: the rules directory must exist, the ruler must accept the
+/// credential.
+async fn rules_ready(config: &Config, path: &AlertPath) -> Result<String, String> {
     match path {
+        AlertPath::Ruler(url) => match super::arm::rules_installer(config) {
+            Ok(Some(installer)) => match installer.check().await {
+                Ok(()) => Ok(format!(
+                    "ready; the run's alert rules go into the ruler at {url} (the engine evaluates every guardrail too)"
+                )),
+                Err(e) => Err(format!("ready, but the ruler at {url} refused: {e}")),
+            },
+            Ok(None) => Err(format!(
+                "the ruler at {url} needs [metrics] source = \"prometheus\""
+            )),
+            Err(e) => Err(format!("{e:#}")),
+        },
         AlertPath::RulesDir(dir) if dir.is_dir() => Ok(format!(
             "ready; the run's alert rules go into {} (the engine evaluates every guardrail too)",
             dir.display()
@@ -260,10 +272,26 @@ async fn guardrails(config: &Config, integrations: &Integrations, path: &AlertPa
         .readings
         .iter()
         .map(|r| {
+            let guardrail = config
+                .plan
+                .guardrails
+                .iter()
+                .find(|g| g.name == r.guardrail);
+            // A guardrail whose missing data counts for nothing does not hold the run up.
+            let optional = guardrail
+                .is_some_and(|g| g.on_no_data == OnNoData::Ignore || g.on_breach == OnBreach::Warn);
             let result = match &r.baseline {
                 Reading::Value { value, .. } if value.is_finite() => Ok(format!(
                     "baseline value {}",
                     canary_core::verdict::fmt_value(*value)
+                )),
+                Reading::Value { .. } | Reading::NoData if optional => Ok(format!(
+                    "no data for the baseline yet; it does not hold the run up ({})",
+                    guardrail.map_or(String::new(), |g| if g.on_breach == OnBreach::Warn {
+                        "on_breach = \"warn\"".to_owned()
+                    } else {
+                        "on_no_data = \"ignore\"".to_owned()
+                    })
                 )),
                 Reading::Value { .. } => Err("the baseline's value is NaN (no traffic?)".into()),
                 Reading::NoData => Err(
@@ -272,11 +300,7 @@ async fn guardrails(config: &Config, integrations: &Integrations, path: &AlertPa
                 ),
                 Reading::Error { message } => Err(message.clone()),
             };
-            let guards = config
-                .plan
-                .guardrails
-                .iter()
-                .find(|g| g.name == r.guardrail)
+            let guards = guardrail
                 .map(|g| format!("; {}", path.guards(g.on_breach)))
                 .unwrap_or_default();
             let result = result

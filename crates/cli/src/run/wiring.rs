@@ -148,8 +148,8 @@ pub fn notifier(settings: &[NotifySettings]) -> anyhow::Result<Option<Notifier>>
             NotifyChannel::Slack { webhook, channel } => {
                 Box::new(notify::Slack::new(webhook.clone(), channel.clone())?)
             }
-            NotifyChannel::PagerDuty { routing_key } => {
-                Box::new(notify::PagerDuty::new(routing_key.clone(), None)?)
+            NotifyChannel::PagerDuty { routing_key, url } => {
+                Box::new(notify::PagerDuty::new(routing_key.clone(), url.clone())?)
             }
             NotifyChannel::Email {
                 smtp,

@@ -38,15 +38,10 @@ impl ScopedGuardrail {
 /// Scopes every guardrail query (and sample query) of `plan` to each arm. On a compressed
 /// clock (the demo's `time_scale`), range windows are divided by the same factor.
 pub fn scope_guardrails(plan: &Plan) -> Result<Vec<ScopedGuardrail>, RewriteError> {
-    let compress = (plan.time_scale > 1.0).then_some(plan.time_scale);
     let canary = ArmSelector::parse(&plan.arms.canary.selector)?;
     let baseline = ArmSelector::parse(&plan.arms.baseline.selector)?;
     let scope = |query: &str, arm: &ArmSelector| -> Result<String, RewriteError> {
-        let mut expr = rewrite::parse(query)?;
-        if let Some(factor) = compress {
-            expr = rewrite::compress_time(&expr, factor)?;
-        }
-        Ok(rewrite::scope(&expr, arm).to_string())
+        Ok(rewrite::scope_on_clock(query, arm, plan.time_scale)?.to_string())
     };
     plan.guardrails
         .iter()

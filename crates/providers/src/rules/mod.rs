@@ -267,9 +267,12 @@ impl CanaryRules {
                 guardrail: g.name.clone(),
                 source,
             };
-            let canary_query = as_vector(&g.query, &canary).map_err(query_err)?;
+            let canary_query = as_vector(&g.query, &canary, plan.time_scale).map_err(query_err)?;
             let samples = match (&g.samples_query, g.min_samples) {
-                (Some(q), Some(min)) => Some((as_vector(q, &canary).map_err(query_err)?, min)),
+                (Some(q), Some(min)) => Some((
+                    as_vector(q, &canary, plan.time_scale).map_err(query_err)?,
+                    min,
+                )),
                 _ => None,
             };
             let expr = breach_expr(&canary_query, g, samples.as_ref());
@@ -313,6 +316,12 @@ impl CanaryRules {
 
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// The rules evaluated every `interval` instead of the plan's evaluation interval.
+    pub fn every(mut self, interval: Duration) -> CanaryRules {
+        self.group.interval = interval;
+        self
     }
 
     pub fn group(&self) -> &RuleGroup {
@@ -426,11 +435,12 @@ fn to_yaml<T: Serialize>(what: &'static str, value: &T) -> Result<String, RulesE
     })
 }
 
-/// The query scoped to `arm`, as an instant-vector expression (a scalar query is wrapped in
-/// `vector()` so that comparisons filter instead of failing to parse).
-fn as_vector(query: &str, arm: &ArmSelector) -> Result<String, RewriteError> {
-    let parsed = rewrite::parse(query)?;
-    let scoped = rewrite::scope(&parsed, arm).to_string();
+/// The query scoped to `arm` on the run's clock (range windows compressed like the engine's),
+/// as an instant-vector expression (a scalar query is wrapped in `vector()` so that
+/// comparisons filter instead of failing to parse).
+fn as_vector(query: &str, arm: &ArmSelector, time_scale: f64) -> Result<String, RewriteError> {
+    let parsed = rewrite::scope_on_clock(query, arm, time_scale)?;
+    let scoped = parsed.to_string();
     Ok(match parsed.value_type() {
         ValueType::Scalar => format!("vector({scoped})"),
         _ => scoped,

@@ -11,7 +11,7 @@ mod stack;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use canary_core::{Secret, Verdict};
 use canary_evidence::{Signer, verify};
 
@@ -40,7 +40,7 @@ pub struct DemoArgs {
     faults: Vec<String>,
     /// How many times faster than real time the runbook runs (every duration, including PromQL
     /// range windows, is divided by it).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = crate::commands::run::time_scale)]
     time_scale: f64,
     /// Where the evidence bundle goes.
     #[arg(long, default_value = EvidenceSettings::DEFAULT_DIR)]
@@ -170,9 +170,8 @@ fn demo_config(record: &DemoRecord, state_dir: &Path) -> anyhow::Result<Config> 
         Env::offline(),
     )?;
     config.file = PathBuf::from("the canary init runbook (canary demo)");
-    config.plan = config.plan.compressed(record.time_scale);
+    let mut config = config.compressed(record.time_scale);
     config.plan.probes = true;
-    config.cooldown = Duration::from_secs_f64(config.cooldown.as_secs_f64() / record.time_scale);
     config.state_dir = state_dir.to_path_buf();
     config.evidence = Some(EvidenceSettings {
         dir: record.evidence_dir.clone(),
@@ -183,9 +182,6 @@ fn demo_config(record: &DemoRecord, state_dir: &Path) -> anyhow::Result<Config> 
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
-        bail!("--time-scale must be 1 or more (60 runs the 60-minute window in a minute)");
-    }
     let record = DemoRecord {
         faults: args.faults.clone(),
         time_scale: args.time_scale,
@@ -244,9 +240,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 pub async fn resume(state_dir: &Path, run_id: &str, output: Format) -> anyhow::Result<i32> {
     let record = DemoRecord::read(state_dir, run_id)?
         .with_context(|| format!("{run_id} is not a demo run of {}", state_dir.display()))?;
-    let base = demo_config(&record, state_dir)?;
+    let mut base = demo_config(&record, state_dir)?;
     // Replayed before any service starts: a decided run is refused here.
-    let resumed = run::Resumed::open(&base, run_id)?;
+    let resumed = run::Resumed::open(&mut base, run_id)?;
     let started = resumed.engine.started_at().unwrap_or(resumed.last_input);
     let elapsed =
         Duration::from_millis(u64::try_from(run::controller::now_ms() - started).unwrap_or(0));
