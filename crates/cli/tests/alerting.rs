@@ -9,59 +9,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use canary_testkit::{Alertmanager, Prometheus, free_port, http_get, http_request, wait_for};
-use support::{ALERT_TOKEN, Rig, artifact_text, canary, finish, rig_with, verify};
-
-/// A webhook receiver standing for the runbook's `ALERT_WEBHOOK_URL`: every body it gets.
-fn escalation_receiver() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 8192];
-            let body = loop {
-                let Ok(n) = stream.read(&mut buf) else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                raw.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&raw).into_owned();
-                let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                    continue;
-                };
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    break Some(body.to_owned());
-                }
-            };
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            if let Some(body) = body
-                && tx.send(body).is_err()
-            {
-                return;
-            }
-        }
-    });
-    (url, rx)
-}
+use support::{
+    ALERT_TOKEN, Received, Rig, artifact_text, canary, finish, rig_with, verify, webhook_receiver,
+};
 
 /// alertmanager.yml as `canary render alertmanager --standalone` prints it for a configuration
 /// with `[alertmanager] webhook_url = "${ALERT_WEBHOOK_URL}"`, with the variables substituted
@@ -112,13 +66,21 @@ struct Alerting {
     prometheus: Prometheus,
     alertmanager: Alertmanager,
     rules_dir: tempfile::TempDir,
-    escalations: mpsc::Receiver<String>,
+    escalations: Received,
 }
 
 fn alerting_rig(guardrails: &str) -> Alerting {
+    alerting_rig_into(None, guardrails)
+}
+
+/// [`alerting_rig`] with the rules going into a Mimir ruler at `ruler` instead of Prometheus'
+/// rules directory (Prometheus stands for Mimir's querier; the ruler stand-in takes the token).
+fn alerting_rig_into(ruler: Option<&str>, guardrails: &str) -> Alerting {
     let rules_dir = tempfile::tempdir().unwrap();
     let callback_port = free_port();
-    let (escalation_url, escalations) = escalation_receiver();
+    // A webhook receiver standing for the runbook's `ALERT_WEBHOOK_URL`.
+    let (escalation_url, escalations) = webhook_receiver();
+    let escalation_url = format!("{escalation_url}/alerts");
     let alertmanager = Alertmanager::start(&rendered_alertmanager(callback_port, &escalation_url));
     // Prometheus is started once the services' addresses are known (inside rig_with).
     let mut prometheus: Option<Prometheus> = None;
@@ -160,10 +122,13 @@ scrape_configs:
                 &config,
                 &["--rules.alert.resend-delay=1s"],
             );
-            let section = format!(
+            let mut section = format!(
                 "[metrics]\nsource = \"prometheus\"\nurl = \"{}/api/v1\"\ntimeout = \"5s\"\n",
                 p.url()
             );
+            if ruler.is_some() {
+                section.push_str(&format!("token = \"{}\"\n", canary_testkit::ruler::TOKEN));
+            }
             prometheus = Some(p);
             section
         },
@@ -174,12 +139,17 @@ url = "{am}"
 webhook_url = "${{ALERT_WEBHOOK_URL}}"
 callback_listen = "127.0.0.1:{callback_port}"
 callback_token = "${{CANARY_ALERT_TOKEN}}"
-rules_dir = "{rules}"
+{rules}
 
 {guardrails}
 "#,
                 am = alertmanager.url(),
-                rules = rules_dir.path().display(),
+                rules = match ruler {
+                    Some(url) => format!(
+                        "ruler = \"{url}\"\nruler_namespace = \"canary-runs\"\nruler_tenant = \"relay\""
+                    ),
+                    None => format!("rules_dir = \"{}\"", rules_dir.path().display()),
+                },
             )
         },
     );
@@ -237,19 +207,26 @@ impl Alerting {
 
     /// Waits for the escalation webhook to get an alert of `run_id` named `alertname`.
     fn escalated(&self, run_id: &str, alertname: &str) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let body = self.escalations.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("the escalation webhook got no {alertname} alert for {run_id}")
-            });
-            let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
-            if payload["alerts"].as_array().unwrap().iter().any(|a| {
-                a["labels"]["canary_run"] == run_id && a["labels"]["alertname"] == alertname
-            }) {
-                return payload;
-            }
-        }
+        wait_for(
+            &format!("the escalation webhook to get a {alertname} alert for {run_id}"),
+            Duration::from_secs(30),
+            || {
+                self.escalations
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, payload)| payload)
+                    .find(|payload| {
+                        payload["alerts"].as_array().is_some_and(|alerts| {
+                            alerts.iter().any(|a| {
+                                a["labels"]["canary_run"] == run_id
+                                    && a["labels"]["alertname"] == alertname
+                            })
+                        })
+                    })
+                    .cloned()
+            },
+        )
     }
 }
 
@@ -436,4 +413,54 @@ on_breach = "block-promotion"
         "no artifact names the gate's alert"
     );
     a.assert_rules_removed(&run_id);
+}
+
+#[test]
+fn with_a_mimir_ruler_the_rules_go_into_its_namespace_for_the_run_and_out_again() {
+    let ruler = canary_testkit::ruler::Ruler::start();
+    let a = alerting_rig_into(Some(ruler.url()), "");
+    let rig = &a.rig;
+    let mut run = rig.run(&[]);
+    let status = rig.wait_running(&mut run, 3_000);
+    let run_id = status["run_id"].as_str().unwrap().to_owned();
+    // The run's group is in the ruler, under the tenant and namespace configured, one alert
+    // per guardrail, each labelled with the run.
+    let group = wait_for(
+        "the run's group in the ruler",
+        Duration::from_secs(10),
+        || {
+            ruler
+                .groups()
+                .get(&(
+                    "relay".to_owned(),
+                    "canary-runs".to_owned(),
+                    format!("canary-{run_id}"),
+                ))
+                .cloned()
+        },
+    );
+    let rules = group["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 4, "{group:#}");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["labels"]["canary_run"] == run_id.as_str())
+    );
+    // Nothing went into a rules directory.
+    assert_eq!(std::fs::read_dir(a.rules_dir.path()).unwrap().count(), 0);
+
+    rig.cli(&["abort", "--reason", "ruler rehearsal over"]);
+    let (code, stdout, stderr) = finish(run);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    // The group left the ruler when the rollback was verified, and the evidence says where the
+    // rules were.
+    assert!(ruler.groups().is_empty(), "{:?}", ruler.groups());
+    let bundle = rig.bundle(&run_id);
+    assert_eq!(verify(&bundle).0, 0);
+    let text = artifact_text(&bundle, "CANARY_ALERTS_");
+    assert!(
+        text.contains(&format!("ruler {}, namespace canary-runs", ruler.url())),
+        "{text}"
+    );
+    assert!(!text.contains(canary_testkit::ruler::TOKEN), "{text}");
 }

@@ -4,8 +4,6 @@
 //! secret into what they report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +18,8 @@ use canary_providers::notify::{
     Channel, Email, EmailConfig, Incident, Message, Notifier, Outcome, PagerDuty, RetryPolicy,
     Slack, Webhook,
 };
-use canary_testkit::{Process, free_port, wait_for};
+use canary_testkit::free_port;
+use canary_testkit::smtp::Smtp;
 use serde_json::Value;
 
 const RUN: &str = "relay-20251019T120000Z";
@@ -292,62 +291,6 @@ async fn the_notifier_filters_retries_times_out_and_never_fails() {
     assert!(!report.contains("s3cr3t"), "{report}");
 }
 
-/// A real SMTP server: aiosmtpd's Controller requiring AUTH (allowed without TLS on loopback),
-/// appending each received message as a JSON line to a file.
-struct Smtp {
-    port: u16,
-    received: PathBuf,
-    _process: Process,
-    _dir: tempfile::TempDir,
-}
-
-const SMTP_SERVER: &str = r#"
-import json, sys, threading
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
-port, out = int(sys.argv[1]), sys.argv[2]
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        with open(out, "a") as f:
-            f.write(json.dumps({"from": envelope.mail_from, "to": envelope.rcpt_tos,
-                                "data": envelope.content.decode("utf8", "replace")}) + "\n")
-        return "250 OK"
-
-def authenticate(server, session, envelope, mechanism, auth_data):
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"canary" \
-        and auth_data.password == b"smtp-pa55"
-    return AuthResult(success=ok, handled=False)
-
-controller = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=authenticate,
-                        auth_required=True, auth_require_tls=False)
-controller.start()
-print("smtp ready", flush=True)
-threading.Event().wait()
-"#;
-
-fn start_smtp() -> Smtp {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("smtp_server.py");
-    std::fs::write(&script, SMTP_SERVER).unwrap();
-    let received = dir.path().join("received.jsonl");
-    let port = free_port();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script).arg(port.to_string()).arg(&received);
-    let mut process = Process::spawn("aiosmtpd", dir.path(), cmd);
-    wait_for("aiosmtpd to listen", Duration::from_secs(30), || {
-        process.assert_running();
-        process.output().contains("smtp ready").then_some(())
-    });
-    Smtp {
-        port,
-        received,
-        _process: process,
-        _dir: dir,
-    }
-}
-
 fn email(port: u16, password: &str) -> Email {
     Email::new(EmailConfig {
         smtp_url: format!("smtp://canary@127.0.0.1:{port}?tls=none"),
@@ -361,9 +304,9 @@ fn email(port: u16, password: &str) -> Email {
 
 #[tokio::test]
 async fn email_goes_through_a_real_smtp_server_with_authentication() {
-    let smtp = tokio::task::spawn_blocking(start_smtp).await.unwrap();
-    let channel = email(smtp.port, "smtp-pa55");
-    assert!(!format!("{channel:?}").contains("smtp-pa55"));
+    let smtp = tokio::task::spawn_blocking(Smtp::start).await.unwrap();
+    let channel = email(smtp.port, canary_testkit::smtp::PASSWORD);
+    assert!(!format!("{channel:?}").contains(canary_testkit::smtp::PASSWORD));
     assert_eq!(channel.name(), "email deployment-lead@company.com");
     let mut n = Notifier::new(Duration::from_secs(10), quick());
     n.subscribe(Box::new(channel), &[Topic::Decision]);
@@ -376,8 +319,7 @@ async fn email_goes_through_a_real_smtp_server_with_authentication() {
     let out = n.notify(&msg).await;
     assert!(out[0].delivered(), "{out:?}");
 
-    let line = std::fs::read_to_string(&smtp.received).unwrap();
-    let got: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let got = smtp.messages().into_iter().next().unwrap();
     assert_eq!(got["from"], "canary@company.com");
     assert_eq!(
         got["to"],
@@ -404,13 +346,7 @@ async fn email_goes_through_a_real_smtp_server_with_authentication() {
         "{error}"
     );
     assert!(!error.contains("wrong-pa55"));
-    assert_eq!(
-        std::fs::read_to_string(&smtp.received)
-            .unwrap()
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(smtp.messages().len(), 1);
 }
 
 /// A guardrail as the engine reports it in a breach.

@@ -31,10 +31,8 @@ type Shared = Arc<Mutex<Stand>>;
 
 /// A running stand-in; stopped when dropped.
 pub struct Grafana {
-    url: String,
+    served: crate::Served,
     state: Shared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Grafana {
@@ -44,55 +42,20 @@ impl Grafana {
             database: "ok".into(),
             ..Stand::default()
         }));
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the Grafana stand-in");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state.clone());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the Grafana stand-in");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
         Grafana {
-            url,
+            served: crate::Served::start("the Grafana stand-in", router(state.clone())),
             state,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.served.url
     }
 
     /// What it holds, to inspect or to change (e.g. `database`).
     pub fn state(&self) -> MutexGuard<'_, Stand> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Grafana {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -8,6 +8,13 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure here is a test failure
 
 pub mod grafana;
+pub mod haproxy;
+pub mod receiver;
+pub mod rehearsal;
+pub mod ruler;
+pub mod smtp;
+
+pub use receiver::{Received, webhook_receiver};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -101,6 +108,57 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// An axum app served on a free loopback port from a thread of its own (so synchronous and
+/// async tests can both use it); stopped when dropped.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    pub fn start(what: &str, app: axum::Router) -> Served {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let what = what.to_owned();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("a runtime for {what}: {e}"));
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Served {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A child process killed (and reaped) on drop, with its output captured to a file in its
 /// directory so a failing test can show it.
 pub struct Process {
@@ -140,6 +198,11 @@ impl Process {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("{} exited with {status}:\n{}", self.name, self.output());
         }
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -389,10 +452,20 @@ impl Alertmanager {
     /// [`Alertmanager::start`] in a directory the test prepared (e.g. holding credential files
     /// the configuration references).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Alertmanager {
+        Self::start_at(dir, config, None)
+    }
+
+    /// [`Alertmanager::start`] on `port` (a Prometheus configured before it started points
+    /// there).
+    pub fn start_on(port: u16, config: &str) -> Alertmanager {
+        Self::start_at(tempfile::tempdir().expect("tempdir"), config, Some(port))
+    }
+
+    fn start_at(dir: tempfile::TempDir, config: &str, port: Option<u16>) -> Alertmanager {
         let cfg = dir.path().join("alertmanager.yml");
         std::fs::write(&cfg, config).expect("write alertmanager.yml");
         for _attempt in 0..3 {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             let mut cmd = Command::new("prometheus-alertmanager");
             cmd.arg(format!("--config.file={}", cfg.display()))

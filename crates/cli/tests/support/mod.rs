@@ -4,10 +4,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary_testkit::{Process, free_port, http_get, http_request, wait_for};
@@ -408,61 +407,8 @@ pub fn verify(bundle: &Path) -> (i32, String) {
     )
 }
 
-/// The path and JSON body of every POST a [`webhook_receiver`] got, in arrival order.
-pub type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A webhook receiver on loopback. It answers until the test process ends.
-pub fn webhook_receiver() -> (String, Received) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head, body) = loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                data.extend_from_slice(&buf[..n]);
-                let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&data[..end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while data.len() < end + 4 + length {
-                    let n = stream.read(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                }
-                break (head, data[end + 4..].to_vec());
-            };
-            let path = head
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            if let Ok(json) = serde_json::from_slice(&body) {
-                sink.lock().unwrap().push((path, json));
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, received)
-}
+#[allow(unused_imports)] // each test binary uses a part of the support
+pub use canary_testkit::{Received, webhook_receiver};
 
 /// The text of the bundle's artifact whose name starts with `prefix` (the runbook's names carry
 /// a timestamp after it).
