@@ -7,10 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use canary_testkit::rehearsal::{
     CHANNEL_VARIABLES, INIT_VARIABLES, Lb, Options, Outcome, RUNBOOK_VARIABLES, Rehearsal,
 };
+use canary_testkit::wait_for;
 
 /// Every artifact the runbook names, present in every run (placeholders where not reached).
 const ARTIFACTS: [&str; 12] = [
@@ -268,6 +270,51 @@ fn the_runbooks_railway_provider_rolls_back_and_pages_through_every_channel() {
                 && m["data"].as_str().unwrap().contains("ROLLBACK")),
         "{mail:?}"
     );
+}
+
+#[test]
+fn a_controller_killed_mid_rehearsal_is_resumed_on_its_clock_and_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_canary")),
+        dir.path().to_path_buf(),
+    );
+    let rehearsal = Rehearsal::start(options);
+    let mut running = rehearsal.start_run();
+    // The split is on HAProxy and the run has written its T+5m check: kill -9 the controller.
+    let run_id = wait_for("the run to be under way", Duration::from_secs(60), || {
+        let run_id = rehearsal.active_run_id()?;
+        let bundle = dir.path().join("canary-evidence").join(&run_id);
+        let checks = std::fs::read_dir(&bundle)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("CANARY_METRICS_CHECK_")
+            })?;
+        let text = std::fs::read_to_string(checks.path()).ok()?;
+        (rehearsal.haproxy.weight("main") == 5 && text.contains("T+")).then_some(run_id)
+    });
+    running.kill_9();
+    // HAProxy has no lease: the split stays where the dead controller left it.
+    assert_eq!(rehearsal.haproxy.weight("main"), 5);
+
+    // `canary resume` rebuilds the run from its journal on the journal's clock (time scale 60,
+    // with the configuration as written) and finishes it.
+    let outcome = rehearsal.finish(rehearsal.start_resume(&run_id));
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.run_id, run_id);
+    assert_eq!(outcome.weights, (100, 0));
+    let (code, verified) = rehearsal.verify(&outcome.bundle);
+    assert_eq!(code, 0, "{verified}");
+    let journal = std::fs::read_to_string(outcome.bundle.join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains(r#"{"input":"resume""#),
+        "no resume in the journal"
+    );
+    let decision = artifact(&outcome.bundle, "CANARY_DECISION_FINAL.txt");
+    assert!(decision.contains("DECISION: PROMOTE"), "{decision}");
 }
 
 #[test]

@@ -156,6 +156,22 @@ pub struct Rehearsal {
     traffic: Vec<Process>,
 }
 
+/// A `canary` run or resume in progress.
+pub struct Running {
+    child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    started: Instant,
+}
+
+impl Running {
+    /// `kill -9`: the controller dies without rolling back or sealing anything.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// How a `canary run` of the rehearsal ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -662,17 +678,36 @@ scrape_configs:
     /// environment but `PATH` (the `railway` stand-in first) and `HOME`: everything else comes
     /// from `.env.canary`. Bounded by the run's window plus two minutes.
     pub fn run(&self) -> Outcome {
+        let running = self.start_run();
+        self.finish(running)
+    }
+
+    /// Starts `canary run` as [`Rehearsal::run`] does, without waiting for it.
+    pub fn start_run(&self) -> Running {
+        let scale = self.options.time_scale.to_string();
+        self.canary(
+            &["run", "-c", "canary.toml", "--time-scale", &scale],
+            "canary-run",
+        )
+    }
+
+    /// `canary resume RUN_ID -c canary.toml`, as an operator on the same machine would after
+    /// the controller died.
+    pub fn start_resume(&self, run_id: &str) -> Running {
+        self.canary(&["resume", run_id, "-c", "canary.toml"], "canary-resume")
+    }
+
+    fn canary(&self, args: &[&str], log: &str) -> Running {
         let work = &self.options.work;
         let path = format!(
             "{}:{}",
             work.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let stdout = work.join("logs/canary-run.stdout");
-        let stderr = work.join("logs/canary-run.stderr");
-        let mut child = Command::new(&self.options.canary)
-            .args(["run", "-c", "canary.toml", "--time-scale"])
-            .arg(self.options.time_scale.to_string())
+        let stdout = work.join(format!("logs/{log}.stdout"));
+        let stderr = work.join(format!("logs/{log}.stderr"));
+        let child = Command::new(&self.options.canary)
+            .args(args)
             .current_dir(work)
             .env_clear()
             .env("PATH", path)
@@ -681,25 +716,43 @@ scrape_configs:
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
-            .expect("canary run");
+            .expect("canary");
+        Running {
+            child,
+            stdout,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// The id of the run whose controller is (or was) active, from the state directory.
+    pub fn active_run_id(&self) -> Option<String> {
+        let path = self.options.work.join(".canary/active/relay.json");
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        file["run_id"].as_str().map(str::to_owned)
+    }
+
+    /// Waits for `running` to end (bounded by the run's window plus two minutes) and reads
+    /// HAProxy's weights back.
+    pub fn finish(&self, mut running: Running) -> Outcome {
         let limit =
             Duration::from_secs_f64(3600.0 / self.options.time_scale) + Duration::from_secs(120);
-        let started = Instant::now();
         let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for canary run") {
+            if let Some(status) = running.child.try_wait().expect("wait for canary") {
                 break status;
             }
-            if started.elapsed() > limit {
-                let _ = child.kill();
+            if running.started.elapsed() > limit {
+                let _ = running.child.kill();
                 panic!(
-                    "canary run did not finish within {limit:?}:\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                    "canary did not finish within {limit:?}:\n{}",
+                    std::fs::read_to_string(&running.stderr).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let out = std::fs::read_to_string(&stdout).unwrap_or_default();
-        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+        let out = std::fs::read_to_string(&running.stdout).unwrap_or_default();
+        let err = std::fs::read_to_string(&running.stderr).unwrap_or_default();
         // "RUN_ID VERDICT — evidence PATH"
         let first = out.lines().next().unwrap_or_default();
         let run_id = first
@@ -709,7 +762,7 @@ scrape_configs:
             .to_owned();
         let bundle = first
             .split_once("evidence ")
-            .map(|(_, p)| work.join(p.trim()))
+            .map(|(_, p)| self.options.work.join(p.trim()))
             .unwrap_or_default();
         Outcome {
             code: status.code().unwrap_or(-1),

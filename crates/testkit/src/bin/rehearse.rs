@@ -28,8 +28,11 @@ struct Args {
     /// haproxy (runtime API) or railway (the template's commands, a platform CLI stand-in).
     #[arg(long, default_value = "haproxy")]
     lb: String,
-    /// A fault for the canary: KIND[:rate][@onset], onset in runbook time (slow-ttfv,
-    /// sse-drop, rls-errors, tenant-leak, slow-ann, pool-saturation).
+    /// A fault for the canary: KIND[:rate][@onset] (slow-ttfv, sse-drop, rls-errors,
+    /// tenant-leak, slow-ann, pool-saturation). The onset is in runbook time and counts from the
+    /// canary service's start, which is some 5–10 runbook-minutes before the run's T+0 (the
+    /// stack starts and fills a window of traffic first); without one the fault is there from
+    /// the start.
     #[arg(long)]
     fault: Option<String>,
     /// How many times faster than the runbook (60: the hour in a minute).
