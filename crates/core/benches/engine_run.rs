@@ -61,6 +61,8 @@ fn plan() -> Plan {
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 5,
         time_scale: 1.0,
+        comparisons: Vec::new(),
+        scoring: Default::default(),
     }
 }
 
@@ -92,6 +94,7 @@ fn run_once(plan: &Plan) -> (usize, Duration) {
                             at: round,
                             round,
                             readings,
+                            comparisons: Vec::new(),
                         })
                         .unwrap(),
                 );

@@ -22,17 +22,27 @@
 //!   Missing evidence is INCONCLUSIVE, never PROMOTE.
 //! - A PROMOTE the load balancer does not take ([`Event::PromotionFailed`], after the decision)
 //!   becomes PROMOTION_FAILED: traffic back to the baseline, paged, its own exit code.
+//! - Comparisons (DESIGN §14, [`crate::comparisons`]): every evaluation feeds each comparison's
+//!   sequential test one look. A critical comparison that fails rolls back at once; one that
+//!   is not critical is told and counts at the decision, where the comparisons' score below
+//!   `marginal` rolls back, below `pass` (or nothing judged, or a critical one without data)
+//!   is INCONCLUSIVE, and from `pass` on lets the guardrails decide. Without comparisons
+//!   nothing of this applies: the engine acts exactly as before they existed.
 
 use std::time::Duration;
 
+use canary_judge::{Judgement, Score};
 use serde::{Deserialize, Serialize};
 
+use crate::comparisons::{ComparisonState, Look};
 use crate::duration::Human;
 use crate::escape::Escaped;
 use crate::plan::{
     Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
 };
 use crate::verdict::{Decision, NoDataCause, ProbeRun, Reason, Verdict, fmt_value};
+
+pub use crate::comparisons::{ComparisonReading, Measurement};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -156,6 +166,10 @@ pub enum Input {
         at: Millis,
         round: Millis,
         readings: Vec<GuardrailReading>,
+        /// Each comparison's readings per arm (absent from journals written before
+        /// comparisons existed, and from plans without any).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        comparisons: Vec<ComparisonReading>,
     },
     /// An external event.
     Event { at: Millis, event: Event },
@@ -309,7 +323,7 @@ impl GuardrailSummary {
 pub enum Action {
     /// Set the canary's share of traffic and verify it.
     SetWeight { canary: u8, change: WeightChange },
-    /// Evaluate every guardrail for both arms at `round` and answer with
+    /// Evaluate every guardrail and every comparison for both arms at `round` and answer with
     /// [`Input::Observations`].
     Evaluate { round: Millis },
     /// Append one line per guardrail to the check log.
@@ -505,6 +519,7 @@ pub struct Engine {
     /// Probe runs asked for and not yet reported.
     probes_running: u32,
     guardrails: Vec<GuardrailState>,
+    comparisons: Vec<ComparisonState>,
     decision: Option<Decision>,
 }
 
@@ -530,6 +545,12 @@ pub struct EngineStatus {
     pub step: usize,
     pub guardrails: Vec<GuardrailSummary>,
     pub verdict: Option<&'static str>,
+    /// Each comparison's judgement so far, in the plan's order (empty without comparisons).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Judgement>,
+    /// Their score so far (absent without comparisons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -546,6 +567,11 @@ impl Engine {
             .cloned()
             .map(GuardrailState::new)
             .collect();
+        let comparisons = plan
+            .comparisons
+            .iter()
+            .map(ComparisonState::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let burst = if plan.burst.is_some() {
             Burst::Pending
         } else {
@@ -566,6 +592,7 @@ impl Engine {
             clean_probe_runs: 0,
             probes_running: 0,
             guardrails,
+            comparisons,
             decision: None,
         })
     }
@@ -577,6 +604,20 @@ impl Engine {
     /// The decision, once made.
     pub fn decision(&self) -> Option<&Decision> {
         self.decision.as_ref()
+    }
+
+    /// Each comparison's judgement so far, in the plan's order: what a status view shows.
+    /// Derived from the observations applied, nothing else, so a replay gives the same.
+    pub fn judgements(&self) -> Vec<Judgement> {
+        self.comparisons
+            .iter()
+            .map(ComparisonState::judgement)
+            .collect()
+    }
+
+    /// The comparisons' score so far; `None` for a plan without comparisons.
+    pub fn score(&self) -> Option<Score> {
+        (!self.comparisons.is_empty()).then(|| self.plan.scoring.score(&self.judgements()))
     }
 
     pub fn is_decided(&self) -> bool {
@@ -641,6 +682,8 @@ impl Engine {
             step: self.step,
             guardrails: self.summaries(),
             verdict: self.decision.as_ref().map(|d| d.verdict.name()),
+            comparisons: self.judgements(),
+            score: self.score(),
         }
     }
 
@@ -689,7 +732,10 @@ impl Engine {
                 self.on_tick(&mut out);
             }
             Input::Observations {
-                round, readings, ..
+                round,
+                readings,
+                comparisons,
+                ..
             } => {
                 self.require_started()?;
                 if self.phase == Phase::Decided {
@@ -702,7 +748,7 @@ impl Engine {
                     });
                 }
                 self.pending_round = None;
-                self.on_observations(*round, readings, &mut out);
+                self.on_observations(*round, readings, comparisons, &mut out);
                 self.on_tick(&mut out);
             }
             Input::Resume { at } => {
@@ -842,6 +888,7 @@ impl Engine {
         &mut self,
         round: Millis,
         readings: &[GuardrailReading],
+        comparisons: &[ComparisonReading],
         out: &mut Vec<Action>,
     ) {
         let max_errors = self.plan.max_query_errors;
@@ -913,6 +960,8 @@ impl Engine {
             }
         }
 
+        triggered.extend(self.judge_comparisons(comparisons, out));
+
         let offset = Duration::from_millis((round - self.start).max(0) as u64);
         if offset >= self.next_check_log {
             while self.next_check_log <= offset {
@@ -950,6 +999,88 @@ impl Engine {
         } else if self.phase == Phase::Running && offset >= self.plan.window() {
             self.decide_at_end(out);
         }
+    }
+
+    /// Feeds each comparison its look of this round. A comparison that has just failed is
+    /// told; a critical one returns the reason to roll back.
+    fn judge_comparisons(
+        &mut self,
+        readings: &[ComparisonReading],
+        out: &mut Vec<Action>,
+    ) -> Vec<Reason> {
+        let mut triggered = Vec::new();
+        for c in &mut self.comparisons {
+            let reading = readings.iter().find(|r| r.comparison == c.spec.name);
+            if c.observe(reading) != Look::JustFailed {
+                continue;
+            }
+            let reason = c.failure();
+            if c.spec.critical {
+                out.push(Action::Notify {
+                    guardrails: Vec::new(),
+                    topic: Topic::Breach,
+                    severity: Severity::Critical,
+                    message: format!("{reason}; critical comparison: rolling back"),
+                });
+                triggered.push(reason);
+            } else {
+                out.push(Action::Notify {
+                    guardrails: Vec::new(),
+                    topic: Topic::Breach,
+                    severity: Severity::Warning,
+                    message: format!(
+                        "{reason}; it counts against the comparisons' score at the decision"
+                    ),
+                });
+            }
+        }
+        triggered
+    }
+
+    /// The comparisons' part of the decision: reasons that roll back (the score below
+    /// `marginal`), and reasons that make it INCONCLUSIVE (the score below `pass`, nothing
+    /// judged, a critical comparison without data). Nothing without comparisons.
+    fn comparison_reasons(&self) -> (Vec<Reason>, Vec<Reason>) {
+        let (mut failed, mut inconclusive) = (Vec::new(), Vec::new());
+        let Some(score) = self.score() else {
+            return (failed, inconclusive);
+        };
+        let scoring = &self.plan.scoring;
+        for c in &self.comparisons {
+            if score.failed_critical.contains(&c.spec.name) {
+                failed.push(c.failure());
+            }
+        }
+        match score.score {
+            Some(value) if value < scoring.marginal => failed.push(Reason::ScoreBelowMarginal {
+                score: value,
+                marginal: scoring.marginal,
+                failed: self
+                    .judgements()
+                    .into_iter()
+                    .filter(|j| j.classification.failed())
+                    .map(|j| j.name)
+                    .collect(),
+            }),
+            Some(value) if value < scoring.pass => inconclusive.push(Reason::ScoreMarginal {
+                score: Some(value),
+                marginal: scoring.marginal,
+                pass: scoring.pass,
+            }),
+            Some(_) => {}
+            None => inconclusive.push(Reason::ScoreMarginal {
+                score: None,
+                marginal: scoring.marginal,
+                pass: scoring.pass,
+            }),
+        }
+        inconclusive.extend(
+            score
+                .critical_without_data
+                .into_iter()
+                .map(|comparison| Reason::CriticalComparisonNoData { comparison }),
+        );
+        (failed, inconclusive)
     }
 
     /// The controller is back after being down since `last_input`: inside the window the split
@@ -1130,6 +1261,8 @@ impl Engine {
             at: self.now,
             authorised_by: promoted.authorised_by.clone(),
             guardrails: promoted.guardrails.clone(),
+            comparisons: promoted.comparisons.clone(),
+            score: promoted.score.clone(),
         };
         self.decision = Some(decision.clone());
         self.weight = 0;
@@ -1309,6 +1442,7 @@ impl Engine {
         if self.plan.probes && self.clean_probe_runs == 0 {
             reasons.push(Reason::ProbesMissing);
         }
+        reasons.extend(self.comparison_reasons().1);
         reasons
     }
 
@@ -1339,6 +1473,7 @@ impl Engine {
             }
         }
         failed.extend(self.burst_shortfall());
+        failed.extend(self.comparison_reasons().0);
         let inconclusive = self.inconclusive_reasons();
         if !failed.is_empty() {
             failed.extend(inconclusive);
@@ -1456,6 +1591,8 @@ impl Engine {
             at: self.now,
             authorised_by: by.to_owned(),
             guardrails: self.summaries(),
+            comparisons: self.judgements(),
+            score: self.score(),
         };
         self.decision = Some(decision.clone());
         out.push(Action::Decide(decision));

@@ -4,6 +4,10 @@
 //! milliseconds under test and a journal of inputs replays to the same verdict.
 #![forbid(unsafe_code)]
 
+/// The statistics the comparisons are judged with, for callers that build or show them.
+pub use canary_judge as judge;
+
+pub mod comparisons;
 pub mod duration;
 pub mod engine;
 pub mod escape;
@@ -16,6 +20,6 @@ pub mod verdict;
 
 pub use engine::{Action, Engine, EngineError, Event, Input, Millis, Reading, Severity};
 pub use escape::Escaped;
-pub use plan::{ArmRole, Guardrail, OnBreach, OnNoData, Plan};
+pub use plan::{ArmRole, CompareSpec, Guardrail, Measure, OnBreach, OnNoData, Plan};
 pub use secret::Secret;
 pub use verdict::{Decision, Reason, Verdict};

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use canary_judge::{Comparison, Effect, Scoring};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::{self, Human};
@@ -319,6 +320,216 @@ pub struct Guardrail {
     pub samples_query: Option<String>,
 }
 
+choice! {
+    /// Which way a change in the canary is bad, for a comparison (`direction`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum Direction {
+        /// Higher is worse: latencies, error rates.
+        Increase = "increase",
+        /// Lower is worse: throughput, success rates.
+        Decrease = "decrease",
+        /// Any change is worse.
+        Either = "either",
+    }
+}
+
+impl From<Direction> for canary_judge::Direction {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Increase => canary_judge::Direction::Increase,
+            Direction::Decrease => canary_judge::Direction::Decrease,
+            Direction::Either => canary_judge::Direction::Either,
+        }
+    }
+}
+
+choice! {
+    /// [`Measure`] by name, without its queries (a comparison's `kind`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(try_from = "String", into = "&'static str")]
+    pub enum MeasureKind {
+        Continuous = "continuous",
+        Counts = "counts",
+    }
+}
+
+/// What a comparison reads from each arm at every evaluation, and so which sequential test
+/// judges it. Queries are unscoped PromQL, scoped to each arm by the runtime like guardrails.
+///
+/// The sequential tests count every evaluation as an independent look, so two looks must not
+/// read the same samples:
+///
+/// - `Continuous`: `query` must cover one evaluation interval and no more — a window equal to
+///   `evaluation_interval`, e.g. `histogram_quantile(0.95, sum by (le)
+///   (rate(ttfv_ms_bucket[30s])))` when evaluating every 30 s. A longer window (`[5m]`) makes
+///   ten successive looks share most of their samples, and the run-wide false-rollback bound
+///   no longer holds. Judged by the sequential sign test of stochastic order
+///   ([`canary_judge::SignSequence`]): each look pairs the canary's value with the baseline's.
+///   A round where either arm has no finite value (no data, NaN, an error) is no look.
+/// - `Counts`: `events` and `exposure` are cumulative counters summed per arm, with no range
+///   window: `sum(http_requests_total{code=~"5.."})` out of `sum(http_requests_total)`. The
+///   engine takes the increase of each since the last evaluation that read them all (the
+///   first only sets where counting starts), so looks never overlap and together count
+///   exactly what the run served, whatever the scrape alignment — where `increase(...[30s])`
+///   would extrapolate and lose what falls between windows. A counter that went down (a
+///   restart) makes that interval no look for either arm and counting starts again; an
+///   events counter with no series yet (no error so far) counts 0. Judged by the sequential
+///   rate-ratio test ([`canary_judge::CountSequence`]).
+///
+/// `canary_providers::metrics::observe::overlapping_comparisons` finds queries that break
+/// these rules (a window longer than the interval, a counts query read through a range).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Measure {
+    /// One reading per arm per evaluation: a latency quantile, a per-interval rate.
+    Continuous { query: String },
+    /// Events out of exposure per arm, both cumulative counters: errors out of requests,
+    /// failed out of started streams.
+    Counts { events: String, exposure: String },
+}
+
+impl Measure {
+    /// Its `kind` name.
+    pub fn kind(&self) -> MeasureKind {
+        match self {
+            Measure::Continuous { .. } => MeasureKind::Continuous,
+            Measure::Counts { .. } => MeasureKind::Counts,
+        }
+    }
+
+    /// Its queries, each with the name of the field that holds it.
+    pub fn queries(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Measure::Continuous { query } => vec![("query", query)],
+            Measure::Counts { events, exposure } => {
+                vec![("events", events), ("exposure", exposure)]
+            }
+        }
+    }
+}
+
+/// One canary-versus-baseline comparison (DESIGN §14): what to read per arm, which way is
+/// bad and by how much, and how its result counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareSpec {
+    /// Unique among comparisons and guardrails: it names the result everywhere.
+    pub name: String,
+    /// What is read and which test judges it (`kind` and its queries, flattened).
+    #[serde(flatten)]
+    pub measure: Measure,
+    /// Which way is bad.
+    pub direction: Direction,
+    /// How much worse the canary may be before it counts as worse: relative (a fraction of
+    /// the baseline) or absolute (in the query's unit; continuous comparisons only).
+    pub effect: Effect,
+    /// A critical comparison that fails rolls back at once, whatever the score.
+    pub critical: bool,
+    /// Its weight inside its group; positive.
+    pub weight: f64,
+    /// The scoring group it counts in.
+    pub group: String,
+    /// The chance that a canary no worse than allowed fails this comparison at some look of
+    /// the whole run (the sequential test's level), in (0, 1).
+    pub alpha: f64,
+}
+
+impl CompareSpec {
+    /// A comparison's level when the configuration does not give one.
+    pub const DEFAULT_ALPHA: f64 = 0.05;
+    /// A comparison's weight when the configuration does not give one.
+    pub const DEFAULT_WEIGHT: f64 = 1.0;
+    /// The group of a comparison the configuration puts in none.
+    pub const DEFAULT_GROUP: &'static str = "default";
+
+    /// The comparison as the judge sees it.
+    pub fn comparison(&self) -> Comparison {
+        Comparison {
+            name: self.name.clone(),
+            group: self.group.clone(),
+            direction: self.direction.into(),
+            effect: self.effect,
+            critical: self.critical,
+            weight: self.weight,
+        }
+    }
+
+    fn check(&self) -> Result<(), PlanError> {
+        let name = || self.name.clone();
+        if let Some((field, _)) = self
+            .measure
+            .queries()
+            .into_iter()
+            .find(|(_, q)| q.trim().is_empty())
+        {
+            return Err(PlanError::ComparisonQueryEmpty {
+                name: name(),
+                field,
+            });
+        }
+        if !(self.weight > 0.0 && self.weight.is_finite()) {
+            return Err(PlanError::ComparisonWeight {
+                name: name(),
+                weight: self.weight,
+            });
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(PlanError::ComparisonAlpha {
+                name: name(),
+                alpha: self.alpha,
+            });
+        }
+        if let Err(e) = self.effect.check(self.direction.into()) {
+            return Err(PlanError::ComparisonEffect {
+                name: name(),
+                problem: format!(
+                    "{e}: give a relative effect as a fraction (0.1 lets the canary be 10 % worse) or an absolute one in the query's unit"
+                ),
+            });
+        }
+        if self.measure.kind() == MeasureKind::Counts && matches!(self.effect, Effect::Absolute(_))
+        {
+            return Err(PlanError::ComparisonEffect {
+                name: name(),
+                problem: "a counts comparison judges the ratio of the arms' rates, so its allowed effect must be relative (0.1 lets the canary's rate be 10 % higher), not absolute".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why an allowed effect's text did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{input:?} is not an allowed effect: write a percentage of the baseline (\"10%\") or an amount in the query's unit (\"50\"), not negative"
+)]
+pub struct EffectError {
+    pub input: String,
+}
+
+/// Reads an allowed effect as a configuration writes it: `"10%"` is relative (the canary may
+/// be 10 % worse than the baseline), a plain number (`"50"`) is absolute, in the query's unit.
+/// `"0"` and `"0%"` allow nothing.
+pub fn parse_effect(text: &str) -> Result<Effect, EffectError> {
+    let error = || EffectError {
+        input: text.to_owned(),
+    };
+    let t = text.trim();
+    let (number, relative) = match t.strip_suffix('%') {
+        Some(n) => (n.trim(), true),
+        None => (t, false),
+    };
+    let value: f64 = number.parse().map_err(|_| error())?;
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(error());
+    }
+    Ok(if relative {
+        Effect::Relative(value / 100.0)
+    } else {
+        Effect::Absolute(value)
+    })
+}
+
 /// The runbook's load burst.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurstPlan {
@@ -435,10 +646,22 @@ pub struct Plan {
     /// such as `T15` — are in runbook time.
     #[serde(default = "real_time")]
     pub time_scale: f64,
+    /// Canary-versus-baseline comparisons, judged at every evaluation beside the guardrails.
+    /// Absent from journals written before comparisons existed (and from plans without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<CompareSpec>,
+    /// How the comparisons' results make a 0–100 score and its verdict (Kayenta's `marginal`
+    /// 75 / `pass` 95 and group weights by default).
+    #[serde(default, skip_serializing_if = "is_default_scoring")]
+    pub scoring: Scoring,
 }
 
 fn real_time() -> f64 {
     1.0
+}
+
+fn is_default_scoring(scoring: &Scoring) -> bool {
+    *scoring == Scoring::default()
 }
 
 /// A plan that contradicts itself. The CLI reports these with file positions; the engine refuses
@@ -489,6 +712,32 @@ pub enum PlanError {
     NoGatingGuardrail,
     #[error("guardrail {name:?}: `{must}` compares with an infinite number and can never fail")]
     NonFiniteThreshold { name: String, must: Threshold },
+    #[error("two comparisons are named {0:?}: names must be unique")]
+    DuplicateComparison(String),
+    #[error(
+        "comparison {0:?} has the name of a guardrail: rename one (a name identifies one result in the journal, the decision and the report)"
+    )]
+    ComparisonNamedLikeGuardrail(String),
+    #[error("comparison {name:?}: {field} is empty: give the PromQL to evaluate for each arm")]
+    ComparisonQueryEmpty { name: String, field: &'static str },
+    #[error(
+        "comparison {name:?}: weight {weight} must be a positive number (1 unless this comparison should count more in its group)"
+    )]
+    ComparisonWeight { name: String, weight: f64 },
+    #[error(
+        "comparison {name:?}: alpha {alpha} must lie strictly between 0 and 1, e.g. 0.05 (the chance that a canary no worse than allowed fails it over the whole run)"
+    )]
+    ComparisonAlpha { name: String, alpha: f64 },
+    #[error("comparison {name:?}: {problem}")]
+    ComparisonEffect { name: String, problem: String },
+    #[error(
+        "scoring: {problem}; use 0 <= marginal <= pass <= 100 (Kayenta's defaults: marginal 75, pass 95) and group weights of 0 or more"
+    )]
+    Scoring { problem: String },
+    #[error(
+        "scoring gives group {0:?} a weight, but no comparison is in that group: fix the group's name or drop its weight"
+    )]
+    UnknownScoringGroup(String),
 }
 
 impl Plan {
@@ -565,12 +814,41 @@ impl Plan {
                 });
             }
         }
-        if !self
-            .guardrails
-            .iter()
-            .any(|g| g.on_breach.gates_promotion())
+        self.check_comparisons()?;
+        // A comparison gates the promotion too: PROMOTE needs its score to pass.
+        if self.comparisons.is_empty()
+            && !self
+                .guardrails
+                .iter()
+                .any(|g| g.on_breach.gates_promotion())
         {
             return Err(PlanError::NoGatingGuardrail);
+        }
+        Ok(())
+    }
+
+    fn check_comparisons(&self) -> Result<(), PlanError> {
+        for (i, c) in self.comparisons.iter().enumerate() {
+            if self.comparisons[..i].iter().any(|o| o.name == c.name) {
+                return Err(PlanError::DuplicateComparison(c.name.clone()));
+            }
+            if self.guardrails.iter().any(|g| g.name == c.name) {
+                return Err(PlanError::ComparisonNamedLikeGuardrail(c.name.clone()));
+            }
+            c.check()?;
+        }
+        if let Err(e) = self.scoring.check() {
+            return Err(PlanError::Scoring {
+                problem: e.to_string(),
+            });
+        }
+        if let Some(group) = self
+            .scoring
+            .group_weights
+            .keys()
+            .find(|g| !self.comparisons.iter().any(|c| &c.group == *g))
+        {
+            return Err(PlanError::UnknownScoringGroup(group.clone()));
         }
         Ok(())
     }
@@ -617,45 +895,48 @@ impl Plan {
 
     /// Where `other` (a configuration's plan) differs from this one (a journal's), one line per
     /// difference (`steps[0].weight: 5 in the journal, 25 in the configuration`), guardrails
-    /// matched by name. Empty when they are
-    /// the same plan. Resume uses it: the journal's plan is the truth, and a configuration
-    /// that says otherwise is refused with the differences named.
+    /// and comparisons matched by name. Empty when they are the same plan. Resume uses it: the
+    /// journal's plan is the truth, and a configuration that says otherwise is refused with the
+    /// differences named.
     pub fn differences(&self, other: &Plan) -> Vec<String> {
         let mut out = Vec::new();
-        let names =
-            |p: &Plan| -> Vec<String> { p.guardrails.iter().map(|g| g.name.clone()).collect() };
-        let (mine, theirs) = (names(self), names(other));
-        let missing: Vec<&String> = mine.iter().filter(|n| !theirs.contains(n)).collect();
-        let extra: Vec<&String> = theirs.iter().filter(|n| !mine.contains(n)).collect();
-        if !missing.is_empty() {
-            out.push(format!(
-                "guardrails in the journal but not in the configuration: {}",
-                join(&missing)
-            ));
-        }
-        if !extra.is_empty() {
-            out.push(format!(
-                "guardrails in the configuration but not in the journal: {}",
-                join(&extra)
-            ));
-        }
-        for g in &self.guardrails {
-            if let Some(o) = other.guardrails.iter().find(|o| o.name == g.name) {
-                diff_values(
-                    &format!("guardrail {}", g.name),
-                    &to_value(g),
-                    &to_value(o),
-                    &mut out,
-                );
-            }
-        }
-        let mut rest = to_value(self);
-        let mut other_rest = to_value(other);
-        for v in [&mut rest, &mut other_rest] {
+        let named = |p: &Plan| -> Vec<(String, serde_json::Value)> {
+            p.guardrails
+                .iter()
+                .map(|g| (g.name.clone(), to_value(g)))
+                .collect()
+        };
+        diff_named(
+            "guardrail",
+            "guardrails",
+            &named(self),
+            &named(other),
+            &mut out,
+        );
+        let named = |p: &Plan| -> Vec<(String, serde_json::Value)> {
+            p.comparisons
+                .iter()
+                .map(|c| (c.name.clone(), to_value(c)))
+                .collect()
+        };
+        diff_named(
+            "comparison",
+            "comparisons",
+            &named(self),
+            &named(other),
+            &mut out,
+        );
+        let rest = |p: &Plan| {
+            let mut v = to_value(p);
             if let Some(map) = v.as_object_mut() {
                 map.remove("guardrails");
+                map.remove("comparisons");
+                // Written only when not the default; compared field by field all the same.
+                map.insert("scoring".into(), to_value(&p.scoring));
             }
-        }
+            v
+        };
+        let (rest, other_rest) = (rest(self), rest(other));
         diff_values("", &rest, &other_rest, &mut out);
         out
     }
@@ -670,6 +951,44 @@ impl Plan {
             format!("T{}", secs / 60)
         } else {
             format!("T{}", duration::format(offset))
+        }
+    }
+}
+
+/// The differences between two lists of named items (the journal's, the configuration's):
+/// the names only one has, then every field that differs in an item both have.
+fn diff_named(
+    item: &str,
+    items: &str,
+    mine: &[(String, serde_json::Value)],
+    theirs: &[(String, serde_json::Value)],
+    out: &mut Vec<String>,
+) {
+    let missing: Vec<&String> = mine
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !theirs.iter().any(|(o, _)| o == *n))
+        .collect();
+    let extra: Vec<&String> = theirs
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !mine.iter().any(|(o, _)| o == *n))
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!(
+            "{items} in the journal but not in the configuration: {}",
+            join(&missing)
+        ));
+    }
+    if !extra.is_empty() {
+        out.push(format!(
+            "{items} in the configuration but not in the journal: {}",
+            join(&extra)
+        ));
+    }
+    for (name, value) in mine {
+        if let Some((_, o)) = theirs.iter().find(|(o, _)| o == name) {
+            diff_values(&format!("{item} {name}"), value, o, out);
         }
     }
 }
@@ -809,6 +1128,8 @@ mod tests {
             on_inconclusive: OnInconclusive::Rollback,
             max_query_errors: 5,
             time_scale: 1.0,
+            comparisons: Vec::new(),
+            scoring: Default::default(),
         }
     }
 
@@ -959,5 +1280,212 @@ mod tests {
                 "steps[0].weight: 5 in the journal, 25 in the configuration",
             ]
         );
+    }
+
+    fn comparison(name: &str) -> CompareSpec {
+        CompareSpec {
+            name: name.into(),
+            measure: Measure::Continuous {
+                query: "histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))".into(),
+            },
+            direction: Direction::Increase,
+            effect: Effect::Relative(0.1),
+            critical: false,
+            weight: CompareSpec::DEFAULT_WEIGHT,
+            group: CompareSpec::DEFAULT_GROUP.into(),
+            alpha: CompareSpec::DEFAULT_ALPHA,
+        }
+    }
+
+    #[test]
+    fn comparisons_are_checked_and_the_error_says_what_to_do() {
+        type Change = fn(&mut Plan);
+        let table: [(Change, Result<(), PlanError>, &str); 12] = [
+            (|_| {}, Ok(()), ""),
+            (
+                |p| p.comparisons.push(comparison("c0")),
+                Err(PlanError::DuplicateComparison("c0".into())),
+                "names must be unique",
+            ),
+            (
+                |p| p.comparisons[0].name = "g0".into(),
+                Err(PlanError::ComparisonNamedLikeGuardrail("g0".into())),
+                "rename one",
+            ),
+            (
+                |p| p.comparisons[0].weight = 0.0,
+                Err(PlanError::ComparisonWeight {
+                    name: "c0".into(),
+                    weight: 0.0,
+                }),
+                "must be a positive number",
+            ),
+            (
+                |p| p.comparisons[0].alpha = 1.0,
+                Err(PlanError::ComparisonAlpha {
+                    name: "c0".into(),
+                    alpha: 1.0,
+                }),
+                "e.g. 0.05",
+            ),
+            (
+                |p| {
+                    p.comparisons[0].direction = Direction::Decrease;
+                    p.comparisons[0].effect = Effect::Relative(1.5);
+                },
+                Err(PlanError::ComparisonEffect {
+                    name: "c0".into(),
+                    problem: String::new(),
+                }),
+                "give a relative effect as a fraction",
+            ),
+            (
+                |p| {
+                    p.comparisons[0].measure = Measure::Counts {
+                        events: "sum(errors_total)".into(),
+                        exposure: "sum(requests_total)".into(),
+                    };
+                    p.comparisons[0].effect = Effect::Absolute(3.0);
+                },
+                Err(PlanError::ComparisonEffect {
+                    name: "c0".into(),
+                    problem: String::new(),
+                }),
+                "must be relative",
+            ),
+            (
+                |p| {
+                    p.comparisons[0].measure = Measure::Counts {
+                        events: " ".into(),
+                        exposure: "sum(requests_total)".into(),
+                    }
+                },
+                Err(PlanError::ComparisonQueryEmpty {
+                    name: "c0".into(),
+                    field: "events",
+                }),
+                "events is empty",
+            ),
+            (
+                |p| p.scoring.marginal = 96.0,
+                Err(PlanError::Scoring {
+                    problem: String::new(),
+                }),
+                "0 <= marginal <= pass <= 100",
+            ),
+            (
+                |p| {
+                    p.scoring.group_weights.insert("latency".into(), 2.0);
+                },
+                Err(PlanError::UnknownScoringGroup("latency".into())),
+                "fix the group's name",
+            ),
+            (
+                |p| {
+                    p.scoring
+                        .group_weights
+                        .insert(CompareSpec::DEFAULT_GROUP.into(), 2.0);
+                },
+                Ok(()),
+                "",
+            ),
+            // A comparison gates the promotion: a plan with only warn guardrails may rest on it.
+            (|p| p.guardrails[0].on_breach = OnBreach::Warn, Ok(()), ""),
+        ];
+        for (i, (change, expected, says)) in table.into_iter().enumerate() {
+            let mut p = plan_with(&[5], &[OnBreach::Rollback]);
+            p.comparisons.push(comparison("c0"));
+            change(&mut p);
+            let got = p.check();
+            // Variants whose text carries the judge's wording are matched by kind.
+            let same = match (&got, &expected) {
+                (
+                    Err(PlanError::ComparisonEffect { name: a, .. }),
+                    Err(PlanError::ComparisonEffect { name: b, .. }),
+                ) => a == b,
+                (Err(PlanError::Scoring { .. }), Err(PlanError::Scoring { .. })) => true,
+                _ => got == expected,
+            };
+            assert!(same, "case {i}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains(says), "case {i}: {e}");
+            }
+        }
+        let mut p = plan_with(&[5], &[OnBreach::Warn]);
+        assert_eq!(p.check(), Err(PlanError::NoGatingGuardrail));
+        p.comparisons.push(comparison("c0"));
+        assert_eq!(p.check(), Ok(()));
+    }
+
+    #[test]
+    fn differences_name_the_comparisons_that_disagree() {
+        let mut journal = plan_with(&[5], &[OnBreach::Rollback]);
+        journal.comparisons = vec![comparison("ttfv"), comparison("errors")];
+        let mut config = journal.clone();
+        config.comparisons.remove(1);
+        config.comparisons.push(comparison("pool"));
+        config.comparisons[0].critical = true;
+        config.scoring.pass = 90.0;
+        assert_eq!(
+            journal.differences(&config),
+            [
+                "comparisons in the journal but not in the configuration: errors",
+                "comparisons in the configuration but not in the journal: pool",
+                "comparison ttfv.critical: false in the journal, true in the configuration",
+                "scoring.pass: 95.0 in the journal, 90.0 in the configuration",
+            ]
+        );
+        // A journal written before comparisons existed is the same plan as a configuration
+        // without any.
+        let old = plan_with(&[5], &[OnBreach::Rollback]);
+        let mut json = to_value(&old);
+        assert!(json.get("comparisons").is_none() && json.get("scoring").is_none());
+        json.as_object_mut().unwrap().remove("time_scale");
+        let read: Plan = serde_json::from_value(json).unwrap();
+        assert!(read.differences(&old).is_empty());
+    }
+
+    #[test]
+    fn an_allowed_effect_reads_as_a_percentage_or_an_amount() {
+        let table: [(&str, Option<Effect>); 9] = [
+            ("10%", Some(Effect::Relative(0.1))),
+            (" 2.5 % ", Some(Effect::Relative(0.025))),
+            ("0%", Some(Effect::NONE)),
+            ("50", Some(Effect::Absolute(50.0))),
+            ("0", Some(Effect::Absolute(0.0))),
+            ("-5%", None),
+            ("inf", None),
+            ("ten", None),
+            ("%", None),
+        ];
+        for (text, expected) in table {
+            match (parse_effect(text), expected) {
+                (Ok(got), Some(want)) => assert_eq!(got, want, "{text:?}"),
+                (Err(e), None) => assert!(e.to_string().contains("\"10%\""), "{e}"),
+                (got, want) => panic!("{text:?}: {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    /// The configuration's names for a direction and a kind are the ones the journal (and the
+    /// judge) write.
+    #[test]
+    fn comparison_choices_name_what_the_journal_writes() {
+        for d in Direction::ALL {
+            let judge: canary_judge::Direction = (*d).into();
+            assert_eq!(serde_json::to_value(judge).unwrap(), d.as_str());
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
+        let measures = [
+            Measure::Continuous { query: "q".into() },
+            Measure::Counts {
+                events: "e".into(),
+                exposure: "x".into(),
+            },
+        ];
+        for m in measures {
+            assert_eq!(to_value(&m)["kind"], m.kind().as_str());
+        }
+        assert_eq!(MeasureKind::NAMES, ["continuous", "counts"]);
     }
 }

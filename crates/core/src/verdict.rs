@@ -3,12 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use canary_judge::{Classification, Interval, Judgement, Samples, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Human;
 use crate::engine::{GuardrailSummary, Millis};
 use crate::escape::Escaped;
-use crate::plan::{ArmRole, OnBreach, Threshold};
+use crate::plan::{ArmRole, Direction, MeasureKind, OnBreach, Threshold};
 
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +201,46 @@ pub enum Reason {
     /// The promotion to 100 % could not be applied or verified; traffic went back to the
     /// baseline.
     PromotionFailed { detail: String },
+    /// A comparison found the canary worse than the baseline beyond its allowed effect: its
+    /// sequential test's e-value reached 1/α. A critical one rolls back at once.
+    ComparisonFailed {
+        comparison: String,
+        measure: MeasureKind,
+        direction: Direction,
+        /// `high` or `low`: the side found worse.
+        classification: Classification,
+        /// Continuous: the share of looks with the canary beyond the allowance (above it when
+        /// an increase is bad, below it for `decrease`). Counts: the canary's rate over the
+        /// baseline's.
+        #[serde(default, with = "crate::json_float::option")]
+        estimate: Option<f64>,
+        /// The estimate's confidence sequence.
+        interval: Option<Interval>,
+        #[serde(with = "crate::json_float")]
+        e_value: f64,
+        alpha: f64,
+        /// Looks for continuous readings, events for counts, per arm.
+        samples: Samples,
+        /// Evaluations the test took a look at.
+        looks: u64,
+    },
+    /// The comparisons' score is below `marginal`.
+    ScoreBelowMarginal {
+        score: f64,
+        marginal: f64,
+        /// The comparisons that failed.
+        failed: Vec<String>,
+    },
+    /// The comparisons' score is below `pass` (or nothing could be judged, `score` absent):
+    /// not enough to promote, not bad enough to roll back.
+    ScoreMarginal {
+        #[serde(default, with = "crate::json_float::option")]
+        score: Option<f64>,
+        marginal: f64,
+        pass: f64,
+    },
+    /// A critical comparison had no data at the decision: it can neither pass nor fail.
+    CriticalComparisonNoData { comparison: String },
 }
 
 impl Reason {
@@ -224,6 +265,15 @@ impl Reason {
             | Reason::QueryErrors { guardrail, .. }
             | Reason::AlertFailedGate { guardrail, .. } => Some(guardrail),
             Reason::AlertFired { guardrail, .. } => guardrail.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The comparison this reason is about, if any.
+    pub fn comparison(&self) -> Option<&str> {
+        match self {
+            Reason::ComparisonFailed { comparison, .. }
+            | Reason::CriticalComparisonNoData { comparison } => Some(comparison),
             _ => None,
         }
     }
@@ -337,7 +387,124 @@ impl fmt::Display for Reason {
                 "the promotion to 100 % could not be applied or verified ({}); traffic returned to the baseline",
                 Escaped(detail)
             ),
+            Reason::ComparisonFailed {
+                comparison,
+                measure,
+                direction,
+                classification,
+                estimate,
+                interval,
+                e_value,
+                alpha,
+                samples,
+                looks,
+            } => {
+                let side = match classification {
+                    Classification::Low => "lower",
+                    _ => "higher",
+                };
+                let subject = match measure {
+                    MeasureKind::Continuous => "canary",
+                    MeasureKind::Counts => "canary's rate",
+                };
+                write!(
+                    f,
+                    "{}: {subject} {side} than the baseline allows",
+                    Escaped(comparison)
+                )?;
+                let range = |i: &Option<Interval>, scale: f64, unit: &str| {
+                    i.map_or(String::new(), |i| {
+                        format!(
+                            " (confidence sequence {}{unit}–{}{unit})",
+                            fmt_value(i.lower * scale),
+                            fmt_value(i.upper * scale)
+                        )
+                    })
+                };
+                match (measure, estimate) {
+                    (MeasureKind::Continuous, Some(share)) => {
+                        // The share shown is of the side an increase makes bad, unless only
+                        // a decrease is.
+                        let beyond = if *direction == Direction::Decrease {
+                            "below"
+                        } else {
+                            "above"
+                        };
+                        if *direction != Direction::Either
+                            || *classification == Classification::High
+                        {
+                            write!(
+                                f,
+                                ": {beyond} the allowance in {} % of looks{}",
+                                fmt_value(share * 100.0),
+                                range(interval, 100.0, " %")
+                            )?;
+                        }
+                    }
+                    (MeasureKind::Counts, Some(ratio)) => write!(
+                        f,
+                        ": rate ratio {}{}, {} canary and {} baseline events",
+                        fmt_value(*ratio),
+                        range(interval, 1.0, ""),
+                        samples.canary,
+                        samples.baseline
+                    )?,
+                    (_, None) => {}
+                }
+                write!(
+                    f,
+                    "; e-value {} ≥ {} after {looks} looks",
+                    fmt_evidence(*e_value),
+                    fmt_value(1.0 / alpha)
+                )
+            }
+            Reason::ScoreBelowMarginal {
+                score,
+                marginal,
+                failed,
+            } => {
+                write!(
+                    f,
+                    "comparison score {} is below the marginal threshold {}",
+                    fmt_value(*score),
+                    fmt_value(*marginal)
+                )?;
+                if !failed.is_empty() {
+                    let names: Vec<String> =
+                        failed.iter().map(|n| Escaped(n).to_string()).collect();
+                    write!(f, " (failed: {})", names.join(", "))?;
+                }
+                Ok(())
+            }
+            Reason::ScoreMarginal {
+                score: Some(score),
+                marginal,
+                pass,
+            } => write!(
+                f,
+                "comparison score {} is between the marginal threshold {} and the pass threshold {}",
+                fmt_value(*score),
+                fmt_value(*marginal),
+                fmt_value(*pass)
+            ),
+            Reason::ScoreMarginal { score: None, .. } => f.write_str(
+                "no comparison could be judged: no data in either arm, so no comparison score",
+            ),
+            Reason::CriticalComparisonNoData { comparison } => write!(
+                f,
+                "{}: critical comparison without data at the decision",
+                Escaped(comparison)
+            ),
         }
+    }
+}
+
+/// An e-value for people: as [`fmt_value`], in scientific notation from a million on.
+fn fmt_evidence(e: f64) -> String {
+    if e.is_finite() && e >= 1e6 {
+        format!("{e:.3e}")
+    } else {
+        fmt_value(e)
     }
 }
 
@@ -364,6 +531,13 @@ pub struct Decision {
     /// `engine` for automatic decisions; the operator for approvals and aborts.
     pub authorised_by: String,
     pub guardrails: Vec<GuardrailSummary>,
+    /// Each comparison's judgement at the decision, in the plan's order (absent without
+    /// comparisons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Judgement>,
+    /// The comparisons' score at the decision (absent without comparisons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
 }
 
 crate::choice! {

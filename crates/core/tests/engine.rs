@@ -80,6 +80,8 @@ fn runbook() -> Plan {
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 5,
         time_scale: 1.0,
+        comparisons: Vec::new(),
+        scoring: Default::default(),
     }
 }
 
@@ -241,6 +243,7 @@ fn run(case: Case) -> Outcome {
                             at: now,
                             round,
                             readings,
+                            comparisons: Vec::new(),
                         },
                         &mut inputs,
                         &mut actions,
@@ -904,6 +907,7 @@ fn time_never_goes_back_and_the_run_must_start_first() {
             at: T0 + 1,
             round: T0 + 7,
             readings: vec![],
+            comparisons: vec![],
         })
         .unwrap_err();
     assert!(err.to_string().contains("not asked for"), "{err}");

@@ -138,6 +138,8 @@ fn plan() -> Plan {
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 5,
         time_scale: 1.0,
+        comparisons: Vec::new(),
+        scoring: Default::default(),
     }
 }
 
@@ -167,6 +169,7 @@ fn journal_with(probe_event: &str) -> String {
                             canary: Reading::value(0.0),
                             baseline: Reading::value(0.0),
                         }],
+                        comparisons: Vec::new(),
                     };
                     text.push_str(&journal::line(&answer));
                     actions.extend(engine.apply(&answer).unwrap());

@@ -277,6 +277,7 @@ async fn replay_history(
                         at: round,
                         round,
                         readings: result.readings,
+                        comparisons: Vec::new(),
                     })?);
                     timeline.push(TimelineRound {
                         t: secs(round),

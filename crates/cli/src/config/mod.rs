@@ -837,6 +837,8 @@ impl Resolver {
             on_inconclusive: on_inconclusive?,
             max_query_errors: max_query_errors?,
             time_scale: 1.0,
+            comparisons: Vec::new(),
+            scoring: Default::default(),
         };
         self.engine_rules(raw, plan)
     }

@@ -298,6 +298,7 @@ impl Controller {
                         at,
                         round,
                         readings,
+                        comparisons: Vec::new(),
                     }
                 }
                 Incoming::Message(Message::Event(event)) => Input::Event { at, event },

@@ -110,6 +110,8 @@ pub fn plan() -> Plan {
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 3,
         time_scale: 1.0,
+        comparisons: Vec::new(),
+        scoring: Default::default(),
     }
 }
 
@@ -347,6 +349,7 @@ impl Runner {
                         at: self.now,
                         round,
                         readings,
+                        comparisons: Vec::new(),
                     };
                     self.journal.append(&input).unwrap();
                     self.inputs.push(input.clone());

@@ -102,6 +102,8 @@ pub fn plan_with(guardrails: Vec<Guardrail>) -> Plan {
         on_inconclusive: OnInconclusive::Rollback,
         max_query_errors: 3,
         time_scale: 1.0,
+        comparisons: Vec::new(),
+        scoring: Default::default(),
     };
     plan.check().unwrap();
     plan
