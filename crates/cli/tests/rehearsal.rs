@@ -322,7 +322,8 @@ fn a_time_scale_below_one_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["0.5", "0", "-3", "NaN", "inf", "sixty"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
-            .args(["run", "-c", "canary.toml", "--time-scale", bad])
+            .args(["run", "-c", "canary.toml"])
+            .arg(format!("--time-scale={bad}"))
             .current_dir(dir.path())
             .output()
             .unwrap();

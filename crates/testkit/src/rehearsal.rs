@@ -395,7 +395,10 @@ scrape_configs:
             "canary init: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let callback_port = free_port();
+        // Not yet bound either: keep it apart from Alertmanager's.
+        let callback_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != alertmanager_port)
+            .expect("a free port");
         let mut toml = std::fs::read_to_string(work.join("canary.toml")).expect("canary.toml");
         edit(
             &mut toml,
