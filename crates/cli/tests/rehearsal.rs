@@ -113,7 +113,8 @@ fn all_text(bundle: &Path) -> String {
 
 #[test]
 fn a_healthy_canary_behind_haproxy_is_promoted_with_every_artifact() {
-    let (rehearsal, outcome, _dir) = rehearse(|_| {});
+    // With the template's example comparison enabled too: a canary like its baseline passes it.
+    let (rehearsal, outcome, _dir) = rehearse(|o| o.compare = true);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert_eq!(
         outcome.weights,
@@ -123,6 +124,15 @@ fn a_healthy_canary_behind_haproxy_is_promoted_with_every_artifact() {
     assert!(has_artifact(&outcome.bundle, "CANARY_PROMOTION_FINAL.txt"));
     let decision = artifact(&outcome.bundle, "CANARY_DECISION_FINAL.txt");
     assert!(decision.contains("DECISION: PROMOTE"), "{decision}");
+    let comparisons = decision
+        .split("COMPARISONS")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no COMPARISONS in {decision}"));
+    assert!(
+        comparisons.contains("PASS    ann_p95_vs_baseline"),
+        "{comparisons}"
+    );
+    assert!(comparisons.contains("score 100 — pass"), "{comparisons}");
     // The preflight said which path guards each guardrail: both, the rules being armed.
     assert!(
         outcome
@@ -220,6 +230,30 @@ fn a_slow_ann_gate_is_not_promoted_and_its_alert_does_not_roll_back() {
         decision.contains("ann_p95: Alertmanager alert CanaryAnnP95 fired"),
         "{decision}"
     );
+}
+
+#[test]
+fn a_critical_comparison_rolls_a_slow_ann_canary_back_long_before_the_gate_would() {
+    // The ANN guardrail only blocks the promotion at T+60; judged against the baseline, the
+    // canary's ANN p95 fails the critical comparison within a few looks and rolls back.
+    let (_rehearsal, outcome, _dir) = rehearse(|o| {
+        o.compare = true;
+        o.fault = Some("slow-ann".into());
+    });
+    assert_eq!(outcome.code, 3, "{}", outcome.stderr);
+    assert_eq!(outcome.weights, (0, 100));
+    let decision = artifact(&outcome.bundle, "CANARY_DECISION_FINAL.txt");
+    assert!(
+        decision.contains("ann_p95_vs_baseline: canary higher than the baseline allows"),
+        "{decision}"
+    );
+    assert!(
+        decision.contains("HIGH    ann_p95_vs_baseline"),
+        "{decision}"
+    );
+    // Decided inside the window: the T+60 snapshot was never reached.
+    let t60 = artifact(&outcome.bundle, "CANARY_SNAPSHOT_T60_");
+    assert!(t60.contains("not reached"), "{t60}");
 }
 
 #[test]

@@ -112,6 +112,9 @@ pub struct Options {
     /// Enable the template's Slack, PagerDuty and email channels.
     pub channels: bool,
     pub guard: Guard,
+    /// Add the template's example comparisons (canary judged against the baseline): the ANN
+    /// p95, critical.
+    pub compare: bool,
     /// Requests per second through the load balancer (spread over the five users).
     pub lb_rps: f64,
     /// Requests per second straight to the canary.
@@ -128,6 +131,7 @@ impl Options {
             time_scale: 60.0,
             channels: false,
             guard: Guard::Both,
+            compare: false,
             lb_rps: 20.0,
             canary_rps: 8.0,
         }
@@ -345,7 +349,10 @@ impl Rehearsal {
         // would), HAProxy's exporter, the rules directory, Alertmanager. 15 s scrapes in runbook
         // time.
         let rules_dir = work.join("rules");
-        let interval = format!("{}ms", ((15_000.0 / scale).round() as u64).max(100));
+        // Comparisons need several samples inside each evaluation interval (their windows are
+        // one interval long): every 5 runbook seconds then, as a team would scrape those series.
+        let scrape = if options.compare { 5_000.0 } else { 15_000.0 };
+        let interval = format!("{}ms", ((scrape / scale).round() as u64).max(50));
         let alertmanager_port = free_port();
         let prometheus_config = format!(
             r#"global:
@@ -460,6 +467,21 @@ scrape_configs:
                 "routing_key = \"${PAGERDUTY_ROUTING_KEY}\"",
                 "routing_key = \"${PAGERDUTY_ROUTING_KEY}\"\nurl = \"${PAGERDUTY_EVENTS_URL}\"",
             );
+            toml.replace_range(start..end, &enabled);
+        }
+        if options.compare {
+            // The template's commented example, uncommented as a team would.
+            let start = toml
+                .find("# [[compare]]")
+                .expect("the template's comparisons");
+            let end = start
+                + toml[start..]
+                    .find("\n#\n")
+                    .expect("the first comparison's end");
+            let enabled: String = toml[start..end]
+                .lines()
+                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+                .collect();
             toml.replace_range(start..end, &enabled);
         }
         std::fs::write(work.join("canary.toml"), &toml).expect("write canary.toml");
@@ -652,6 +674,10 @@ scrape_configs:
                 self.options.canary_rps,
             ));
         }
+        // hey's workers in one process fire in step (every 1/q from the same start), so a
+        // stream is one single-worker process per request per second, started 1/rate apart:
+        // requests spread evenly, as production's do, not in bursts a short window misses.
+        let mut workers = Vec::new();
         for (i, (name, token, url, rate)) in streams.into_iter().enumerate() {
             if rate <= 0.0 {
                 continue;
@@ -660,19 +686,28 @@ scrape_configs:
             let body = format!(
                 r#"{{"query": "What are my recent notes about project alpha?", "user_id": "{user}", "top_k": 24, "timeout_ms": 2000}}"#
             );
-            let workers = rate.ceil().max(1.0) as u32;
-            let mut cmd = Command::new("hey");
-            cmd.arg("-z")
-                .arg(format!("{seconds}s"))
-                .arg("-c")
-                .arg(workers.to_string())
-                .arg("-q")
-                .arg(format!("{:.3}", rate / f64::from(workers)))
-                .args(["-m", "POST", "-T", "application/json", "-H"])
-                .arg(format!("Authorization: Bearer {token}"))
-                .arg("-d")
-                .arg(body)
-                .arg(url);
+            let n = rate.ceil().max(1.0) as u32;
+            for k in 0..n {
+                let mut cmd = Command::new("hey");
+                cmd.arg("-z")
+                    .arg(format!("{seconds}s"))
+                    .args(["-c", "1", "-q"])
+                    .arg(format!("{:.3}", rate / f64::from(n)))
+                    .args(["-m", "POST", "-T", "application/json", "-H"])
+                    .arg(format!("Authorization: Bearer {token}"))
+                    .arg("-d")
+                    .arg(&body)
+                    .arg(url);
+                let offset = Duration::from_secs_f64(f64::from(k) / rate);
+                workers.push((offset, format!("{name}-{k}"), cmd));
+            }
+        }
+        workers.sort_by_key(|(offset, _, _)| *offset);
+        let started = Instant::now();
+        for (offset, name, cmd) in workers {
+            if let Some(wait) = offset.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
             self.traffic.push(Process::spawn(&name, &logs, cmd));
         }
     }

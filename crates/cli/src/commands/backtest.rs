@@ -18,7 +18,7 @@ use crate::commands::validate::load_config;
 use crate::config::settings::MetricsSettings;
 use crate::config::{Config, Needs};
 use crate::output::Format;
-use canary_providers::metrics::observe::{observe, scope_guardrails};
+use canary_providers::metrics::observe::{observe_round, scope_comparisons, scope_guardrails};
 
 /// Replay a guardrail plan over history: "would this plan have caught last Tuesday's incident,
 /// and when?" Evaluates each guardrail per arm at every step and prints the timeline and the
@@ -251,6 +251,7 @@ async fn replay_history(
     to: Millis,
 ) -> anyhow::Result<Replayed> {
     let guardrails = scope_guardrails(plan)?;
+    let comparisons = scope_comparisons(plan)?;
     let mut engine = Engine::new(plan.clone())?;
     let secs = |t: Millis| (t - from) as f64 / 1000.0;
     let mut timeline = Vec::new();
@@ -267,7 +268,13 @@ async fn replay_history(
                     if rounds > max_rounds {
                         bail!("internal: more evaluation rounds than the window holds");
                     }
-                    let result = observe(source as &dyn MetricSource, &guardrails, round).await;
+                    let result = observe_round(
+                        source as &dyn MetricSource,
+                        &guardrails,
+                        &comparisons,
+                        round,
+                    )
+                    .await;
                     for r in &result.raw {
                         if let Err(e) = &r.result {
                             tracing::debug!(guardrail = %r.guardrail, arm = %r.arm, error = %e, "query failed");
@@ -277,7 +284,7 @@ async fn replay_history(
                         at: round,
                         round,
                         readings: result.readings,
-                        comparisons: Vec::new(),
+                        comparisons: result.comparisons,
                     })?);
                     timeline.push(TimelineRound {
                         t: secs(round),

@@ -98,6 +98,34 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                     g.on_breach.as_str()
                 );
             }
+            if !plan.comparisons.is_empty() {
+                outln!(
+                    "  comparisons against the baseline: {} (score: below {} rolls back, from {} passes)",
+                    plan.comparisons.len(),
+                    plan.scoring.marginal,
+                    plan.scoring.pass
+                );
+                for c in &plan.comparisons {
+                    let allowed = match c.effect {
+                        canary_core::judge::Effect::Relative(f) => {
+                            format!("{} % of the baseline", f * 100.0)
+                        }
+                        canary_core::judge::Effect::Absolute(v) => format!("{v}"),
+                    };
+                    outln!(
+                        "    {:<14} {}, {} is bad, allowed {allowed}{}, alpha {}",
+                        c.name,
+                        c.measure.kind().as_str(),
+                        c.direction.as_str(),
+                        if c.critical {
+                            ", critical: rolls back at once"
+                        } else {
+                            ""
+                        },
+                        c.alpha
+                    );
+                }
+            }
             if let (Some(burst), Some(load)) = (&plan.burst, &config.load) {
                 outln!(
                     "  burst at T+{}: {} users × {} requests, {} pause, bar {} %{}",

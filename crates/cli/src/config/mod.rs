@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use canary_core::engine::Topic;
 use canary_core::plan::{
-    Approval, ApprovalMode, Arm, Arms, BurstPlan, Comparator, Guardrail, InconclusiveMode,
-    OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Step, Threshold, ThresholdError,
-    UnknownName,
+    Approval, ApprovalMode, Arm, Arms, BurstPlan, Comparator, CompareSpec, Guardrail,
+    InconclusiveMode, Measure, MeasureKind, OnBreach, OnInconclusive, OnNoData, Plan, PlanError,
+    Step, Threshold, ThresholdError, UnknownName,
 };
 use canary_core::{ArmRole, duration};
 use canary_load::Scenario;
@@ -818,6 +818,8 @@ impl Resolver {
             },
         };
         let guardrails = self.guardrails(raw);
+        let comparisons = self.comparisons(raw);
+        let scoring = self.scoring(raw);
         let burst = match &raw.load {
             Some(load) => self.burst(load, window),
             None => Some(None),
@@ -837,10 +839,11 @@ impl Resolver {
             on_inconclusive: on_inconclusive?,
             max_query_errors: max_query_errors?,
             time_scale: 1.0,
-            comparisons: Vec::new(),
-            scoring: Default::default(),
+            comparisons: comparisons?,
+            scoring: scoring?,
         };
-        self.engine_rules(raw, plan)
+        let plan = self.engine_rules(raw, plan)?;
+        self.independent_looks(raw, plan)
     }
 
     /// The snapshot offsets, each inside the window, sorted, without repeats.
@@ -1152,6 +1155,195 @@ impl Resolver {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `[[compare]]`: the canary judged against the baseline (DESIGN §14).
+    fn comparisons(&mut self, raw: &RawConfig) -> Option<Vec<CompareSpec>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for c in &raw.compare {
+            let span = span_of(c);
+            let c = c.get_ref();
+            let name = c.name.get_ref().clone();
+            let clash = out.iter().any(|o: &CompareSpec| o.name == name)
+                || raw
+                    .guardrails
+                    .iter()
+                    .any(|g| *g.get_ref().name.get_ref() == name);
+            if clash {
+                self.error(
+                    span_of(&c.name),
+                    format!("{name:?} already names a comparison or a guardrail"),
+                    "comparison names must be unique among comparisons and guardrails: they name results and artifacts",
+                );
+                ok = false;
+            }
+            let kind = match &c.kind {
+                None => Some(MeasureKind::Continuous),
+                Some(k) => self.choose(k, "comparison kind"),
+            };
+            let mut query = |key: &str, text: &Option<Text>, kind: &str| -> Option<String> {
+                match text {
+                    Some(t) if self.promql(t, key) => Some(t.get_ref().clone()),
+                    Some(_) => None,
+                    None => {
+                        self.error(
+                            span.clone(),
+                            format!("a {kind} comparison needs `{key}`"),
+                            match kind {
+                                "counts" => "events and exposure are cumulative counters, e.g. events = 'sum(sse_total) - sum(sse_complete_total)', exposure = 'sum(sse_total)'",
+                                _ => "query is one reading per evaluation, e.g. 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'",
+                            },
+                        );
+                        None
+                    }
+                }
+            };
+            let measure = match kind {
+                Some(MeasureKind::Continuous) => query("query", &c.query, "continuous")
+                    .map(|query| Measure::Continuous { query }),
+                Some(MeasureKind::Counts) => {
+                    let events = query("events", &c.events, "counts");
+                    let exposure = query("exposure", &c.exposure, "counts");
+                    events
+                        .zip(exposure)
+                        .map(|(events, exposure)| Measure::Counts { events, exposure })
+                }
+                None => None,
+            };
+            let direction = match &c.direction {
+                None => Some(canary_core::plan::Direction::Increase),
+                Some(d) => self.choose(d, "comparison direction"),
+            };
+            let effect = match &c.effect {
+                None => Some(canary_core::judge::Effect::Relative(0.0)),
+                Some(e) => self.typed_text(e).and_then(|(text, origin)| {
+                    match canary_core::plan::parse_effect(&text) {
+                        Ok(effect) => Some(effect),
+                        Err(err) => {
+                            self.error(
+                                span_of(e),
+                                format!("{err}{origin}"),
+                                "write how much worse the canary may be: \"10%\" of the baseline, or an absolute amount such as \"50\"",
+                            );
+                            None
+                        }
+                    }
+                }),
+            };
+            let critical = match &c.critical {
+                None => Some(false),
+                Some(b) => self.scalar(b, "critical", "true or false").map(|(v, _)| v),
+            };
+            let weight = match &c.weight {
+                None => Some(CompareSpec::DEFAULT_WEIGHT),
+                Some(w) => self
+                    .scalar(w, "weight", "a positive number, e.g. 1")
+                    .map(|(v, _)| v),
+            };
+            let alpha = match &c.alpha {
+                None => Some(CompareSpec::DEFAULT_ALPHA),
+                Some(a) => self
+                    .scalar(a, "alpha", "a level between 0 and 1, e.g. 0.05")
+                    .map(|(v, _)| v),
+            };
+            let group = c.group.as_ref().map_or_else(
+                || CompareSpec::DEFAULT_GROUP.to_owned(),
+                |g| self.env.expand(g),
+            );
+            match (measure, direction, effect, critical, weight, alpha) {
+                (
+                    Some(measure),
+                    Some(direction),
+                    Some(effect),
+                    Some(critical),
+                    Some(weight),
+                    Some(alpha),
+                ) => out.push(CompareSpec {
+                    name,
+                    measure,
+                    direction,
+                    effect,
+                    critical,
+                    weight,
+                    group,
+                    alpha,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `[scoring]`: Kayenta's thresholds and group weights for the comparisons.
+    fn scoring(&mut self, raw: &RawConfig) -> Option<canary_core::judge::Scoring> {
+        let mut scoring = canary_core::judge::Scoring::default();
+        let Some(s) = &raw.scoring else {
+            return Some(scoring);
+        };
+        let s = s.get_ref();
+        let help = "a score from 0 to 100 (Kayenta's defaults: marginal 75, pass 95)";
+        let mut ok = true;
+        if let Some(m) = &s.marginal {
+            match self.scalar(m, "marginal", help) {
+                Some((v, _)) => scoring.marginal = v,
+                None => ok = false,
+            }
+        }
+        if let Some(p) = &s.pass {
+            match self.scalar(p, "pass", help) {
+                Some((v, _)) => scoring.pass = v,
+                None => ok = false,
+            }
+        }
+        for (group, w) in &s.groups {
+            match self.scalar(w, "group weight", "a positive number, e.g. 1") {
+                Some((v, _)) => {
+                    scoring.group_weights.insert(group.clone(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(scoring)
+    }
+
+    /// The comparisons' looks must be independent: a query whose successive evaluations read
+    /// the same samples voids the sequential tests' run-wide bound, so it is refused.
+    fn independent_looks(&mut self, raw: &RawConfig, plan: Plan) -> Option<Plan> {
+        match canary_providers::metrics::observe::overlapping_comparisons(&plan) {
+            Ok(overlaps) if overlaps.is_empty() => Some(plan),
+            Ok(overlaps) => {
+                for o in overlaps {
+                    let name = match &o {
+                        canary_providers::metrics::observe::Overlap::Window {
+                            comparison, ..
+                        }
+                        | canary_providers::metrics::observe::Overlap::Range {
+                            comparison, ..
+                        } => comparison.clone(),
+                    };
+                    let span = raw
+                        .compare
+                        .iter()
+                        .find(|c| *c.get_ref().name.get_ref() == name)
+                        .map_or_else(|| span_of(&raw.run), span_of);
+                    self.error(
+                        span,
+                        o.to_string(),
+                        "each evaluation must be its own look (DESIGN §14)",
+                    );
+                }
+                None
+            }
+            Err(e) => {
+                self.error(
+                    span_of(&raw.run),
+                    format!("a comparison query does not parse: {e}"),
+                    "fix the query and run `canary validate` again",
+                );
+                None
+            }
+        }
     }
 
     /// A guardrail's `must`, such as "< 1500" or "< ${CANARY_ROLLBACK_THRESHOLD_TTFV_MS:-1500}".
@@ -1993,5 +2185,98 @@ url = "https://hooks.example/webhook"
         let text = err.to_string();
         assert!(text.contains("both rules_dir and ruler"), "{text}");
         assert!(text.contains("keep one"), "{text}");
+    }
+
+    #[test]
+    fn comparisons_resolve_into_the_plan_and_overlapping_looks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |compare: &str| {
+            let text =
+                EVERY_CHOICE.replacen("[[guardrails]]", &format!("{compare}\n\n[[guardrails]]"), 1);
+            resolve(&text, dir.path())
+        };
+        let config = with(
+            r#"[[compare]]
+name = "ttfv_vs_baseline"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'
+effect = "10%"
+critical = true
+
+[[compare]]
+name = "errors_vs_baseline"
+kind = "counts"
+events = 'sum(sse_total) - sum(sse_complete_total)'
+exposure = 'sum(sse_total)'
+direction = "increase"
+effect = "50%"
+weight = 2
+group = "streams"
+alpha = 0.01
+
+[scoring]
+marginal = 60
+pass = 90
+groups = { streams = 3 }"#,
+        )
+        .unwrap();
+        let [ttfv, errors] = &config.plan.comparisons[..] else {
+            panic!("{:?}", config.plan.comparisons)
+        };
+        assert_eq!(ttfv.measure.kind(), MeasureKind::Continuous);
+        assert_eq!(ttfv.effect, canary_core::judge::Effect::Relative(0.1));
+        assert!(ttfv.critical);
+        assert_eq!(ttfv.alpha, CompareSpec::DEFAULT_ALPHA);
+        assert_eq!(ttfv.group, CompareSpec::DEFAULT_GROUP);
+        assert_eq!(errors.measure.kind(), MeasureKind::Counts);
+        assert_eq!((errors.weight, errors.alpha), (2.0, 0.01));
+        assert_eq!(errors.group, "streams");
+        assert_eq!(config.plan.scoring.marginal, 60.0);
+        assert_eq!(config.plan.scoring.pass, 90.0);
+        assert_eq!(config.plan.scoring.group_weights["streams"], 3.0);
+
+        // A window longer than the evaluation interval makes looks share samples: refused, at
+        // the comparison, saying which window to use.
+        let text = with(
+            r#"[[compare]]
+name = "slow"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[5m])))'"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("comparison \"slow\""), "{text}");
+        assert!(
+            text.contains("use a window of the evaluation interval"),
+            "{text}"
+        );
+        // A counts comparison reads counters, not rates.
+        let text = with(
+            r#"[[compare]]
+name = "rated"
+kind = "counts"
+events = 'sum(rate(sse_total[30s]))'
+exposure = 'sum(sse_total)'"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("reads a range"), "{text}");
+        // Missing queries, unknown choices, an effect that is not one, a name taken.
+        let text = with(
+            r#"[[compare]]
+name = "g"
+kind = "counts"
+direction = "up"
+effect = "lots""#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "needs `events`",
+            "needs `exposure`",
+            "up",
+            "lots",
+            "already names a comparison or a guardrail",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
     }
 }

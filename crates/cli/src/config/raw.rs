@@ -110,6 +110,10 @@ pub struct RawConfig {
     pub load: Option<Spanned<RawLoad>>,
     #[serde(default)]
     pub guardrails: Vec<Spanned<RawGuardrail>>,
+    /// Comparisons of the canary against the baseline (DESIGN §14).
+    #[serde(default)]
+    pub compare: Vec<Spanned<RawCompare>>,
+    pub scoring: Option<Spanned<RawScoring>>,
     #[serde(default)]
     pub notify: Vec<Spanned<RawNotify>>,
     pub evidence: Option<Spanned<RawEvidence>>,
@@ -288,6 +292,35 @@ pub struct RawGuardrail {
     pub on_no_data: Option<Text>,
     pub min_samples: Option<Typed<f64>>,
     pub samples: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    pub name: Text,
+    /// continuous (default: `query`) | counts (`events` out of `exposure`).
+    pub kind: Option<Text>,
+    pub query: Option<Text>,
+    pub events: Option<Text>,
+    pub exposure: Option<Text>,
+    /// increase (default) | decrease | either: which way is bad.
+    pub direction: Option<Text>,
+    /// How much worse the canary may be: "10%" (relative) or "50" (absolute). Default "0%".
+    pub effect: Option<Text>,
+    pub critical: Option<Typed<bool>>,
+    pub weight: Option<Typed<f64>>,
+    pub group: Option<Text>,
+    pub alpha: Option<Typed<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScoring {
+    pub marginal: Option<Typed<f64>>,
+    pub pass: Option<Typed<f64>>,
+    /// Each group's weight, by group name.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Typed<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canary_core::engine::{
-    Action, Event, GuardrailReading, GuardrailSummary, Input, Severity, Topic, WeightChange,
+    Action, ComparisonReading, Event, GuardrailReading, GuardrailSummary, Input, Severity, Topic,
+    WeightChange,
 };
 use canary_core::verdict::{ProbeRun, Reason};
 use canary_core::{ArmRole, Decision, Engine, Escaped, Millis, Verdict};
@@ -31,7 +32,7 @@ use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{Command, GuardrailStatus, RecentEvent, RunStatus};
-use canary_providers::metrics::observe::{ScopedGuardrail, observe};
+use canary_providers::metrics::observe::{ScopedComparison, ScopedGuardrail, observe_round};
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> Millis {
@@ -145,6 +146,7 @@ pub enum Message {
     Round {
         round: Millis,
         readings: Vec<GuardrailReading>,
+        comparisons: Vec<ComparisonReading>,
         raw: Vec<RawQuery>,
     },
     Event(Event),
@@ -170,6 +172,7 @@ pub struct Controller {
     pub router: Arc<dyn TrafficRouter>,
     pub source: Arc<dyn MetricSource>,
     pub guardrails: Arc<Vec<ScopedGuardrail>>,
+    pub comparisons: Arc<Vec<ScopedComparison>>,
     pub delegates: Arc<dyn Delegates>,
     pub retry: RetryPolicy,
     /// Where the live status goes (the control API), once it is served.
@@ -220,6 +223,7 @@ impl Controller {
             router: wiring.router.clone(),
             source: wiring.source.clone(),
             guardrails: Arc::new(wiring.guardrails.clone()),
+            comparisons: Arc::new(wiring.comparisons.clone()),
             delegates: wiring.delegates.clone(),
             retry: RetryPolicy::default(),
             status: None,
@@ -291,6 +295,7 @@ impl Controller {
                 Incoming::Message(Message::Round {
                     round,
                     readings,
+                    comparisons,
                     raw,
                 }) => {
                     self.raw_rounds.insert(round, raw);
@@ -298,7 +303,7 @@ impl Controller {
                         at,
                         round,
                         readings,
-                        comparisons: Vec::new(),
+                        comparisons,
                     }
                 }
                 Incoming::Message(Message::Event(event)) => Input::Event { at, event },
@@ -467,12 +472,14 @@ impl Controller {
     fn evaluate(&self, round: Millis) {
         let source = self.source.clone();
         let guardrails = self.guardrails.clone();
+        let comparisons = self.comparisons.clone();
         let sender = self.sender.clone();
         tokio::spawn(async move {
-            let result = observe(source.as_ref(), &guardrails, round).await;
+            let result = observe_round(source.as_ref(), &guardrails, &comparisons, round).await;
             let raw = result
                 .raw
                 .into_iter()
+                .chain(result.comparison_raw)
                 .map(|r| RawQuery {
                     guardrail: r.guardrail,
                     arm: r.arm,
@@ -490,6 +497,7 @@ impl Controller {
                 .send(Message::Round {
                     round,
                     readings: result.readings,
+                    comparisons: result.comparisons,
                     raw,
                 })
                 .await;

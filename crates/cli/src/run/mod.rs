@@ -33,6 +33,8 @@ use wiring::Integrations;
 pub struct Wiring {
     pub plan: Plan,
     pub guardrails: Vec<ScopedGuardrail>,
+    /// `[[compare]]`, scoped to each arm like the guardrails.
+    pub comparisons: Vec<canary_providers::metrics::observe::ScopedComparison>,
     pub router: Arc<dyn TrafficRouter>,
     pub source: Arc<dyn MetricSource>,
     pub delegates: Arc<dyn Delegates>,

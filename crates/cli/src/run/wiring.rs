@@ -32,7 +32,9 @@ use crate::config::settings::{
     LoadSettings, LoadTarget, MetricsSettings, NotifyChannel, NotifySettings, TrafficSettings,
 };
 use canary_core::Plan;
-use canary_providers::metrics::observe::{ScopedGuardrail, scope_guardrails};
+use canary_providers::metrics::observe::{
+    ScopedComparison, ScopedGuardrail, scope_comparisons, scope_guardrails,
+};
 
 /// A router, and the embedded proxy's concrete router when that is what it is.
 pub type Routers = (Arc<dyn TrafficRouter>, Option<Arc<EmbeddedRouter>>);
@@ -217,6 +219,8 @@ pub struct Integrations {
     /// The embedded store's scraper; runs for the length of the run.
     pub scraper: Option<Scraper>,
     pub guardrails: Vec<ScopedGuardrail>,
+    /// `[[compare]]`, scoped to each arm.
+    pub comparisons: Vec<ScopedComparison>,
     /// The runbook's burst and the isolation probes, as `[load]` describes them.
     pub scenario: Option<Scenario>,
     pub probes: Option<ProbeSpec>,
@@ -235,6 +239,7 @@ impl Integrations {
         let (router, embedded) = router(traffic)?;
         let (source, scraper) = source(metrics, &config.plan)?;
         let guardrails = scope_guardrails(&config.plan)?;
+        let comparisons = scope_comparisons(&config.plan)?;
         let load = config.load.as_ref();
         let pins = load.is_some_and(|l| pins_by_header(config, l, l.target, config.plan.probes));
         let proof = pin_proof(embedded.as_deref(), pins).await?;
@@ -248,6 +253,7 @@ impl Integrations {
             source,
             scraper,
             guardrails,
+            comparisons,
             scenario: load.map(|l| scenario(config, l, proof.as_ref())),
             probes: load.and_then(|l| probe_spec(config, l, proof.as_ref())),
         })
@@ -281,6 +287,7 @@ impl Integrations {
         Ok(Wiring {
             plan: plan.clone(),
             guardrails: self.guardrails,
+            comparisons: self.comparisons,
             router: self.router,
             source: self.source,
             delegates: Arc::new(LoadDelegates {

@@ -238,6 +238,7 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    out.push_str(&comparisons(d));
 
     out.push_str(&format!(
         "\nLOAD BURST\n  {}\n",
@@ -344,6 +345,79 @@ pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         _ => out.push_str(
             "next      investigate the reason above, fix it, and retry after the cooldown\n",
         ),
+    }
+    out
+}
+
+/// The comparisons of the canary against the baseline (DESIGN §14) and their score; empty for a
+/// plan without any.
+fn comparisons(d: &Decision) -> String {
+    use canary_core::judge::{Classification, Evidence, ScoreVerdict};
+    if d.comparisons.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        String::from("\nCOMPARISONS (canary judged against the baseline, sequential tests)\n");
+    let mut rows = vec![
+        [
+            "status",
+            "comparison",
+            "group",
+            "estimate",
+            "interval",
+            "evidence",
+            "looks",
+            "critical",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for j in &d.comparisons {
+        rows.push(vec![
+            match j.classification {
+                Classification::Pass => "PASS",
+                Classification::High => "HIGH",
+                Classification::Low => "LOW",
+                Classification::NoData => "NO DATA",
+            }
+            .to_owned(),
+            Escaped(&j.name).to_string(),
+            Escaped(&j.group).to_string(),
+            j.estimate.map_or_else(|| "-".to_owned(), fmt_value),
+            j.interval.map_or_else(
+                || "-".to_owned(),
+                |i| format!("[{}, {}]", fmt_value(i.lower), fmt_value(i.upper)),
+            ),
+            match j.evidence {
+                Evidence::EValue { e_value, alpha } => {
+                    format!(
+                        "e {} (needs {})",
+                        fmt_value(e_value),
+                        fmt_value(1.0 / alpha)
+                    )
+                }
+                Evidence::PValue { p_value, alpha } => {
+                    format!("p {} (alpha {})", fmt_value(p_value), fmt_value(alpha))
+                }
+                Evidence::None => "-".to_owned(),
+            },
+            format!("{} / {}", j.samples.canary, j.samples.baseline),
+            if j.critical { "yes" } else { "no" }.to_owned(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    if let Some(score) = &d.score {
+        out.push_str(&format!(
+            "  score {} — {}\n",
+            score
+                .score
+                .map_or_else(|| "none (nothing judged)".to_owned(), fmt_value),
+            match score.verdict {
+                ScoreVerdict::Pass => "pass",
+                ScoreVerdict::Marginal => "marginal",
+                ScoreVerdict::Fail => "fail",
+            }
+        ));
     }
     out
 }

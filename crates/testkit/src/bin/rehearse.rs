@@ -41,6 +41,10 @@ struct Args {
     /// Enable the template's Slack, PagerDuty and email channels (local receivers, real SMTP).
     #[arg(long)]
     channels: bool,
+    /// Enable the template's example comparison: the canary's ANN p95 judged against the
+    /// baseline's (critical).
+    #[arg(long)]
+    compare: bool,
     /// both (the template's arming), engine (no alert rules), alerts (the alert path first).
     #[arg(long, default_value = "both")]
     guard: String,
@@ -72,6 +76,7 @@ fn main() {
     options.fault = args.fault;
     options.time_scale = args.time_scale;
     options.channels = args.channels;
+    options.compare = args.compare;
     eprintln!("rehearse: standing up the stack in {}", work.display());
     let rehearsal = Rehearsal::start(options);
     eprintln!(
