@@ -1,38 +1,9 @@
 //! `#[serde(with = "crate::json_float")]`: an `f64` that survives JSON, NaN and infinities
 //! included (written as the strings `"NaN"`, `"+Inf"`, `"-Inf"`, as Prometheus does).
 
-use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serializer};
-
-pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.is_nan() {
-        s.serialize_str("NaN")
-    } else if *v == f64::INFINITY {
-        s.serialize_str("+Inf")
-    } else if *v == f64::NEG_INFINITY {
-        s.serialize_str("-Inf")
-    } else {
-        s.serialize_f64(*v)
-    }
-}
-
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        N(f64),
-        S(String),
-    }
-    match Num::deserialize(d)? {
-        Num::N(v) => Ok(v),
-        Num::S(s) => match s.as_str() {
-            "NaN" => Ok(f64::NAN),
-            "+Inf" | "Inf" => Ok(f64::INFINITY),
-            "-Inf" => Ok(f64::NEG_INFINITY),
-            other => Err(de::Error::custom(format!("not a number: {other:?}"))),
-        },
-    }
-}
+// One implementation, in canary-judge (which canary-core depends on): comparisons' results and
+// the journal's readings write numbers alike.
+pub use canary_judge::json_float::{deserialize, serialize};
 
 /// The same for `Option<f64>`.
 pub mod option {

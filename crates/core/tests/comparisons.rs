@@ -24,34 +24,7 @@ use canary_judge::{Classification, Effect, Evidence, Scoring};
 
 const T0: i64 = 1_760_000_000_000;
 
-/// SplitMix64: a small seeded generator, so every run here is the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform on (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    /// How many of `n` trials succeed with probability `p`.
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        (0..n).filter(|_| self.uniform() < p).count() as u64
-    }
-}
+use canary_judge::rng::SplitMix64 as Rng;
 
 fn latency(name: &str, critical: bool) -> CompareSpec {
     CompareSpec {
@@ -720,7 +693,7 @@ fn journalled_readings_read_back_as_the_same_bits() {
     ];
     values.extend((0..234).map(|_| {
         let mantissa = 1.0 + rng.uniform();
-        let exponent = (rng.next() % 600) as i32 - 300;
+        let exponent = (rng.next_u64() % 600) as i32 - 300;
         mantissa * 10f64.powi(exponent)
     }));
     let p = plan(vec![latency("ttfv_p95", false)]);

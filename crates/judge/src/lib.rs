@@ -22,6 +22,7 @@ pub mod counts;
 pub mod dispersion;
 pub mod judge;
 pub mod rank;
+pub mod rng;
 pub mod sequential;
 mod special;
 
@@ -173,9 +174,9 @@ pub(crate) fn median(sample: &[f64]) -> f64 {
 }
 
 /// `#[serde(with = "json_float")]`: an `f64` whose infinities and NaN survive JSON, written as
-/// canary-core's `json_float` writes them (`"+Inf"`, `"-Inf"`, `"NaN"`), so the journal reads
-/// both alike. Kept here because the core will depend on this crate, not the other way round.
-pub(crate) mod json_float {
+/// Prometheus writes them (`"+Inf"`, `"-Inf"`, `"NaN"`). canary-core's journal uses this one
+/// (canary-core depends on this crate).
+pub mod json_float {
     use serde::de::{self, Deserializer};
     use serde::{Deserialize, Serializer};
 

@@ -17,35 +17,7 @@ use canary_judge::sequential::{CountSequence, SignSequence};
 const LOOKS: usize = 120;
 const ALPHA: f64 = 0.05;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    /// Poisson by inversion (means here are small).
-    fn poisson(&mut self, mean: f64) -> u64 {
-        let limit = (-mean).exp();
-        let mut k = 0;
-        let mut product = self.uniform();
-        while product > limit {
-            k += 1;
-            product *= self.uniform();
-        }
-        k
-    }
-}
+use canary_judge::rng::SplitMix64 as Rng;
 
 /// One look's latency reading: log-normal around 200 ms, with a load factor both arms share.
 fn latency(rng: &mut Rng, load: f64, worse: f64) -> f64 {
