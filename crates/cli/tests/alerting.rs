@@ -12,9 +12,10 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use canary_testkit::rehearsal::{envsubst, render_alertmanager};
 use canary_testkit::{Alertmanager, Prometheus, free_port, http_get, http_request, wait_for};
 use support::{
-    ALERT_TOKEN, Received, Rig, artifact_text, canary, finish, rig_with, verify, webhook_receiver,
+    ALERT_TOKEN, Received, Rig, artifact_text, finish, rig_with, verify, webhook_receiver,
 };
 
 /// alertmanager.yml as `canary render alertmanager --standalone` prints it for a configuration
@@ -31,31 +32,22 @@ fn rendered_alertmanager(callback_port: u16, escalation_url: &str) -> String {
         "[alertmanager]\nurl = \"http://127.0.0.1:5\"\nwebhook_url = \"${ALERT_WEBHOOK_URL}\"\n",
     );
     std::fs::write(dir.path().join("canary.toml"), config).unwrap();
-    let out = canary()
-        .current_dir(dir.path())
-        .args([
-            "render",
-            "alertmanager",
-            "-c",
-            "canary.toml",
-            "--standalone",
-        ])
-        .arg("--callback-url")
-        .arg(format!("http://127.0.0.1:{callback_port}/api/alertmanager"))
-        .output()
-        .unwrap();
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let yaml = render_alertmanager(
+        Path::new(env!("CARGO_BIN_EXE_canary")),
+        dir.path(),
+        &format!("http://127.0.0.1:{callback_port}/api/alertmanager"),
     );
     // The escalation receiver is there, naming the variable, never a value.
     assert!(yaml.contains("name: canary-escalation"), "{yaml}");
     assert!(yaml.contains("url: ${ALERT_WEBHOOK_URL}"), "{yaml}");
     assert!(yaml.contains("receiver: canary-escalation"), "{yaml}");
-    yaml.replace("${ALERT_WEBHOOK_URL}", escalation_url)
-        .replace("${CANARY_ALERT_TOKEN}", ALERT_TOKEN)
+    envsubst(
+        &yaml,
+        &[
+            ("ALERT_WEBHOOK_URL", escalation_url),
+            ("CANARY_ALERT_TOKEN", ALERT_TOKEN),
+        ],
+    )
 }
 
 /// The rig with Prometheus as the metric source, loading rules from a rules directory and

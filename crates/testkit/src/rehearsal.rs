@@ -488,23 +488,10 @@ scrape_configs:
 
         // Alertmanager, configured with what `canary render alertmanager` prints, its
         // variables substituted as the header says (envsubst).
-        let rendered = Command::new(&options.canary)
-            .args([
-                "render",
-                "alertmanager",
-                "-c",
-                "canary.toml",
-                "--standalone",
-            ])
-            .arg("--callback-url")
-            .arg(format!("http://127.0.0.1:{callback_port}/api/alertmanager"))
-            .current_dir(&work)
-            .output()
-            .expect("canary render alertmanager");
-        assert!(
-            rendered.status.success(),
-            "canary render alertmanager: {}",
-            String::from_utf8_lossy(&rendered.stderr)
+        let rendered = render_alertmanager(
+            &options.canary,
+            &work,
+            &format!("http://127.0.0.1:{callback_port}/api/alertmanager"),
         );
         let generated = read_env(&work.join(".env.canary"));
         let alert_token = generated
@@ -512,9 +499,13 @@ scrape_configs:
             .find(|(k, _)| k == "CANARY_ALERT_TOKEN")
             .map(|(_, v)| v.clone())
             .expect("canary init generated CANARY_ALERT_TOKEN");
-        let alertmanager_yml = String::from_utf8_lossy(&rendered.stdout)
-            .replace("${ALERT_WEBHOOK_URL}", &format!("{escalation_url}/alerts"))
-            .replace("${CANARY_ALERT_TOKEN}", &alert_token);
+        let alertmanager_yml = envsubst(
+            &rendered,
+            &[
+                ("ALERT_WEBHOOK_URL", &format!("{escalation_url}/alerts")),
+                ("CANARY_ALERT_TOKEN", &alert_token),
+            ],
+        );
         let alertmanager = Alertmanager::start_on(alertmanager_port, &alertmanager_yml);
 
         // The runbook's .env.canary, after what `canary init` generated.
@@ -854,6 +845,37 @@ scrape_configs:
     pub fn stop_traffic(&mut self) {
         self.traffic.clear();
     }
+}
+
+/// `canary render alertmanager -c canary.toml --standalone --callback-url URL` in `dir`: the
+/// alertmanager.yml it prints, its `${VARIABLE}`s left for [`envsubst`].
+pub fn render_alertmanager(canary: &Path, dir: &Path, callback_url: &str) -> String {
+    let out = Command::new(canary)
+        .args([
+            "render",
+            "alertmanager",
+            "-c",
+            "canary.toml",
+            "--standalone",
+        ])
+        .arg("--callback-url")
+        .arg(callback_url)
+        .current_dir(dir)
+        .output()
+        .expect("canary render alertmanager");
+    assert!(
+        out.status.success(),
+        "canary render alertmanager: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `${NAME}` replaced by its value, as `envsubst` does with the variables given.
+pub fn envsubst(text: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter().fold(text.to_owned(), |t, (name, value)| {
+        t.replace(&format!("${{{name}}}"), value)
+    })
 }
 
 /// Replaces the one occurrence of `from` in the template; panics if the template changed.
