@@ -33,21 +33,27 @@ pub enum Installer {
 /// A run's installed rules, to hand back to [`Installer::remove`].
 pub enum Installed {
     Dir(InstalledRules),
-    Ruler(InstalledRuleGroup),
+    Ruler {
+        group: InstalledRuleGroup,
+        url: String,
+    },
 }
 
 impl Installer {
     async fn install(&self, rules: &CanaryRules) -> Result<Installed, RulesError> {
         Ok(match self {
             Installer::Dir(i) => Installed::Dir(i.install(rules).await?),
-            Installer::Ruler { client, .. } => Installed::Ruler(client.install(rules).await?),
+            Installer::Ruler { client, url } => Installed::Ruler {
+                group: client.install(rules).await?,
+                url: url.clone(),
+            },
         })
     }
 
     async fn remove(&self, installed: &Installed) -> Result<(), RulesError> {
         match (self, installed) {
             (Installer::Dir(i), Installed::Dir(rules)) => i.remove(rules).await,
-            (Installer::Ruler { client, .. }, Installed::Ruler(group)) => {
+            (Installer::Ruler { client, .. }, Installed::Ruler { group, .. }) => {
                 client.remove(group).await?;
                 tracing::info!(namespace = %group.namespace, group = %group.group, "alert rules removed from the ruler");
                 Ok(())
@@ -57,8 +63,8 @@ impl Installer {
         }
     }
 
-    /// Whether the rules can go where they are to go: the directory exists, the ruler accepts
-    /// the credential.
+    /// Whether a ruler accepts the credential (a rules directory's existence is the
+    /// preflight's own check).
     pub async fn check(&self) -> Result<(), RulesError> {
         match self {
             Installer::Dir(_) => Ok(()),
@@ -67,24 +73,23 @@ impl Installer {
             }
         }
     }
-
-    /// Where the rules are, for the evidence and the log.
-    fn location(&self, installed: &Installed) -> String {
-        match (self, installed) {
-            (_, Installed::Dir(rules)) => rules.path.display().to_string(),
-            (Installer::Ruler { url, .. }, Installed::Ruler(group)) => {
-                format!("ruler {url}, namespace {}", group.namespace)
-            }
-            (Installer::Dir(_), Installed::Ruler(group)) => group.namespace.clone(),
-        }
-    }
 }
 
 impl Installed {
+    /// Where the rules are, for the evidence and the log.
+    fn location(&self) -> String {
+        match self {
+            Installed::Dir(rules) => rules.path.display().to_string(),
+            Installed::Ruler { group, url } => {
+                format!("ruler {url}, namespace {}", group.namespace)
+            }
+        }
+    }
+
     fn group(&self) -> &str {
         match self {
             Installed::Dir(rules) => &rules.group,
-            Installed::Ruler(group) => &group.group,
+            Installed::Ruler { group, .. } => &group.group,
         }
     }
 }
@@ -159,7 +164,7 @@ pub fn teardown(lease: Option<Arc<EmbeddedRouter>>, armed: Armed) -> Teardown {
             if let Some((installer, rules)) = rules {
                 // The installer logs the removal itself.
                 if let Err(err) = installer.remove(&rules).await {
-                    tracing::warn!(error = %err, "cannot remove the run's alert rules: remove group {} from {} by hand", rules.group(), installer.location(&rules))
+                    tracing::warn!(error = %err, "cannot remove the run's alert rules: remove group {} from {} by hand", rules.group(), rules.location())
                 }
             }
         })
@@ -290,7 +295,7 @@ async fn arm_alerts(
         Ok(done) => {
             let armed_alerts = Alerts::Alertmanager(AlertmanagerAlerts {
                 alertmanager_url: am.url.clone(),
-                rules_location: installer.location(&done),
+                rules_location: done.location(),
                 rules: rules
                     .group()
                     .rules
