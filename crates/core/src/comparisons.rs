@@ -135,6 +135,9 @@ impl ComparisonState {
     /// The reason a failed comparison gives, with its judgement's figures.
     pub(crate) fn failure(&self) -> Reason {
         let j = self.judgement();
+        if j.missing_required_data() {
+            return Reason::RequiredComparisonNoData { comparison: j.name };
+        }
         let (e_value, alpha) = match j.evidence {
             Evidence::EValue { e_value, alpha } => (e_value, alpha),
             Evidence::PValue { alpha, .. } => (f64::NAN, alpha),

@@ -1051,15 +1051,15 @@ impl Engine {
                 failed.push(c.failure());
             }
         }
+        let judgements = self.judgements();
         match score.score {
             Some(value) if value < scoring.marginal => failed.push(Reason::ScoreBelowMarginal {
                 score: value,
                 marginal: scoring.marginal,
-                failed: self
-                    .judgements()
-                    .into_iter()
-                    .filter(|j| j.classification.failed())
-                    .map(|j| j.name)
+                failed: judgements
+                    .iter()
+                    .filter(|j| j.failed())
+                    .map(|j| j.name.clone())
                     .collect(),
             }),
             Some(value) if value < scoring.pass => inconclusive.push(Reason::ScoreMarginal {

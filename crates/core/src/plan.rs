@@ -432,6 +432,10 @@ pub struct CompareSpec {
     /// The chance that a canary no worse than allowed fails this comparison at some look of
     /// the whole run (the sequential test's level), in (0, 1).
     pub alpha: f64,
+    /// No data at the decision counts as a failure (Kayenta's `mustHaveData`) instead of
+    /// leaving the comparison out of the score.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_have_data: bool,
 }
 
 impl CompareSpec {
@@ -451,6 +455,7 @@ impl CompareSpec {
             effect: self.effect,
             critical: self.critical,
             weight: self.weight,
+            must_have_data: self.must_have_data,
         }
     }
 
@@ -1294,6 +1299,7 @@ mod tests {
             weight: CompareSpec::DEFAULT_WEIGHT,
             group: CompareSpec::DEFAULT_GROUP.into(),
             alpha: CompareSpec::DEFAULT_ALPHA,
+            must_have_data: false,
         }
     }
 

@@ -241,6 +241,9 @@ pub enum Reason {
     },
     /// A critical comparison had no data at the decision: it can neither pass nor fail.
     CriticalComparisonNoData { comparison: String },
+    /// A critical comparison that must have data (`must_have_data`, Kayenta's `mustHaveData`)
+    /// had none at the decision: it fails.
+    RequiredComparisonNoData { comparison: String },
 }
 
 impl Reason {
@@ -273,7 +276,8 @@ impl Reason {
     pub fn comparison(&self) -> Option<&str> {
         match self {
             Reason::ComparisonFailed { comparison, .. }
-            | Reason::CriticalComparisonNoData { comparison } => Some(comparison),
+            | Reason::CriticalComparisonNoData { comparison }
+            | Reason::RequiredComparisonNoData { comparison } => Some(comparison),
             _ => None,
         }
     }
@@ -493,6 +497,11 @@ impl fmt::Display for Reason {
             Reason::CriticalComparisonNoData { comparison } => write!(
                 f,
                 "{}: critical comparison without data at the decision",
+                Escaped(comparison)
+            ),
+            Reason::RequiredComparisonNoData { comparison } => write!(
+                f,
+                "{}: critical comparison without data at the decision, and it must have data",
                 Escaped(comparison)
             ),
         }

@@ -38,6 +38,7 @@ fn latency(name: &str, critical: bool) -> CompareSpec {
         weight: CompareSpec::DEFAULT_WEIGHT,
         group: "latency".into(),
         alpha: CompareSpec::DEFAULT_ALPHA,
+        must_have_data: false,
     }
 }
 
@@ -54,6 +55,7 @@ fn error_rate(name: &str, critical: bool) -> CompareSpec {
         weight: CompareSpec::DEFAULT_WEIGHT,
         group: "errors".into(),
         alpha: CompareSpec::DEFAULT_ALPHA,
+        must_have_data: false,
     }
 }
 
@@ -445,6 +447,66 @@ fn an_inconclusive_score_follows_on_inconclusive_and_an_operator_may_promote() {
     assert_eq!(o.decision.verdict, Verdict::Promote);
     assert_eq!(o.decision.authorised_by, "sre@example.com");
     assert_eq!(o.judgement("a").classification, Classification::High);
+}
+
+/// Cumulative counters with requests in both arms and not one error: the error counters have
+/// no series, as real exporters' do until their first error.
+fn no_errors() -> Readings {
+    let mut requests = 0.0;
+    Box::new(move |_name, _look| {
+        requests += 750.0;
+        let counters = |exposure: f64| Measurement::Counts {
+            events: Reading::NoData,
+            exposure: Reading::value(exposure),
+        };
+        (counters(requests * 0.05), counters(requests * 0.95))
+    })
+}
+
+#[test]
+fn no_error_in_either_arm_passes_and_a_comparison_that_must_have_data_fails_without_it() {
+    // Zero errors in both arms over the whole run is evidence (neither is worse), not missing
+    // data: the critical error comparison passes and the canary is promoted.
+    let o = run(plan(vec![error_rate("error_rate", true)]), no_errors());
+    assert_eq!(o.decision.verdict, Verdict::Promote);
+    let j = o.judgement("error_rate");
+    assert_eq!((j.classification, j.estimate), (Classification::Pass, None));
+
+    // No exposure read at all: no data. Left out of the score by default (INCONCLUSIVE: a
+    // critical comparison without data); failed when it must have data (ROLLBACK).
+    let silent = || -> Readings {
+        Box::new(|_name, _look| {
+            let nothing = || Measurement::Counts {
+                events: Reading::NoData,
+                exposure: Reading::NoData,
+            };
+            (nothing(), nothing())
+        })
+    };
+    let o = run(plan(vec![error_rate("error_rate", true)]), silent());
+    assert!(
+        matches!(&o.decision.verdict, Verdict::Inconclusive { reasons }
+            if reasons.iter().any(|r| matches!(r, Reason::CriticalComparisonNoData { .. }))),
+        "{:?}",
+        o.decision.verdict
+    );
+    let mut required = error_rate("error_rate", true);
+    required.must_have_data = true;
+    let o = run(plan(vec![required]), silent());
+    let Verdict::Rollback { reasons } = &o.decision.verdict else {
+        panic!("{:?}", o.decision.verdict);
+    };
+    assert_eq!(
+        reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec![
+            "error_rate: critical comparison without data at the decision, and it must have data",
+            "comparison score 0 is below the marginal threshold 75 (failed: error_rate)"
+        ]
+    );
+    assert_eq!(o.minute(), 60.0);
 }
 
 #[test]

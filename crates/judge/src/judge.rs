@@ -7,9 +7,9 @@
 //! and the sample counts.
 //!
 //! [`Scoring::score`] is Kayenta's: in each group the weighted share of passing comparisons
-//! (those with no data left out), the groups weighted into a 0–100 score, `Fail` below
-//! `marginal`, `Marginal` below `pass`, `Pass` from `pass` on; a failed critical comparison fails
-//! whatever the score.
+//! (those with no data left out, or counted as failed when they must have data), the groups
+//! weighted into a 0–100 score, `Fail` below `marginal`, `Marginal` below `pass`, `Pass` from
+//! `pass` on; a failed critical comparison fails whatever the score.
 
 use std::collections::BTreeMap;
 
@@ -114,6 +114,10 @@ pub struct Comparison {
     pub critical: bool,
     /// Its weight inside its group (1 unless configured).
     pub weight: f64,
+    /// No data counts as a failure (Kayenta's `mustHaveData`) instead of leaving the
+    /// comparison out of the score.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_have_data: bool,
 }
 
 /// The outcome of one comparison.
@@ -185,6 +189,9 @@ pub struct Judgement {
     pub critical: bool,
     /// Its weight inside the group.
     pub weight: f64,
+    /// Whether no data counts as a failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_have_data: bool,
     /// The outcome.
     pub classification: Classification,
     /// The estimate of the difference (a shift, a rate ratio, a spread ratio), if any.
@@ -199,6 +206,17 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// Whether it counts as failed: the canary worse than allowed, or no data where the
+    /// comparison must have data.
+    pub fn failed(&self) -> bool {
+        self.classification.failed() || self.missing_required_data()
+    }
+
+    /// Whether it had no data although it must have data.
+    pub fn missing_required_data(&self) -> bool {
+        self.must_have_data && self.classification == Classification::NoData
+    }
+
     /// A judgement with no data: nothing to classify.
     pub fn no_data(comparison: &Comparison, samples: Samples) -> Judgement {
         Judgement::new(
@@ -225,6 +243,7 @@ impl Judgement {
             group: comparison.group.clone(),
             critical: comparison.critical,
             weight: comparison.weight,
+            must_have_data: comparison.must_have_data,
             classification,
             estimate,
             interval,
@@ -334,7 +353,8 @@ pub fn judge_readings(
 
 /// Judges counts out of exposure with the exact rate-ratio test: `High` when the canary's rate
 /// is significantly above (1 + allowed effect) times the baseline's. The estimate is the rate
-/// ratio with its two-sided exact interval at 1 − α. No event in either arm gives `NoData`.
+/// ratio with its two-sided exact interval at 1 − α. No event in either arm passes without an
+/// estimate: both had exposure and neither is worse.
 /// Only a relative allowance can be expressed on a ratio; an absolute one is an error.
 pub fn judge_counts(
     comparison: &Comparison,
@@ -356,7 +376,14 @@ pub fn judge_counts(
     let sides = sides(comparison.direction, alpha);
     let overall = counts::rate_ratio(canary, baseline, 1.0, Alternative::TwoSided, 1.0 - alpha)?;
     let RateOutcome::Tested(overall) = overall else {
-        return Ok(Judgement::no_data(comparison, samples));
+        let evidence = Evidence::PValue {
+            p_value: 1.0,
+            alpha,
+        };
+        let pass = Classification::Pass;
+        return Ok(Judgement::new(
+            comparison, pass, None, None, evidence, samples,
+        ));
     };
     let one_sided = |null: f64, alternative: Alternative| -> Result<f64, Error> {
         Ok(
@@ -490,9 +517,9 @@ pub struct GroupScore {
     pub score: Option<f64>,
     /// Comparisons that passed.
     pub passed: usize,
-    /// Comparisons that failed.
+    /// Comparisons that failed (no data counts as failed where the comparison must have it).
     pub failed: usize,
-    /// Comparisons with no data (left out of the share).
+    /// Comparisons with no data left out of the share.
     pub no_data: usize,
 }
 
@@ -554,7 +581,7 @@ impl Scoring {
             let weight = self.group_weights.get(group).copied().unwrap_or(1.0);
             let judged: Vec<&&Judgement> = members
                 .iter()
-                .filter(|j| j.classification != Classification::NoData)
+                .filter(|j| j.classification != Classification::NoData || j.must_have_data)
                 .collect();
             let passed = judged
                 .iter()
@@ -588,8 +615,9 @@ impl Scoring {
                 .map(|j| j.name.clone())
                 .collect()
         };
-        let failed_critical = names(|j| j.classification.failed());
-        let critical_without_data = names(|j| j.classification == Classification::NoData);
+        let failed_critical = names(|j| j.failed());
+        let critical_without_data =
+            names(|j| j.classification == Classification::NoData && !j.must_have_data);
         let verdict = match score {
             _ if !failed_critical.is_empty() => ScoreVerdict::Fail,
             None => ScoreVerdict::Marginal,

@@ -471,6 +471,9 @@ pub struct CountSequence {
     low: Option<RateMixture>,
     windows: Vec<Window>,
     looks: u64,
+    /// Looks where both arms had exposure: data, even without a single event.
+    #[serde(default)]
+    exposed_looks: u64,
     canary_events: u64,
     baseline_events: u64,
     first_crossing: Option<(u64, Classification)>,
@@ -515,6 +518,7 @@ impl CountSequence {
             low,
             windows: Vec::new(),
             looks: 0,
+            exposed_looks: 0,
             canary_events: 0,
             baseline_events: 0,
             first_crossing: None,
@@ -536,6 +540,9 @@ impl CountSequence {
             }
         }
         self.looks += 1;
+        if canary.exposure > 0.0 && baseline.exposure > 0.0 {
+            self.exposed_looks += 1;
+        }
         self.canary_events += canary.events;
         self.baseline_events += baseline.events;
         let events = canary.events + baseline.events;
@@ -654,14 +661,15 @@ impl CountSequence {
     }
 
     /// The judgement so far: `High`/`Low` once the e-value has crossed 1/α (and from then on),
-    /// `Pass` before, `NoData` while no event has been seen. The estimate is the
-    /// maximum-likelihood rate ratio over all looks, with the confidence sequence.
+    /// `Pass` before, `NoData` until both arms have had exposure in one look. No event in
+    /// either arm is data — neither is worse — and passes without an estimate. The estimate
+    /// is the maximum-likelihood rate ratio over all looks, with the confidence sequence.
     pub fn judgement(&self, comparison: &Comparison) -> Judgement {
         let samples = Samples {
             canary: self.canary_events,
             baseline: self.baseline_events,
         };
-        if self.windows.is_empty() {
+        if self.exposed_looks == 0 {
             return Judgement::no_data(comparison, samples);
         }
         let classification = match self.first_crossing {
@@ -672,7 +680,7 @@ impl CountSequence {
         Judgement::new(
             comparison,
             classification,
-            Some(estimate),
+            (!self.windows.is_empty()).then_some(estimate),
             Some(interval),
             Evidence::EValue {
                 e_value: self.ln_e_value().exp(),

@@ -19,6 +19,7 @@ fn comparison(name: &str, group: &str, direction: Direction) -> Comparison {
         effect: Effect::NONE,
         critical: false,
         weight: 1.0,
+        must_have_data: false,
     }
 }
 
@@ -198,6 +199,41 @@ fn score_reports_groups_and_critical_names() {
 }
 
 #[test]
+fn no_data_counts_as_failed_where_the_comparison_must_have_data() {
+    let must = |name: &str, critical: bool| {
+        let mut j = judged(name, "errors", NoData);
+        j.must_have_data = true;
+        j.critical = critical;
+        j
+    };
+    // Left out of the share without must_have_data: the score is the latency group's alone.
+    let optional = vec![
+        judged("ok", "latency", Pass),
+        judged("quiet", "errors", NoData),
+    ];
+    let score = Scoring::default().score(&optional);
+    assert_eq!(
+        (score.score, score.verdict),
+        (Some(100.0), ScoreVerdict::Pass)
+    );
+    // Counted as failed with it (Kayenta's NodataFailMetric): the errors group scores 0.
+    let required = vec![judged("ok", "latency", Pass), must("quiet", false)];
+    let score = Scoring::default().score(&required);
+    assert_eq!(
+        (score.score, score.verdict),
+        (Some(50.0), ScoreVerdict::Fail)
+    );
+    assert_eq!((score.groups[0].failed, score.groups[0].no_data), (1, 0));
+    assert!(required[1].failed() && required[1].missing_required_data());
+    // Critical and required: a failed critical comparison, not one merely without data.
+    let critical = vec![judged("ok", "latency", Pass), must("quiet", true)];
+    let score = Scoring::default().score(&critical);
+    assert_eq!(score.failed_critical, vec!["quiet".to_string()]);
+    assert!(score.critical_without_data.is_empty());
+    assert_eq!(score.verdict, ScoreVerdict::Fail);
+}
+
+#[test]
 fn readings_are_classified_by_direction_and_allowed_effect() {
     let baseline: Vec<f64> = (0..30).map(|i| 100.0 + i as f64).collect();
     let slower: Vec<f64> = baseline.iter().map(|v| v * 1.3).collect();
@@ -240,8 +276,9 @@ fn no_data_is_a_classification_not_an_error() {
     assert_eq!(j.evidence, Evidence::None);
     let j = judge_spread(&c, &[1.0], &[], 0.05).unwrap();
     assert_eq!(j.classification, NoData);
+    // No event in either arm, both exposed: neither is worse, nothing to estimate.
     let j = judge_counts(&c, Counts::new(0, 500.0), Counts::new(0, 9500.0), 0.05).unwrap();
-    assert_eq!(j.classification, NoData);
+    assert_eq!((j.classification, j.estimate), (Pass, None));
     assert_eq!(
         counts::rate_ratio(
             Counts::new(0, 1.0),
@@ -257,9 +294,15 @@ fn no_data_is_a_classification_not_an_error() {
     assert_eq!(sequence.judgement(&c).classification, NoData);
     let mut counts = CountSequence::new(Direction::Increase, Effect::NONE, 0.05, 1.0).unwrap();
     counts
-        .observe(Counts::new(0, 100.0), Counts::new(0, 1900.0))
+        .observe(Counts::new(0, 0.0), Counts::new(0, 0.0))
         .unwrap();
     assert_eq!(counts.judgement(&c).classification, NoData);
+    // Requests in both arms and no error in either: a quiet pass, not a missing metric.
+    counts
+        .observe(Counts::new(0, 100.0), Counts::new(0, 1900.0))
+        .unwrap();
+    let j = counts.judgement(&c);
+    assert_eq!((j.classification, j.estimate), (Pass, None));
 }
 
 #[test]

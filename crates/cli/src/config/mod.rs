@@ -1235,6 +1235,12 @@ impl Resolver {
                 None => Some(false),
                 Some(b) => self.scalar(b, "critical", "true or false").map(|(v, _)| v),
             };
+            let must_have_data = match &c.must_have_data {
+                None => Some(false),
+                Some(b) => self
+                    .scalar(b, "must_have_data", "true or false")
+                    .map(|(v, _)| v),
+            };
             let weight = match &c.weight {
                 None => Some(CompareSpec::DEFAULT_WEIGHT),
                 Some(w) => self
@@ -1251,7 +1257,15 @@ impl Resolver {
                 || CompareSpec::DEFAULT_GROUP.to_owned(),
                 |g| self.env.expand(g),
             );
-            match (measure, direction, effect, critical, weight, alpha) {
+            match (
+                measure,
+                direction,
+                effect,
+                critical,
+                weight,
+                alpha,
+                must_have_data,
+            ) {
                 (
                     Some(measure),
                     Some(direction),
@@ -1259,6 +1273,7 @@ impl Resolver {
                     Some(critical),
                     Some(weight),
                     Some(alpha),
+                    Some(must_have_data),
                 ) => out.push(CompareSpec {
                     name,
                     measure,
@@ -1268,6 +1283,7 @@ impl Resolver {
                     weight,
                     group,
                     alpha,
+                    must_have_data,
                 }),
                 _ => ok = false,
             }
@@ -2212,6 +2228,7 @@ effect = "50%"
 weight = 2
 group = "streams"
 alpha = 0.01
+must_have_data = true
 
 [scoring]
 marginal = 60
@@ -2230,6 +2247,7 @@ groups = { streams = 3 }"#,
         assert_eq!(errors.measure.kind(), MeasureKind::Counts);
         assert_eq!((errors.weight, errors.alpha), (2.0, 0.01));
         assert_eq!(errors.group, "streams");
+        assert!(errors.must_have_data && !ttfv.must_have_data);
         assert_eq!(config.plan.scoring.marginal, 60.0);
         assert_eq!(config.plan.scoring.pass, 90.0);
         assert_eq!(config.plan.scoring.group_weights["streams"], 3.0);
@@ -2265,7 +2283,8 @@ exposure = 'sum(sse_total)'"#,
 name = "g"
 kind = "counts"
 direction = "up"
-effect = "lots""#,
+effect = "lots"
+must_have_data = "yes""#,
         )
         .unwrap_err()
         .to_string();
@@ -2274,6 +2293,7 @@ effect = "lots""#,
             "needs `exposure`",
             "up",
             "lots",
+            "must_have_data",
             "already names a comparison or a guardrail",
         ] {
             assert!(text.contains(expected), "{expected}: {text}");

@@ -311,6 +311,8 @@ pub struct RawCompare {
     pub weight: Option<Typed<f64>>,
     pub group: Option<Text>,
     pub alpha: Option<Typed<f64>>,
+    /// No data at the decision counts as a failure (Kayenta's mustHaveData). Default false.
+    pub must_have_data: Option<Typed<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

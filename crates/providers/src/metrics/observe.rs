@@ -430,6 +430,7 @@ mod tests {
             weight: 1.0,
             group: "default".into(),
             alpha: 0.05,
+            must_have_data: false,
         }
     }
 
