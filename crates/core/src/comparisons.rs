@@ -29,7 +29,7 @@ pub struct ComparisonReading {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "measure", rename_all = "snake_case")]
 pub enum Measurement {
-    /// A continuous comparison's value over the last evaluation interval.
+    /// A continuous or spread comparison's value over the last evaluation interval.
     Continuous { value: Reading },
     /// A counts comparison's cumulative counters: its events and its exposure.
     Counts { events: Reading, exposure: Reading },
@@ -47,6 +47,12 @@ struct Counters {
 #[derive(Debug, Clone)]
 enum Test {
     Sign(SignSequence),
+    /// The sign test on each arm's distance between two successive readings.
+    Spread {
+        test: SignSequence,
+        /// The first round of the pair being formed: (canary, baseline).
+        first: Option<(f64, f64)>,
+    },
     Counts {
         test: CountSequence,
         /// The canary's and the baseline's counters at the last round they were read.
@@ -83,6 +89,10 @@ impl ComparisonState {
             Measure::Continuous { .. } => {
                 Test::Sign(SignSequence::new(direction, spec.effect, spec.alpha).map_err(problem)?)
             }
+            Measure::Spread { .. } => Test::Spread {
+                test: SignSequence::new(direction, spec.effect, spec.alpha).map_err(problem)?,
+                first: None,
+            },
             Measure::Counts { .. } => Test::Counts {
                 test: CountSequence::new(direction, spec.effect, spec.alpha, COUNT_PRIOR_SCALE)
                     .map_err(problem)?,
@@ -99,14 +109,14 @@ impl ComparisonState {
     pub(crate) fn judgement(&self) -> Judgement {
         let comparison = self.spec.comparison();
         match &self.test {
-            Test::Sign(test) => test.judgement(&comparison),
+            Test::Sign(test) | Test::Spread { test, .. } => test.judgement(&comparison),
             Test::Counts { test, .. } => test.judgement(&comparison),
         }
     }
 
     fn failed(&self) -> bool {
         match &self.test {
-            Test::Sign(test) => test.first_crossing().is_some(),
+            Test::Sign(test) | Test::Spread { test, .. } => test.first_crossing().is_some(),
             Test::Counts { test, .. } => test.first_crossing().is_some(),
         }
     }
@@ -119,6 +129,20 @@ impl ComparisonState {
                 (Some(canary), Some(baseline)) => test.observe(canary, baseline).is_ok(),
                 _ => false,
             },
+            (Test::Spread { test, first }, Some(r)) => {
+                match (continuous(&r.canary), continuous(&r.baseline)) {
+                    (Some(canary), Some(baseline)) => match first.take() {
+                        None => {
+                            *first = Some((canary, baseline));
+                            false
+                        }
+                        Some((c, b)) => test
+                            .observe((canary - c).abs(), (baseline - b).abs())
+                            .is_ok(),
+                    },
+                    _ => false,
+                }
+            }
             (Test::Counts { test, since }, Some(r)) => look_at_counts(test, since, r),
             (_, None) => false,
         };
@@ -160,7 +184,7 @@ impl ComparisonState {
     /// Looks its test has taken.
     fn looks(&self) -> u64 {
         match &self.test {
-            Test::Sign(test) => test.looks().0,
+            Test::Sign(test) | Test::Spread { test, .. } => test.looks().0,
             Test::Counts { test, .. } => test.looks(),
         }
     }
@@ -235,7 +259,8 @@ fn look_at_counts(
 }
 
 impl Measurement {
-    /// The kind of comparison this measurement is for.
+    /// The kind of comparison this measurement is for (a spread comparison reads continuous
+    /// values).
     pub fn kind(&self) -> MeasureKind {
         match self {
             Measurement::Continuous { .. } => MeasureKind::Continuous,

@@ -351,6 +351,7 @@ choice! {
     pub enum MeasureKind {
         Continuous = "continuous",
         Counts = "counts",
+        Spread = "spread",
     }
 }
 
@@ -376,6 +377,12 @@ choice! {
 ///   restart) makes that interval no look for either arm and counting starts again; an
 ///   events counter with no series yet (no error so far) counts 0. Judged by the sequential
 ///   rate-ratio test ([`canary_judge::CountSequence`]).
+/// - `Spread`: `query` as for `Continuous` (one interval's reading), judged on how widely the
+///   canary's readings scatter rather than where they sit: a tail that grew at the same median
+///   passes a location test. Successive looks are paired — each pair of rounds gives each arm
+///   the distance between its two readings — and the sign test judges the canary's distances
+///   against the baseline's (wider is `increase`). Under the same scatter the two distances
+///   are exchangeable, so the run-wide bound holds; each comparison look takes two rounds.
 ///
 /// `canary_providers::metrics::observe::overlapping_comparisons` finds queries that break
 /// these rules (a window longer than the interval, a counts query read through a range).
@@ -384,6 +391,8 @@ choice! {
 pub enum Measure {
     /// One reading per arm per evaluation: a latency quantile, a per-interval rate.
     Continuous { query: String },
+    /// The same readings, judged on their scatter between evaluations.
+    Spread { query: String },
     /// Events out of exposure per arm, both cumulative counters: errors out of requests,
     /// failed out of started streams.
     Counts { events: String, exposure: String },
@@ -395,13 +404,14 @@ impl Measure {
         match self {
             Measure::Continuous { .. } => MeasureKind::Continuous,
             Measure::Counts { .. } => MeasureKind::Counts,
+            Measure::Spread { .. } => MeasureKind::Spread,
         }
     }
 
     /// Its queries, each with the name of the field that holds it.
     pub fn queries(&self) -> Vec<(&'static str, &str)> {
         match self {
-            Measure::Continuous { query } => vec![("query", query)],
+            Measure::Continuous { query } | Measure::Spread { query } => vec![("query", query)],
             Measure::Counts { events, exposure } => {
                 vec![("events", events), ("exposure", exposure)]
             }

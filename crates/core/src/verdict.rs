@@ -410,6 +410,7 @@ impl fmt::Display for Reason {
                 let subject = match measure {
                     MeasureKind::Continuous => "canary",
                     MeasureKind::Counts => "canary's rate",
+                    MeasureKind::Spread => "canary's spread",
                 };
                 write!(
                     f,
@@ -426,7 +427,7 @@ impl fmt::Display for Reason {
                     })
                 };
                 match (measure, estimate) {
-                    (MeasureKind::Continuous, Some(share)) => {
+                    (MeasureKind::Continuous | MeasureKind::Spread, Some(share)) => {
                         // The share shown is of the side an increase makes bad, unless only
                         // a decrease is.
                         let beyond = if *direction == Direction::Decrease {
@@ -437,9 +438,13 @@ impl fmt::Display for Reason {
                         if *direction != Direction::Either
                             || *classification == Classification::High
                         {
+                            let of = match measure {
+                                MeasureKind::Spread => "pairs of looks",
+                                _ => "looks",
+                            };
                             write!(
                                 f,
-                                ": {beyond} the allowance in {} % of looks{}",
+                                ": {beyond} the allowance in {} % of {of}{}",
                                 fmt_value(share * 100.0),
                                 range(interval, 100.0, " %")
                             )?;

@@ -370,6 +370,82 @@ fn a_canary_forty_percent_slower_is_rolled_back_early_by_its_critical_comparison
     );
 }
 
+/// Per-interval p95s around 800 ms: the baseline's scatter ±10 % (log-normal), the canary's
+/// `wider` times as much — at the same median.
+fn scattered(seed: u64, wider: f64) -> Readings {
+    let mut rng = Rng(seed);
+    Box::new(move |_name, _look| {
+        let baseline = 800.0 * (0.1 * rng.normal()).exp();
+        let canary = 800.0 * (0.1 * wider * rng.normal()).exp();
+        let value = |v: f64| Measurement::Continuous {
+            value: Reading::value(v),
+        };
+        (value(canary), value(baseline))
+    })
+}
+
+#[test]
+fn a_wider_tail_at_the_same_median_is_caught_by_a_spread_comparison_and_passed_by_location() {
+    let spread = |name: &str| CompareSpec {
+        measure: Measure::Spread {
+            query: "histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))".into(),
+        },
+        ..latency(name, true)
+    };
+    // The same readings, judged two ways: the location comparison (10 % allowed) sees a canary
+    // no more often above the baseline than below and passes; the spread comparison sees its
+    // readings scatter four times as far and rolls back.
+    let o = run(
+        plan(vec![latency("ttfv_p95", false), spread("ttfv_spread")]),
+        scattered(5, 4.0),
+    );
+    assert_eq!(o.judgement("ttfv_p95").classification, Classification::Pass);
+    assert_eq!(
+        o.judgement("ttfv_spread").classification,
+        Classification::High
+    );
+    assert!(o.minute() < 30.0, "decided at T+{}", o.minute());
+    let line = o.decision.verdict.reasons()[0].to_string();
+    assert!(
+        line.starts_with(
+            "ttfv_spread: canary's spread higher than the baseline allows: above the allowance in "
+        ),
+        "{line}"
+    );
+    assert!(line.contains("% of pairs of looks"), "{line}");
+    // Each look of the spread test takes two rounds.
+    let looks = o.judgement("ttfv_spread").samples.canary;
+    assert_eq!(looks, o.judgement("ttfv_p95").samples.canary / 2);
+
+    // The same scatter in both arms: promoted, both pass.
+    let o = run(
+        plan(vec![latency("ttfv_p95", false), spread("ttfv_spread")]),
+        scattered(5, 1.0),
+    );
+    assert_eq!(o.decision.verdict, Verdict::Promote);
+    assert_eq!(o.judgement("ttfv_spread").samples.canary, 60);
+}
+
+#[test]
+fn spread_comparisons_of_arms_that_scatter_alike_roll_back_at_most_at_their_level() {
+    // A/A: 400 runs of 120 rounds each, judged at every round as the engine does.
+    let runs = 400;
+    let spread = CompareSpec {
+        measure: Measure::Spread { query: "q".into() },
+        ..latency("ttfv_spread", true)
+    };
+    let rolled_back = (0..runs)
+        .filter(|&seed| {
+            let o = run(plan(vec![spread.clone()]), scattered(1000 + seed, 1.0));
+            o.decision.verdict != Verdict::Promote
+        })
+        .count();
+    // α = 0.05, plus three standard errors of a 400-run estimate.
+    let bound = 0.05 + 3.0 * (0.05_f64 * 0.95 / runs as f64).sqrt();
+    let rate = rolled_back as f64 / runs as f64;
+    assert!(rate <= bound, "{rolled_back}/{runs} rolled back");
+}
+
 #[test]
 fn a_failing_comparison_that_is_not_critical_counts_in_the_score_as_the_thresholds_say() {
     // Four latency comparisons; `a` is 40 % slower and fails. Score = the weighted share of
@@ -497,10 +573,7 @@ fn no_error_in_either_arm_passes_and_a_comparison_that_must_have_data_fails_with
         panic!("{:?}", o.decision.verdict);
     };
     assert_eq!(
-        reasons
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
+        reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
             "error_rate: critical comparison without data at the decision, and it must have data",
             "comparison score 0 is below the marginal threshold 75 (failed: error_rate)"

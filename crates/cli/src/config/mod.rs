@@ -1202,6 +1202,9 @@ impl Resolver {
             let measure = match kind {
                 Some(MeasureKind::Continuous) => query("query", &c.query, "continuous")
                     .map(|query| Measure::Continuous { query }),
+                Some(MeasureKind::Spread) => {
+                    query("query", &c.query, "spread").map(|query| Measure::Spread { query })
+                }
                 Some(MeasureKind::Counts) => {
                     let events = query("events", &c.events, "counts");
                     let exposure = query("exposure", &c.exposure, "counts");
@@ -2230,13 +2233,18 @@ group = "streams"
 alpha = 0.01
 must_have_data = true
 
+[[compare]]
+name = "ttfv_spread"
+kind = "spread"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'
+
 [scoring]
 marginal = 60
 pass = 90
 groups = { streams = 3 }"#,
         )
         .unwrap();
-        let [ttfv, errors] = &config.plan.comparisons[..] else {
+        let [ttfv, errors, spread] = &config.plan.comparisons[..] else {
             panic!("{:?}", config.plan.comparisons)
         };
         assert_eq!(ttfv.measure.kind(), MeasureKind::Continuous);
@@ -2248,6 +2256,7 @@ groups = { streams = 3 }"#,
         assert_eq!((errors.weight, errors.alpha), (2.0, 0.01));
         assert_eq!(errors.group, "streams");
         assert!(errors.must_have_data && !ttfv.must_have_data);
+        assert_eq!(spread.measure.kind(), MeasureKind::Spread);
         assert_eq!(config.plan.scoring.marginal, 60.0);
         assert_eq!(config.plan.scoring.pass, 90.0);
         assert_eq!(config.plan.scoring.group_weights["streams"], 3.0);

@@ -298,7 +298,8 @@ pub struct RawGuardrail {
 #[serde(deny_unknown_fields)]
 pub struct RawCompare {
     pub name: Text,
-    /// continuous (default: `query`) | counts (`events` out of `exposure`).
+    /// continuous (default: `query`) | counts (`events` out of `exposure`) | spread (`query`,
+    /// judged on its scatter).
     pub kind: Option<Text>,
     pub query: Option<Text>,
     pub events: Option<Text>,

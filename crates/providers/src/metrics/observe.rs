@@ -104,7 +104,9 @@ pub fn scope_comparisons(plan: &Plan) -> Result<Vec<ScopedComparison>, RewriteEr
             Ok(rewrite::scope_on_clock(query, arm, plan.time_scale)?.to_string())
         };
         Ok(match measure {
-            Measure::Continuous { query } => ScopedMeasure::Continuous { query: one(query)? },
+            Measure::Continuous { query } | Measure::Spread { query } => {
+                ScopedMeasure::Continuous { query: one(query)? }
+            }
             Measure::Counts { events, exposure } => ScopedMeasure::Counts {
                 events: one(events)?,
                 exposure: one(exposure)?,
@@ -166,7 +168,7 @@ pub fn overlapping_comparisons(plan: &Plan) -> Result<Vec<Overlap>, RewriteError
                 expr = rewrite::compress_time(&expr, plan.time_scale)?;
             }
             match c.measure {
-                Measure::Continuous { .. } => {
+                Measure::Continuous { .. } | Measure::Spread { .. } => {
                     let reach = analyze::reach(&expr);
                     if reach > plan.evaluation_interval {
                         out.push(Overlap::Window {
