@@ -68,6 +68,12 @@ pub struct RunStatus {
     /// The decision's reasons, one line each, once decided.
     pub reasons: Option<Vec<String>>,
     pub guardrails: Vec<GuardrailStatus>,
+    /// Each comparison with the baseline so far (absent without comparisons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<ComparisonStatus>,
+    /// The comparisons' score so far: `100 (pass)`, `62.5 (fail)`, `none (nothing judged)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<String>,
     /// The latest notifications, oldest first.
     pub events: Vec<RecentEvent>,
     /// The evidence bundle's directory.
@@ -88,9 +94,56 @@ impl RunStatus {
             verdict: None,
             reasons: None,
             guardrails: Vec::new(),
+            comparisons: Vec::new(),
+            score: None,
             events: Vec::new(),
             bundle: String::new(),
         }
+    }
+}
+
+/// One comparison in a [`RunStatus`], as people read it
+/// ([`canary_core::comparisons::describe`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonStatus {
+    pub name: String,
+    pub group: String,
+    /// `PASS`, `HIGH`, `LOW`, `NO DATA` or `NO DATA (required)`.
+    pub status: String,
+    pub estimate: String,
+    pub interval: String,
+    pub evidence: String,
+    pub samples: String,
+    pub critical: bool,
+}
+
+impl ComparisonStatus {
+    pub fn of(j: &canary_core::judge::Judgement) -> ComparisonStatus {
+        let d = canary_core::comparisons::describe(j);
+        ComparisonStatus {
+            name: j.name.clone(),
+            group: j.group.clone(),
+            status: d.status.to_owned(),
+            estimate: d.estimate,
+            interval: d.interval,
+            evidence: d.evidence,
+            samples: d.samples,
+            critical: j.critical,
+        }
+    }
+}
+
+/// A score as [`RunStatus::score`] shows it.
+pub fn score_text(score: &canary_core::judge::Score) -> String {
+    use canary_core::judge::ScoreVerdict;
+    let verdict = match score.verdict {
+        ScoreVerdict::Pass => "pass",
+        ScoreVerdict::Marginal => "marginal",
+        ScoreVerdict::Fail => "fail",
+    };
+    match score.score {
+        Some(v) => format!("{} ({verdict})", canary_core::verdict::fmt_value(v)),
+        None => format!("none: nothing judged yet ({verdict})"),
     }
 }
 
@@ -533,6 +586,17 @@ mod tests {
                 threshold: 1500.0,
                 on_breach: OnBreach::Rollback,
             }],
+            comparisons: vec![ComparisonStatus {
+                name: "ttfv_vs_baseline".to_owned(),
+                group: "latency".to_owned(),
+                status: "HIGH".to_owned(),
+                estimate: "91 % of looks above".to_owned(),
+                interval: "[49 %, 100 %]".to_owned(),
+                evidence: "e 30.9 (fails at 20)".to_owned(),
+                samples: "11 / 11 looks".to_owned(),
+                critical: true,
+            }],
+            score: Some("0 (fail)".to_owned()),
             events: vec![RecentEvent {
                 elapsed_ms: 300_000,
                 severity: Severity::Critical,
@@ -567,6 +631,17 @@ mod tests {
                     "threshold": 1500.0,
                     "on_breach": "rollback",
                 }],
+                "comparisons": [{
+                    "name": "ttfv_vs_baseline",
+                    "group": "latency",
+                    "status": "HIGH",
+                    "estimate": "91 % of looks above",
+                    "interval": "[49 %, 100 %]",
+                    "evidence": "e 30.9 (fails at 20)",
+                    "samples": "11 / 11 looks",
+                    "critical": true,
+                }],
+                "score": "0 (fail)",
                 "events": [{"elapsed_ms": 300_000, "severity": "critical", "message": "ROLLBACK"}],
                 "bundle": "/evidence/relay-20261202T120000Z",
             })

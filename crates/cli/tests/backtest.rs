@@ -1,8 +1,9 @@
 //! `canary backtest` against a real Prometheus serving history built by promtool.
 //!
-//! The history holds two 75-minute windows of the runbook's metrics for both arms. In the first,
-//! the canary's time to first value degrades from minute 20; in the second, both arms are
-//! healthy. The runbook's own configuration (`canary init`) is replayed over each.
+//! The history holds three 75-minute windows of the runbook's metrics for both arms. In the
+//! first, the canary's time to first value degrades from minute 20; in the second, both arms are
+//! healthy; in the third, the canary is slower than the baseline from the start but stays under
+//! the runbook's 1500 ms. The runbook's own configuration (`canary init`) is replayed over each.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a test failure
 
@@ -15,6 +16,8 @@ use canary_testkit::Prometheus;
 const INCIDENT: i64 = 1_793_577_600;
 /// Two hours later: a healthy window.
 const HEALTHY: i64 = INCIDENT + 7200;
+/// Two hours after that: a canary slower than its baseline, under the threshold.
+const SLOWER: i64 = HEALTHY + 7200;
 const SCRAPE: i64 = 15;
 const TTFV_BUCKETS: [f64; 8] = [100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0];
 const ANN_BUCKETS: [f64; 6] = [10.0, 25.0, 50.0, 100.0, 200.0, 500.0];
@@ -55,13 +58,22 @@ fn history() -> String {
         ("memory_cross_tenant_attempts".into(), "counter", vec![]),
         ("db_connection_pool_utilization".into(), "gauge", vec![]),
     ];
-    for (window, degrade) in [(INCIDENT, true), (HEALTHY, false)] {
+    for (window, degrade, slower) in [
+        (INCIDENT, true, false),
+        (HEALTHY, false, false),
+        (SLOWER, false, true),
+    ] {
         for (version, per_scrape) in [("r0.5", 20.0), ("r1", 4.0)] {
             let mut arm = Arm::default();
             let mut t = window - 600; // ten minutes of history before T+0
             while t <= window + 75 * 60 {
                 let degraded = degrade && version == "r1" && t > window + 20 * 60;
-                let ttfv = if degraded { 1800.0 } else { 700.0 };
+                let ttfv = match (degraded, slower && version == "r1") {
+                    (true, _) => 1800.0,
+                    // In (1000, 1500]: a p95 of 1475 against the baseline's 975.
+                    (false, true) => 1200.0,
+                    _ => 700.0,
+                };
                 observe(
                     &TTFV_BUCKETS,
                     &mut arm.ttfv,
@@ -253,4 +265,114 @@ fn backtest_errors_clearly_when_prometheus_is_unreachable() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a time"), "{err}");
+}
+
+#[test]
+fn backtest_judges_the_canary_against_the_baseline_with_the_comparisons_too() {
+    let prom = Prometheus::with_history(&history());
+    let dir = tempfile::tempdir().unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(dir.path())
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    // The runbook's guardrails alone promote the slower canary.
+    let (code, report) = backtest(&prom, SLOWER, dir.path());
+    assert_eq!(
+        (code, &report["verdict"]),
+        (0, &serde_json::json!("PROMOTE"))
+    );
+    let path = dir.path().join("canary.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(
+        r#"
+[[compare]]
+name = "ttfv_vs_baseline"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'
+effect = "10%"
+critical = true
+
+[[compare]]
+name = "sse_failures_vs_baseline"
+kind = "counts"
+events = 'sum(sse_total) - sum(sse_complete_total)'
+exposure = 'sum(sse_total)'
+effect = "50%"
+"#,
+    );
+    std::fs::write(&path, config).unwrap();
+
+    // A canary 50 % slower than its baseline from the start, under 1500 ms: the guardrail
+    // passes it (the runbook alone would promote), the critical comparison rolls it back
+    // within minutes.
+    let (code, report) = backtest(&prom, SLOWER, dir.path());
+    assert_eq!(report["verdict"], "ROLLBACK", "{report:#}");
+    assert_eq!(code, 3);
+    assert_eq!(
+        report["reasons"][0]["kind"], "comparison_failed",
+        "{report:#}"
+    );
+    assert_eq!(report["reasons"][0]["comparison"], "ttfv_vs_baseline");
+    let decided = report["decided_at"].as_f64().unwrap();
+    assert!(decided <= 600.0, "decided at {decided} s");
+    let timeline = report["timeline"].as_array().unwrap();
+    assert!(
+        timeline
+            .iter()
+            .all(|r| r["comparisons"].as_array().unwrap().len() == 2)
+    );
+    assert!(
+        timeline
+            .iter()
+            .all(|r| r["guardrails"][0]["status"] == "PASS"),
+        "{report:#}"
+    );
+    assert_eq!(
+        timeline.last().unwrap()["comparisons"][0]["classification"],
+        "high"
+    );
+    assert_eq!(report["comparisons"][0]["classification"], "high");
+    // No stream failed in either arm: a quiet pass, not missing data.
+    assert_eq!(report["comparisons"][1]["classification"], "pass");
+    assert_eq!(
+        report["comparisons"][1]["estimate"],
+        serde_json::Value::Null
+    );
+
+    // The incident that starts at minute 20 is still the guardrail's: 40 healthy looks came
+    // first, and the comparison's evidence over the whole run is not yet enough when the TTFV
+    // guardrail's five minutes are up.
+    let (_, report) = backtest(&prom, INCIDENT, dir.path());
+    assert_eq!(report["verdict"], "ROLLBACK", "{report:#}");
+    assert_eq!(report["reasons"][0]["guardrail"], "ttfv_p95");
+    assert_eq!(report["decided_at"], 1530.0);
+
+    // Healthy window: the arms read alike and the canary is promoted.
+    let (code, report) = backtest(&prom, HEALTHY, dir.path());
+    assert_eq!(report["verdict"], "PROMOTE", "{report:#}");
+    assert_eq!(code, 0);
+    assert_eq!(report["score"]["score"], 100.0, "{report:#}");
+
+    // The text report has a strip per comparison and their state at the decision.
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .current_dir(dir.path())
+        .args(["backtest", "-c", "canary.toml", "--prometheus"])
+        .arg(prom.url())
+        .arg("--from")
+        .arg(SLOWER.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ttfv_vs_baseline")
+            && text.contains("vs baseline: increase is bad beyond 10 % of the baseline"),
+        "{text}"
+    );
+    assert!(text.contains("comparisons at the decision:"), "{text}");
+    assert!(text.contains("✗ ttfv_vs_baseline HIGH"), "{text}");
+    assert!(
+        text.contains("✓ sse_failures_vs_baseline PASS    no events"),
+        "{text}"
+    );
 }

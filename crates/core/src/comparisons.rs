@@ -6,7 +6,10 @@
 //! whole run. Everything here is derived from the journalled readings alone: a replay feeds
 //! the same looks in the same order and reaches the same judgements bit for bit.
 
-use canary_judge::{CountSequence, Counts, Evidence, Judgement, SignSequence};
+use canary_judge::{
+    Classification, CountSequence, Counts, EstimateKind, Evidence, Interval, Judgement,
+    SignSequence,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Reading;
@@ -109,7 +112,16 @@ impl ComparisonState {
     pub(crate) fn judgement(&self) -> Judgement {
         let comparison = self.spec.comparison();
         match &self.test {
-            Test::Sign(test) | Test::Spread { test, .. } => test.judgement(&comparison),
+            Test::Sign(test) => test.judgement(&comparison),
+            // The sign test's looks are pairs of rounds, compared on their distances.
+            Test::Spread { test, .. } => {
+                let j = test.judgement(&comparison);
+                let of = match j.estimate_of {
+                    Some(EstimateKind::LooksBelow) => EstimateKind::PairsNarrower,
+                    _ => EstimateKind::PairsWider,
+                };
+                j.of(of)
+            }
             Test::Counts { test, .. } => test.judgement(&comparison),
         }
     }
@@ -266,5 +278,147 @@ impl Measurement {
             Measurement::Continuous { .. } => MeasureKind::Continuous,
             Measurement::Counts { .. } => MeasureKind::Counts,
         }
+    }
+}
+
+/// A judgement as people read it — in the decision, the check log, the report, `canary
+/// status` and the backtest — each part with its meaning and unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// `✓`, `✗` or `?`.
+    pub mark: &'static str,
+    /// `PASS`, `HIGH`, `LOW`, `NO DATA`, or `NO DATA (required)` where no data fails it.
+    pub status: &'static str,
+    /// `+12.3`, `rate ×1.8`, `41 % of looks above`, or `-`.
+    pub estimate: String,
+    /// `[+4.1, +20.2]`, `[×0.9, ×3.6]`, `[28 %, 55 %]`, or `-`.
+    pub interval: String,
+    /// `e 3.2 (fails at 20)`, `p 0.003 (α 0.05)`, or `-`.
+    pub evidence: String,
+    /// `24 / 24 looks`, `3 / 57 events`.
+    pub samples: String,
+}
+
+/// Describes a judgement for people (see [`Described`]).
+pub fn describe(j: &Judgement) -> Described {
+    let (mark, status) = match j.classification {
+        Classification::Pass => ("✓", "PASS"),
+        Classification::High => ("✗", "HIGH"),
+        Classification::Low => ("✗", "LOW"),
+        Classification::NoData if j.must_have_data => ("✗", "NO DATA (required)"),
+        Classification::NoData => ("?", "NO DATA"),
+    };
+    let kind = j.estimate_of;
+    let estimate = match (kind, j.estimate) {
+        (_, None)
+            if kind == Some(EstimateKind::RateRatio)
+                && j.classification == Classification::Pass =>
+        {
+            "no events".to_owned()
+        }
+        (_, None) => "-".to_owned(),
+        (Some(k), Some(v)) => format!("{}{}", value_in(k, v), share_of(k)),
+        (None, Some(v)) => crate::verdict::fmt_value(v),
+    };
+    let interval = match j.interval {
+        None => "-".to_owned(),
+        // Nothing bounds it yet (no event in either arm).
+        Some(Interval { lower, upper }) if lower == 0.0 && upper == f64::INFINITY => "-".to_owned(),
+        Some(Interval { lower, upper }) => match kind {
+            Some(k) => format!("[{}, {}]", value_in(k, lower), value_in(k, upper)),
+            None => format!(
+                "[{}, {}]",
+                crate::verdict::fmt_value(lower),
+                crate::verdict::fmt_value(upper)
+            ),
+        },
+    };
+    let evidence = match j.evidence {
+        Evidence::EValue { e_value, alpha } => {
+            format!(
+                "e {} (fails at {})",
+                significant(e_value),
+                significant(1.0 / alpha)
+            )
+        }
+        Evidence::PValue { p_value, alpha } => {
+            format!("p {} (α {})", significant(p_value), significant(alpha))
+        }
+        Evidence::None => "-".to_owned(),
+    };
+    let unit = match kind {
+        Some(EstimateKind::RateRatio) => "events",
+        Some(EstimateKind::LooksAbove | EstimateKind::LooksBelow) => "looks",
+        Some(EstimateKind::PairsWider | EstimateKind::PairsNarrower) => "pairs",
+        _ => "readings",
+    };
+    Described {
+        mark,
+        status,
+        estimate,
+        interval,
+        evidence,
+        samples: format!("{} / {} {unit}", j.samples.canary, j.samples.baseline),
+    }
+}
+
+/// One line of the check log, the terminal and `canary status`:
+/// `✓ ann_vs_baseline  PASS  41 % of looks above [28 %, 55 %]  e 0.8 (fails at 20)  24 / 24 looks`.
+pub fn check_line(j: &Judgement) -> String {
+    let d = describe(j);
+    let critical = if j.critical { ", critical" } else { "" };
+    format!(
+        "{} {:<14} {:<7} {} {}  {}  {} (comparison{critical})",
+        d.mark,
+        crate::Escaped(&j.name).to_string(),
+        d.status,
+        d.estimate,
+        d.interval,
+        d.evidence,
+        d.samples
+    )
+}
+
+/// A value of an estimate or its interval in its unit: shares as whole percentages, ratios
+/// with a `×`, shifts signed.
+fn value_in(kind: EstimateKind, v: f64) -> String {
+    match kind {
+        EstimateKind::Shift => {
+            let s = significant(v);
+            if v > 0.0 { format!("+{s}") } else { s }
+        }
+        EstimateKind::RateRatio | EstimateKind::SpreadRatio => format!("×{}", significant(v)),
+        _ => format!("{:.0} %", v * 100.0),
+    }
+}
+
+/// What a share of looks counts, after its percentage.
+fn share_of(kind: EstimateKind) -> &'static str {
+    match kind {
+        EstimateKind::LooksAbove => " of looks above",
+        EstimateKind::LooksBelow => " of looks below",
+        EstimateKind::PairsWider => " of pairs wider",
+        EstimateKind::PairsNarrower => " of pairs narrower",
+        _ => "",
+    }
+}
+
+/// Three significant digits (no exponent below a million), `∞` for infinity.
+pub fn significant(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "∞" } else { "-∞" }.to_owned();
+    }
+    if v == 0.0 || !v.is_finite() {
+        return crate::verdict::fmt_value(v);
+    }
+    if v.abs() >= 1e6 {
+        return format!("{v:.2e}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
     }
 }

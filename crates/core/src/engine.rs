@@ -330,12 +330,18 @@ pub enum Action {
     CheckLog {
         round: Millis,
         guardrails: Vec<GuardrailSummary>,
+        /// Each comparison's judgement at that round (absent without comparisons).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        comparisons: Vec<Judgement>,
     },
     /// Write the checkpoint snapshot (`T15`, `T30`, `T60`) with the raw results of `round`.
     Snapshot {
         label: String,
         round: Millis,
         guardrails: Vec<GuardrailSummary>,
+        /// Each comparison's judgement at that round (absent without comparisons).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        comparisons: Vec<Judgement>,
     },
     /// Start the load burst; answer with [`Event::BurstCompleted`].
     StartBurst,
@@ -970,6 +976,7 @@ impl Engine {
             out.push(Action::CheckLog {
                 round,
                 guardrails: self.summaries(),
+                comparisons: self.judgements(),
             });
             // Probes run with the burst, then at every check interval strictly inside the window.
             let after_burst = self.plan.burst.as_ref().is_none_or(|b| offset > b.at);
@@ -991,6 +998,7 @@ impl Engine {
                 label: self.plan.checkpoint_label(at),
                 round,
                 guardrails: self.summaries(),
+                comparisons: self.judgements(),
             });
         }
 

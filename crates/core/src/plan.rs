@@ -545,6 +545,16 @@ pub fn parse_effect(text: &str) -> Result<Effect, EffectError> {
     })
 }
 
+/// An allowed effect as people read it: `10 % of the baseline`, `50 in the query's unit`.
+pub fn format_effect(effect: Effect) -> String {
+    match effect {
+        Effect::Relative(f) => {
+            format!("{} % of the baseline", crate::verdict::fmt_value(f * 100.0))
+        }
+        Effect::Absolute(v) => format!("{} in the query's unit", crate::verdict::fmt_value(v)),
+    }
+}
+
 /// The runbook's load burst.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurstPlan {
@@ -1498,10 +1508,11 @@ mod tests {
                 events: "e".into(),
                 exposure: "x".into(),
             },
+            Measure::Spread { query: "q".into() },
         ];
         for m in measures {
             assert_eq!(to_value(&m)["kind"], m.kind().as_str());
         }
-        assert_eq!(MeasureKind::NAMES, ["continuous", "counts"]);
+        assert_eq!(MeasureKind::NAMES, ["continuous", "counts", "spread"]);
     }
 }

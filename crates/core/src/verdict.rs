@@ -421,8 +421,8 @@ impl fmt::Display for Reason {
                     i.map_or(String::new(), |i| {
                         format!(
                             " (confidence sequence {}{unit}–{}{unit})",
-                            fmt_value(i.lower * scale),
-                            fmt_value(i.upper * scale)
+                            crate::comparisons::significant(i.lower * scale),
+                            crate::comparisons::significant(i.upper * scale)
                         )
                     })
                 };
@@ -445,7 +445,7 @@ impl fmt::Display for Reason {
                             write!(
                                 f,
                                 ": {beyond} the allowance in {} % of {of}{}",
-                                fmt_value(share * 100.0),
+                                crate::comparisons::significant(share * 100.0),
                                 range(interval, 100.0, " %")
                             )?;
                         }

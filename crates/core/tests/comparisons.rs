@@ -447,6 +447,61 @@ fn spread_comparisons_of_arms_that_scatter_alike_roll_back_at_most_at_their_leve
 }
 
 #[test]
+fn judgements_read_with_their_meaning_and_unit_in_check_lines() {
+    use canary_core::comparisons::{check_line, describe};
+    let o = run(
+        plan(vec![
+            latency("ttfv_p95", true),
+            error_rate("error_rate", false),
+        ]),
+        mixed(
+            latencies(7, BTreeMap::from([("ttfv_p95", 1.4)])),
+            error_counts(11, 0.001),
+        ),
+    );
+    let ttfv = describe(o.judgement("ttfv_p95"));
+    assert_eq!((ttfv.mark, ttfv.status), ("✗", "HIGH"));
+    assert!(ttfv.estimate.ends_with(" % of looks above"), "{ttfv:?}");
+    assert!(
+        ttfv.interval.starts_with('[') && ttfv.interval.contains(" %, "),
+        "{ttfv:?}"
+    );
+    assert!(ttfv.evidence.starts_with("e ") && ttfv.evidence.ends_with("(fails at 20)"));
+    assert!(ttfv.samples.ends_with(" looks"), "{ttfv:?}");
+    let errors = describe(o.judgement("error_rate"));
+    assert_eq!(errors.status, "PASS");
+    assert!(errors.estimate.starts_with('×'), "{errors:?}");
+    assert!(errors.samples.ends_with(" events"), "{errors:?}");
+    let line = check_line(o.judgement("ttfv_p95"));
+    assert!(line.starts_with("✗ ttfv_p95       HIGH    "), "{line}");
+    assert!(line.ends_with("looks (comparison, critical)"), "{line}");
+
+    // Every check the engine asks for carries the comparisons at that round.
+    let checks: Vec<&Vec<canary_judge::Judgement>> = o
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CheckLog { comparisons, .. } => Some(comparisons),
+            _ => None,
+        })
+        .collect();
+    assert!(!checks.is_empty());
+    assert!(checks.iter().all(|c| c.len() == 2));
+
+    // A spread comparison reads in pairs; no event in either arm reads as such.
+    let spread = CompareSpec {
+        measure: Measure::Spread { query: "q".into() },
+        ..latency("ttfv_spread", false)
+    };
+    let o = run(plan(vec![spread]), scattered(5, 4.0));
+    let d = describe(o.judgement("ttfv_spread"));
+    assert!(d.estimate.ends_with(" % of pairs wider"), "{d:?}");
+    assert!(d.samples.ends_with(" pairs"), "{d:?}");
+    let o = run(plan(vec![error_rate("error_rate", true)]), no_errors());
+    assert_eq!(describe(o.judgement("error_rate")).estimate, "no events");
+}
+
+#[test]
 fn a_failing_comparison_that_is_not_critical_counts_in_the_score_as_the_thresholds_say() {
     // Four latency comparisons; `a` is 40 % slower and fails. Score = the weighted share of
     // passes: 75 with equal weights, 50 when `a` weighs 3.

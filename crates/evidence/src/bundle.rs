@@ -356,17 +356,18 @@ impl Bundle {
     }
 
     /// Appends one check (a `CheckLog` action) to `CANARY_METRICS_CHECK_<ts>.log`: one ✓/✗ line
-    /// per guardrail, each fsynced.
+    /// per guardrail and per comparison, each fsynced.
     pub fn append_check(
         &mut self,
         round: Millis,
         guardrails: &[GuardrailSummary],
+        comparisons: &[canary_core::judge::Judgement],
     ) -> Result<(), BundleError> {
         let path = self.path_of(&Artifact::CheckLog);
         if self.check_log.is_none() {
             self.check_log = Some(AppendLog::open(&path).map_err(io_error("open", &path))?);
         }
-        let lines = check_log::check_lines(self.started, round, guardrails);
+        let lines = check_log::check_lines(self.started, round, guardrails, comparisons);
         if let Some(log) = self.check_log.as_mut() {
             log.append_lines(lines.iter().map(String::as_str))
                 .map_err(io_error("append to", &path))?;
@@ -620,8 +621,10 @@ impl Bundle {
             // The engine asked for checks the controller did not record: rebuild them from
             // the journal (the same summaries the engine produced).
             let mut text = String::new();
-            for (round, guardrails) in &facts.checks {
-                for line in check_log::check_lines(self.started, *round, guardrails) {
+            for c in &facts.checks {
+                let lines =
+                    check_log::check_lines(self.started, c.round, &c.guardrails, &c.comparisons);
+                for line in lines {
                     text.push_str(&line);
                     text.push('\n');
                 }
@@ -638,6 +641,7 @@ impl Bundle {
                         label: &c.label,
                         round: c.round,
                         guardrails: &c.guardrails,
+                        comparisons: &c.comparisons,
                         raw: &[],
                         note: Some(
                             "raw query results were not captured (the controller restarted before writing this snapshot); the guardrail summaries are the engine's, re-derived from the journal",

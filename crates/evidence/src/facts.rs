@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use canary_core::engine::{self, Action, EngineError, GuardrailSummary, Input, Replay};
 use canary_core::journal::Journal;
+use canary_core::judge::Judgement;
 use canary_core::plan::Plan;
 use canary_core::{ArmRole, Decision, Event, Millis};
 
@@ -25,8 +26,16 @@ pub struct RunFacts {
     pub probes: ProbeResult,
     /// One series per guardrail of the plan, in plan order.
     pub series: Vec<Series>,
-    /// The check-log blocks the engine asked for: round and guardrail summaries.
-    pub checks: Vec<(Millis, Vec<GuardrailSummary>)>,
+    /// The check-log blocks the engine asked for.
+    pub checks: Vec<Check>,
+}
+
+/// One check-log block: a round's guardrail summaries and comparison judgements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub round: Millis,
+    pub guardrails: Vec<GuardrailSummary>,
+    pub comparisons: Vec<Judgement>,
 }
 
 /// A checkpoint the run reached.
@@ -36,6 +45,7 @@ pub struct Checkpoint {
     pub label: String,
     pub round: Millis,
     pub guardrails: Vec<GuardrailSummary>,
+    pub comparisons: Vec<Judgement>,
 }
 
 /// The load burst, as far as the journal tells.
@@ -135,12 +145,22 @@ impl RunFacts {
                     label,
                     round,
                     guardrails,
+                    comparisons,
                 } => checkpoints.push(Checkpoint {
                     label: label.clone(),
                     round: *round,
                     guardrails: guardrails.clone(),
+                    comparisons: comparisons.clone(),
                 }),
-                Action::CheckLog { round, guardrails } => checks.push((*round, guardrails.clone())),
+                Action::CheckLog {
+                    round,
+                    guardrails,
+                    comparisons,
+                } => checks.push(Check {
+                    round: *round,
+                    guardrails: guardrails.clone(),
+                    comparisons: comparisons.clone(),
+                }),
                 Action::StartBurst => {
                     burst_started.get_or_insert(journal.inputs[*index].at());
                 }

@@ -121,6 +121,8 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
     }
     h.push_str("</table>\n</section>\n");
 
+    h.push_str(&comparisons(d));
+
     h.push_str("<section>\n<h2>Charts</h2>\n<p class=\"legend\">");
     let _ = write!(
         h,
@@ -182,6 +184,69 @@ pub fn report_html(ctx: &RunContext, r: &ReportInput<'_>) -> String {
         "</table>\n<p>manifest.json lists these hashes (and this report's); manifest.sig is its Ed25519 signature by key <code>{}</code>. Check the bundle with <code>canary verify --key &lt;publisher&#39;s public key&gt;</code>: a key named inside a bundle proves nothing by itself.</p>\n</section>\n</body>\n</html>\n",
         escape(r.signer_fingerprint)
     );
+    h
+}
+
+/// The comparisons of the canary against the baseline and their score (DESIGN §14); nothing
+/// without comparisons.
+fn comparisons(d: &Decision) -> String {
+    use canary_core::comparisons::describe;
+    use canary_core::judge::ScoreVerdict;
+    if d.comparisons.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<section>\n<h2>Comparisons with the baseline</h2>\n<p>Each comparison's sequential test looks at every evaluation and stays valid however often it looks: a healthy canary fails it at most at its level α over the whole run. Estimates: the share of looks with the canary beyond its allowance (with its confidence sequence), or the canary's rate over the baseline's.</p>\n<table>\n<tr><th>status</th><th>comparison</th><th>group</th><th>estimate</th><th>interval</th><th>evidence</th><th>samples</th><th>critical</th></tr>\n",
+    );
+    for j in &d.comparisons {
+        let c = describe(j);
+        let class = match c.mark {
+            "✓" => "PASS",
+            "✗" => "FAIL",
+            _ => "other",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            c.status,
+            escape(&escaped(&j.name)),
+            escape(&escaped(&j.group)),
+            escape(&c.estimate),
+            escape(&c.interval),
+            escape(&c.evidence),
+            escape(&c.samples),
+            if j.critical { "yes" } else { "no" }
+        );
+    }
+    h.push_str("</table>\n");
+    if let Some(score) = &d.score {
+        let verdict = match score.verdict {
+            ScoreVerdict::Pass => "pass",
+            ScoreVerdict::Marginal => "marginal",
+            ScoreVerdict::Fail => "fail",
+        };
+        let _ = write!(
+            h,
+            "<p>Score <b>{}</b> ({verdict})",
+            score
+                .score
+                .map_or_else(|| "none: nothing could be judged".to_owned(), fmt_value)
+        );
+        for g in &score.groups {
+            let _ = write!(
+                h,
+                " · {} {} (weight {}, {} passed, {} failed, {} without data)",
+                escape(&escaped(&g.group)),
+                g.score.map_or_else(|| "-".to_owned(), fmt_value),
+                fmt_value(g.weight),
+                g.passed,
+                g.failed,
+                g.no_data
+            );
+        }
+        h.push_str("</p>\n");
+    }
+    h.push_str("</section>\n");
     h
 }
 

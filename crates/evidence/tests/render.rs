@@ -156,8 +156,8 @@ fn alerts_artifact_with_alertmanager_and_without() {
 fn check_log_lines() {
     let facts = facts_of(ttfv_breach());
     let mut text = String::new();
-    for (round, guardrails) in &facts.checks {
-        for line in check_lines(T0, *round, guardrails) {
+    for c in &facts.checks {
+        for line in check_lines(T0, c.round, &c.guardrails, &c.comparisons) {
             text.push_str(&line);
             text.push('\n');
         }
@@ -243,6 +243,7 @@ fn snapshot_artifact_holds_summaries_and_raw_results_per_arm() {
             label: &checkpoint.label,
             round: checkpoint.round,
             guardrails: &checkpoint.guardrails,
+            comparisons: &checkpoint.comparisons,
             raw: &raw,
             note: None,
         },
@@ -254,6 +255,93 @@ fn snapshot_artifact_holds_summaries_and_raw_results_per_arm() {
         "success"
     );
     insta::assert_snapshot!("snapshot_t15", text);
+}
+
+/// Two judgements as the engine gives them: a latency comparison failing, an error comparison
+/// passing.
+fn judgements() -> Vec<canary_core::judge::Judgement> {
+    use canary_core::judge::{CountSequence, Counts, Direction, Effect, SignSequence};
+    let comparison = |name: &str, critical: bool| canary_core::judge::Comparison {
+        name: name.into(),
+        group: "default".into(),
+        direction: Direction::Increase,
+        effect: Effect::Relative(0.1),
+        critical,
+        weight: 1.0,
+        must_have_data: false,
+    };
+    let mut sign = SignSequence::new(Direction::Increase, Effect::Relative(0.1), 0.05).unwrap();
+    for _ in 0..8 {
+        sign.observe(900.0, 600.0).unwrap();
+    }
+    let mut counts =
+        CountSequence::new(Direction::Increase, Effect::Relative(0.1), 0.05, 1.0).unwrap();
+    counts
+        .observe(Counts::new(1, 500.0), Counts::new(20, 9500.0))
+        .unwrap();
+    vec![
+        sign.judgement(&comparison("ttfv_vs_baseline", true)),
+        counts.judgement(&comparison("errors_vs_baseline", false)),
+    ]
+}
+
+#[test]
+fn checks_and_snapshots_show_each_comparison_with_its_raw_results() {
+    let facts = facts_of(Scenario::healthy());
+    let checkpoint = &facts.checkpoints[0];
+    let comparisons = judgements();
+    let lines = check_lines(T0, checkpoint.round, &checkpoint.guardrails, &comparisons);
+    assert_eq!(lines.len(), checkpoint.guardrails.len() + 2);
+    let last = &lines[lines.len() - 2..];
+    assert!(
+        last[0].contains("✗ ttfv_vs_baseline HIGH    100 % of looks above"),
+        "{}",
+        last[0]
+    );
+    assert!(
+        last[0].ends_with("8 / 8 looks (comparison, critical)"),
+        "{}",
+        last[0]
+    );
+    assert!(
+        last[1]
+            .contains("✓ errors_vs_baseline PASS    ×0.95 [×0.0123, ×6.66]  e 0.588 (fails at 20)"),
+        "{}",
+        last[1]
+    );
+    assert!(
+        last[1].ends_with("1 / 20 events (comparison)"),
+        "{}",
+        last[1]
+    );
+
+    let raw: Vec<RawQuery> = [ArmRole::Canary, ArmRole::Baseline]
+        .map(|arm| RawQuery {
+            guardrail: "ttfv_vs_baseline".into(),
+            arm,
+            query: format!("p95{{arm={arm}}}"),
+            response: serde_json::json!({"status": "success"}),
+        })
+        .into();
+    let text = snapshot_json(
+        &ctx(),
+        &Snapshot {
+            label: &checkpoint.label,
+            round: checkpoint.round,
+            guardrails: &checkpoint.guardrails,
+            comparisons: &comparisons,
+            raw: &raw,
+            note: None,
+        },
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ttfv = &parsed["comparisons"][0];
+    assert_eq!(ttfv["name"], "ttfv_vs_baseline");
+    assert_eq!(ttfv["status"], "HIGH");
+    assert_eq!(ttfv["judgement"]["estimate_of"], "looks_above");
+    assert_eq!(ttfv["raw"]["baseline"][0]["query"], "p95{arm=baseline}");
+    assert!(ttfv["reads"].as_str().unwrap().contains("of looks above"));
+    assert!(parsed.get("other_raw").is_none(), "{text}");
 }
 
 fn record_files<'a>(
@@ -468,5 +556,33 @@ fn report_html_is_self_contained_and_escaped() {
         );
     }
     assert_eq!(html.matches("<svg ").count(), facts.plan.guardrails.len());
+    assert!(!html.contains("Comparisons with the baseline"));
     insta::assert_snapshot!("report_rollback", html);
+
+    // With comparisons, a table of them and the score.
+    let mut decision = facts.decision.clone().unwrap();
+    decision.comparisons = judgements();
+    let mut named = decision.comparisons.clone();
+    named[1].name = "errors<b>".into();
+    decision.comparisons = named;
+    decision.score = Some(canary_core::judge::Scoring::default().score(&decision.comparisons));
+    let html = report_html(
+        &ctx(),
+        &ReportInput {
+            facts: &facts,
+            decision: &decision,
+            traffic: &traffic,
+            artifacts: &artifacts,
+            signer_fingerprint: &fp,
+            cooldown_override: None,
+        },
+    );
+    assert!(html.contains("<h2>Comparisons with the baseline</h2>"));
+    assert!(
+        html.contains("<td class=\"FAIL\">HIGH</td><td>ttfv_vs_baseline</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"PASS\">PASS</td><td>errors&lt;b&gt;</td>"));
+    assert!(html.contains("100 % of looks above"));
+    assert!(html.contains("<p>Score <b>50</b> (fail) · default 50 (weight 1, 1 passed, 1 failed, 0 without data)</p>"), "{html}");
 }

@@ -169,6 +169,28 @@ impl Evidence {
     }
 }
 
+/// What a judgement's estimate (and its interval) measures, so that it can be shown with its
+/// meaning and unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateKind {
+    /// The Hodges–Lehmann shift, canary minus baseline, in the readings' unit.
+    Shift,
+    /// The canary's event rate over the baseline's.
+    RateRatio,
+    /// The canary's spread (median absolute deviation) over the baseline's.
+    SpreadRatio,
+    /// The share of looks with the canary above the allowance (sequential sign test).
+    LooksAbove,
+    /// The share of looks with the canary below the allowance.
+    LooksBelow,
+    /// The share of pairs of looks with the canary's readings further apart than the
+    /// baseline's allow (sequential spread test).
+    PairsWider,
+    /// The share of pairs of looks with the canary's readings closer together than allowed.
+    PairsNarrower,
+}
+
 /// How many readings (or events) each arm contributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Samples {
@@ -199,6 +221,9 @@ pub struct Judgement {
     pub estimate: Option<f64>,
     /// Its interval, if any.
     pub interval: Option<Interval>,
+    /// What the estimate measures (absent from judgements recorded before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_of: Option<EstimateKind>,
     /// The evidence behind the classification.
     pub evidence: Evidence,
     /// What each arm contributed.
@@ -247,8 +272,17 @@ impl Judgement {
             classification,
             estimate,
             interval,
+            estimate_of: None,
             evidence,
             samples,
+        }
+    }
+
+    /// The same judgement, saying what its estimate measures.
+    pub fn of(self, kind: EstimateKind) -> Judgement {
+        Judgement {
+            estimate_of: Some(kind),
+            ..self
         }
     }
 }
@@ -348,7 +382,8 @@ pub fn judge_readings(
         Some(shift.interval),
         Evidence::PValue { p_value, alpha },
         samples,
-    ))
+    )
+    .of(EstimateKind::Shift))
 }
 
 /// Judges counts out of exposure with the exact rate-ratio test: `High` when the canary's rate
@@ -381,9 +416,10 @@ pub fn judge_counts(
             alpha,
         };
         let pass = Classification::Pass;
-        return Ok(Judgement::new(
-            comparison, pass, None, None, evidence, samples,
-        ));
+        return Ok(
+            Judgement::new(comparison, pass, None, None, evidence, samples)
+                .of(EstimateKind::RateRatio),
+        );
     };
     let one_sided = |null: f64, alternative: Alternative| -> Result<f64, Error> {
         Ok(
@@ -409,7 +445,8 @@ pub fn judge_counts(
         Some(overall.interval),
         Evidence::PValue { p_value, alpha },
         samples,
-    ))
+    )
+    .of(EstimateKind::RateRatio))
 }
 
 /// Judges the spread of continuous readings with the Brown–Forsythe test: `High` when the
@@ -467,7 +504,8 @@ pub fn judge_spread(
         None,
         Evidence::PValue { p_value, alpha },
         samples,
-    ))
+    )
+    .of(EstimateKind::SpreadRatio))
 }
 
 /// Kayenta's scoring thresholds and group weights.

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 pub use counts::{Counts, RateOutcome, RateTest};
 pub use dispersion::SpreadTest;
 pub use judge::{
-    Classification, Comparison, Direction, Effect, Evidence, GroupScore, Judgement, Samples, Score,
-    ScoreVerdict, Scoring, judge_counts, judge_readings, judge_spread,
+    Classification, Comparison, Direction, Effect, EstimateKind, Evidence, GroupScore, Judgement,
+    Samples, Score, ScoreVerdict, Scoring, judge_counts, judge_readings, judge_spread,
 };
 pub use rank::{Method, RankTest, Shift};
 pub use sequential::{BetaMixture, CountSequence, SignSequence};

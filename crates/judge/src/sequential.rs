@@ -39,7 +39,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counts::Counts;
-use crate::judge::{Classification, Comparison, Direction, Effect, Evidence, Judgement, Samples};
+use crate::judge::{
+    Classification, Comparison, Direction, Effect, EstimateKind, Evidence, Judgement, Samples,
+};
 use crate::special::{ln_add_exp, ln_beta, ln_beta_tails};
 use crate::{Alternative, Arm, Error, Interval, check_alpha};
 
@@ -356,6 +358,11 @@ impl SignSequence {
             let n = m.successes() + m.failures();
             (n > 0).then(|| m.successes() as f64 / n as f64)
         });
+        let of = if self.high.is_some() {
+            EstimateKind::LooksAbove
+        } else {
+            EstimateKind::LooksBelow
+        };
         Judgement::new(
             comparison,
             classification,
@@ -367,6 +374,7 @@ impl SignSequence {
             },
             samples,
         )
+        .of(of)
     }
 }
 
@@ -688,5 +696,6 @@ impl CountSequence {
             },
             samples,
         )
+        .of(EstimateKind::RateRatio)
     }
 }

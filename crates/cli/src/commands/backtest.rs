@@ -83,11 +83,24 @@ struct GuardrailPoint {
     baseline: Option<f64>,
 }
 
+/// A comparison at one round: its classification so far and the test's evidence.
+#[derive(Serialize)]
+struct ComparisonPoint {
+    name: String,
+    classification: canary_core::judge::Classification,
+    #[serde(with = "canary_core::json_float::option")]
+    estimate: Option<f64>,
+    #[serde(with = "canary_core::json_float::option")]
+    e_value: Option<f64>,
+}
+
 #[derive(Serialize)]
 struct TimelineRound {
     /// Seconds from --from.
     t: f64,
     guardrails: Vec<GuardrailPoint>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparisons: Vec<ComparisonPoint>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +131,11 @@ struct Report {
     /// Seconds from --from at which the engine decided.
     decided_at: Option<f64>,
     events: Vec<EventLine>,
+    /// Each comparison's judgement at the decision (absent without comparisons).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparisons: Vec<canary_core::judge::Judgement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<canary_core::judge::Score>,
     timeline: Vec<TimelineRound>,
 }
 
@@ -174,6 +192,8 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<i32> {
         triggered_at,
         decided_at: Some(secs(decision.at)),
         events: replayed.events,
+        comparisons: decision.comparisons.clone(),
+        score: decision.score.clone(),
         timeline: replayed.timeline,
     };
     match args.output {
@@ -286,10 +306,25 @@ async fn replay_history(
                         readings: result.readings,
                         comparisons: result.comparisons,
                     })?);
+                    let status = engine.status();
                     timeline.push(TimelineRound {
                         t: secs(round),
-                        guardrails: engine
-                            .status()
+                        comparisons: status
+                            .comparisons
+                            .iter()
+                            .map(|j| ComparisonPoint {
+                                name: j.name.clone(),
+                                classification: j.classification,
+                                estimate: j.estimate,
+                                e_value: match j.evidence {
+                                    canary_core::judge::Evidence::EValue { e_value, .. } => {
+                                        Some(e_value)
+                                    }
+                                    _ => None,
+                                },
+                            })
+                            .collect(),
+                        guardrails: status
                             .guardrails
                             .into_iter()
                             .map(|g| GuardrailPoint {
@@ -347,6 +382,12 @@ fn render_text(report: &Report, plan: &canary_core::Plan) -> String {
         report.prometheus
     );
     const WIDTH: usize = 60;
+    let name = plan
+        .guardrails
+        .iter()
+        .map(|g| g.name.len())
+        .chain(plan.comparisons.iter().map(|c| c.name.len()))
+        .fold(14, usize::max);
     let n = report.timeline.len().max(1);
     let per_col = n.div_ceil(WIDTH);
     for (i, g) in plan.guardrails.iter().enumerate() {
@@ -366,10 +407,31 @@ fn render_text(report: &Report, plan: &canary_core::Plan) -> String {
             };
             strip.push(mark);
         }
-        out.push_str(&format!("  {:<14} {strip}  must {}\n", g.name, g.must));
+        out.push_str(&format!("  {:<name$} {strip}  must {}\n", g.name, g.must));
+    }
+    for (i, c) in plan.comparisons.iter().enumerate() {
+        use canary_core::judge::Classification;
+        let strip: String = report
+            .timeline
+            .chunks(per_col)
+            .map(|chunk| {
+                // A comparison's classification only worsens: the column's last round says it.
+                match chunk.last().and_then(|r| r.comparisons.get(i)) {
+                    Some(p) if p.classification.failed() => '✗',
+                    Some(p) if p.classification == Classification::Pass => '✓',
+                    _ => '?',
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {:<name$} {strip}  vs baseline: {} is bad beyond {}\n",
+            c.name,
+            c.direction,
+            canary_core::plan::format_effect(c.effect)
+        ));
     }
     out.push_str(&format!(
-        "  {:<14} one mark per {} ({} per column)\n",
+        "  {:<name$} one mark per {} ({} per column)\n",
         "", report.step, per_col
     ));
     if !report.events.is_empty() {
@@ -387,6 +449,15 @@ fn render_text(report: &Report, plan: &canary_core::Plan) -> String {
     ));
     for r in &report.reasons {
         out.push_str(&format!("  - {}\n", r.message));
+    }
+    if !report.comparisons.is_empty() {
+        out.push_str("\ncomparisons at the decision:\n");
+        for j in &report.comparisons {
+            out.push_str(&format!("  {}\n", canary_core::comparisons::check_line(j)));
+        }
+        if let Some(score) = &report.score {
+            out.push_str(&format!("  score {}\n", crate::control::score_text(score)));
+        }
     }
     if let Some(t) = report.triggered_at {
         out.push_str(&format!("  triggered at {}\n", offset(t)));

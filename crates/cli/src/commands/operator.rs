@@ -88,6 +88,21 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
                     g.must
                 );
             }
+            for c in &s.comparisons {
+                outln!(
+                    "  {:<14} {:<13} {} {}  {}  {}{}",
+                    c.name,
+                    c.status,
+                    c.estimate,
+                    c.interval,
+                    c.evidence,
+                    c.samples,
+                    if c.critical { ", critical" } else { "" }
+                );
+            }
+            if let Some(score) = &s.score {
+                outln!("  comparison score {score}");
+            }
         }
     }
     Ok(0)

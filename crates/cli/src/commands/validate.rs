@@ -106,12 +106,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                     plan.scoring.pass
                 );
                 for c in &plan.comparisons {
-                    let allowed = match c.effect {
-                        canary_core::judge::Effect::Relative(f) => {
-                            format!("{} % of the baseline", f * 100.0)
-                        }
-                        canary_core::judge::Effect::Absolute(v) => format!("{v}"),
-                    };
+                    let allowed = canary_core::plan::format_effect(c.effect);
                     outln!(
                         "    {:<14} {}, {} is bad, allowed {allowed}{}, alpha {}",
                         c.name,

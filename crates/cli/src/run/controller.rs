@@ -389,9 +389,17 @@ impl Controller {
         match action {
             Action::SetWeight { canary, change } => return self.set_weight(canary, change).await,
             Action::Evaluate { round } => self.evaluate(round),
-            Action::CheckLog { round, guardrails } => {
-                self.bundle.append_check(round, &guardrails)?;
-                let lines: Vec<String> = guardrails.iter().map(|g| g.check_line()).collect();
+            Action::CheckLog {
+                round,
+                guardrails,
+                comparisons,
+            } => {
+                self.bundle.append_check(round, &guardrails, &comparisons)?;
+                let lines: Vec<String> = guardrails
+                    .iter()
+                    .map(|g| g.check_line())
+                    .chain(comparisons.iter().map(canary_core::comparisons::check_line))
+                    .collect();
                 let elapsed = round - self.bundle.started();
                 let message = format!(
                     "check at T+{}:\n{}",
@@ -410,7 +418,8 @@ impl Controller {
                 label,
                 round,
                 guardrails,
-            } => self.snapshot(&label, round, &guardrails)?,
+                comparisons,
+            } => self.snapshot(&label, round, &guardrails, &comparisons)?,
             Action::StartBurst => {
                 let transcript = self.bundle.burst_transcript()?;
                 let task = self.delegates.burst(transcript);
@@ -511,6 +520,7 @@ impl Controller {
         label: &str,
         round: Millis,
         guardrails: &[canary_core::engine::GuardrailSummary],
+        comparisons: &[canary_core::judge::Judgement],
     ) -> anyhow::Result<()> {
         let raw = self.raw_rounds.get(&round).cloned().unwrap_or_default();
         let note = raw
@@ -521,6 +531,7 @@ impl Controller {
                 label,
                 round,
                 guardrails,
+                comparisons,
                 raw: &raw,
                 note,
             })?;
@@ -908,6 +919,12 @@ impl Controller {
                     .collect()
             }),
             guardrails,
+            comparisons: engine
+                .comparisons
+                .iter()
+                .map(crate::control::ComparisonStatus::of)
+                .collect(),
+            score: engine.score.as_ref().map(crate::control::score_text),
             events: self.recent.iter().cloned().collect(),
             bundle: self.bundle.dir().display().to_string(),
         });

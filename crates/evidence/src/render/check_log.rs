@@ -1,18 +1,28 @@
-//! `CANARY_METRICS_CHECK_<ts>.log`: the runbook's periodic check, one ✓/✗ line per guardrail per
-//! check, each stamped with its offset and instant.
+//! `CANARY_METRICS_CHECK_<ts>.log`: the runbook's periodic check, one ✓/✗ line per guardrail and
+//! per comparison per check, each stamped with its offset and instant.
 
 use canary_core::Millis;
+use canary_core::comparisons::check_line;
 use canary_core::engine::GuardrailSummary;
+use canary_core::judge::Judgement;
 
 use super::RunContext;
 use crate::stamp;
 
-/// The lines of one check (no newlines): `T+05:00 2025-10-19T14:05:00Z ✓ ttfv_p95 canary …`.
-pub fn check_lines(start: Millis, round: Millis, guardrails: &[GuardrailSummary]) -> Vec<String> {
+/// The lines of one check (no newlines): `T+05:00 2025-10-19T14:05:00Z ✓ ttfv_p95 canary …`,
+/// the guardrails' then the comparisons'.
+pub fn check_lines(
+    start: Millis,
+    round: Millis,
+    guardrails: &[GuardrailSummary],
+    comparisons: &[Judgement],
+) -> Vec<String> {
     let when = format!("{} {}", stamp::offset(start, round), stamp::rfc3339(round));
     guardrails
         .iter()
-        .map(|g| format!("{when} {}", g.check_line()))
+        .map(|g| g.check_line())
+        .chain(comparisons.iter().map(check_line))
+        .map(|line| format!("{when} {line}"))
         .collect()
 }
 

@@ -352,7 +352,8 @@ pub fn outcome_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
 /// The comparisons of the canary against the baseline (DESIGN §14) and their score; empty for a
 /// plan without any.
 fn comparisons(d: &Decision) -> String {
-    use canary_core::judge::{Classification, Evidence, ScoreVerdict};
+    use canary_core::comparisons::describe;
+    use canary_core::judge::ScoreVerdict;
     if d.comparisons.is_empty() {
         return String::new();
     }
@@ -366,49 +367,29 @@ fn comparisons(d: &Decision) -> String {
             "estimate",
             "interval",
             "evidence",
-            "looks",
+            "samples",
             "critical",
         ]
         .map(str::to_owned)
         .to_vec(),
     ];
     for j in &d.comparisons {
+        let c = describe(j);
         rows.push(vec![
-            match j.classification {
-                Classification::Pass => "PASS",
-                Classification::High => "HIGH",
-                Classification::Low => "LOW",
-                Classification::NoData => "NO DATA",
-            }
-            .to_owned(),
+            c.status.to_owned(),
             Escaped(&j.name).to_string(),
             Escaped(&j.group).to_string(),
-            j.estimate.map_or_else(|| "-".to_owned(), fmt_value),
-            j.interval.map_or_else(
-                || "-".to_owned(),
-                |i| format!("[{}, {}]", fmt_value(i.lower), fmt_value(i.upper)),
-            ),
-            match j.evidence {
-                Evidence::EValue { e_value, alpha } => {
-                    format!(
-                        "e {} (needs {})",
-                        fmt_value(e_value),
-                        fmt_value(1.0 / alpha)
-                    )
-                }
-                Evidence::PValue { p_value, alpha } => {
-                    format!("p {} (alpha {})", fmt_value(p_value), fmt_value(alpha))
-                }
-                Evidence::None => "-".to_owned(),
-            },
-            format!("{} / {}", j.samples.canary, j.samples.baseline),
+            c.estimate,
+            c.interval,
+            c.evidence,
+            c.samples,
             if j.critical { "yes" } else { "no" }.to_owned(),
         ]);
     }
     out.push_str(&table(&rows));
     if let Some(score) = &d.score {
         out.push_str(&format!(
-            "  score {} — {}\n",
+            "  score {} — {}",
             score
                 .score
                 .map_or_else(|| "none (nothing judged)".to_owned(), fmt_value),
@@ -418,6 +399,22 @@ fn comparisons(d: &Decision) -> String {
                 ScoreVerdict::Fail => "fail",
             }
         ));
+        let groups: Vec<String> = score
+            .groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {} (weight {})",
+                    Escaped(&g.group),
+                    g.score.map_or_else(|| "-".to_owned(), fmt_value),
+                    fmt_value(g.weight)
+                )
+            })
+            .collect();
+        if groups.len() > 1 {
+            out.push_str(&format!("; groups: {}", groups.join(", ")));
+        }
+        out.push('\n');
     }
     out
 }

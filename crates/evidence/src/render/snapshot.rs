@@ -6,8 +6,10 @@
 //! false` and why — the decision, when, and its reasons — so every run holds every snapshot the
 //! runbook asks for.
 
+use canary_core::comparisons::describe;
 use canary_core::duration::Human;
 use canary_core::engine::GuardrailSummary;
+use canary_core::judge::Judgement;
 use canary_core::{ArmRole, Decision, Millis};
 use serde::Serialize;
 
@@ -37,6 +39,8 @@ pub struct Snapshot<'a> {
     pub round: Millis,
     /// The engine's guardrail summaries at that round.
     pub guardrails: &'a [GuardrailSummary],
+    /// The engine's comparison judgements at that round.
+    pub comparisons: &'a [Judgement],
     /// Raw results of that round, any order.
     pub raw: &'a [RawQuery],
     /// Said when something is missing (e.g. raw results lost to a controller restart).
@@ -58,6 +62,8 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
     guardrails: Vec<GuardrailDoc<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparisons: Vec<ComparisonDoc<'a>>,
     /// Raw results for guardrails not in the summaries (e.g. sample-count queries' owners
     /// renamed): kept rather than dropped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -69,6 +75,16 @@ struct GuardrailDoc<'a> {
     name: &'a str,
     status: &'static str,
     summary: &'a GuardrailSummary,
+    raw: ByArm<'a>,
+}
+
+#[derive(Serialize)]
+struct ComparisonDoc<'a> {
+    name: &'a str,
+    status: &'static str,
+    /// The estimate, its interval and evidence as people read them.
+    reads: String,
+    judgement: &'a Judgement,
     raw: ByArm<'a>,
 }
 
@@ -122,10 +138,33 @@ pub fn snapshot_json(ctx: &RunContext, s: &Snapshot<'_>) -> String {
                 },
             })
             .collect(),
+        comparisons: s
+            .comparisons
+            .iter()
+            .map(|j| {
+                let d = describe(j);
+                ComparisonDoc {
+                    name: &j.name,
+                    status: d.status,
+                    reads: format!(
+                        "{} {}, {}, {}",
+                        d.estimate, d.interval, d.evidence, d.samples
+                    ),
+                    judgement: j,
+                    raw: ByArm {
+                        canary: entries(&j.name, ArmRole::Canary),
+                        baseline: entries(&j.name, ArmRole::Baseline),
+                    },
+                }
+            })
+            .collect(),
         other_raw: s
             .raw
             .iter()
-            .filter(|r| !s.guardrails.iter().any(|g| g.name == r.guardrail))
+            .filter(|r| {
+                !s.guardrails.iter().any(|g| g.name == r.guardrail)
+                    && !s.comparisons.iter().any(|j| j.name == r.guardrail)
+            })
             .collect(),
     };
     // Summaries serialise their floats through `json_float` and raw results are JSON values

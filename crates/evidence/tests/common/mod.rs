@@ -355,13 +355,20 @@ impl Runner {
                     self.inputs.push(input.clone());
                     todo.extend(self.engine.apply(&input).unwrap());
                 }
-                Action::CheckLog { round, guardrails } => {
-                    self.bundle.append_check(round, &guardrails).unwrap();
+                Action::CheckLog {
+                    round,
+                    guardrails,
+                    comparisons,
+                } => {
+                    self.bundle
+                        .append_check(round, &guardrails, &comparisons)
+                        .unwrap();
                 }
                 Action::Snapshot {
                     label,
                     round,
                     guardrails,
+                    comparisons,
                 } => {
                     let raw = self.raw.get(&round).cloned().unwrap_or_default();
                     self.bundle
@@ -369,6 +376,7 @@ impl Runner {
                             label: &label,
                             round,
                             guardrails: &guardrails,
+                            comparisons: &comparisons,
                             raw: &raw,
                             note: None,
                         })
