@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
   canary init                          write canary.toml encoding the runbook
   canary validate -c canary.toml       check it, and the variables it needs
   canary backtest -c canary.toml --prometheus http://prometheus:9090 --from 2026-11-17T14:00:00Z
+  canary import kayenta my-app.json >> canary.toml   a Kayenta canary config as [[compare]]
 
 Exit codes: 0 PROMOTE (or success), 1 error, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED
 (the canary passed but the load balancer did not take 100 %: traffic back on the baseline, paged).")]
@@ -54,6 +55,7 @@ enum Command {
     Verify(commands::evidence::VerifyArgs),
     Keygen(commands::evidence::KeygenArgs),
     History(commands::evidence::HistoryArgs),
+    Import(commands::import::ImportArgs),
     /// Run the reference Relay memory service (what `canary demo` canaries).
     #[command(name = "relay-demo", subcommand)]
     RelayDemo(relay_demo::Command),
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::evidence::verify_cmd(args),
             Command::Keygen(args) => commands::evidence::keygen(args),
             Command::History(args) => commands::evidence::history(args),
+            Command::Import(args) => commands::import::run(args),
             Command::RelayDemo(command) => relay_demo::run_cli(relay_demo::Cli { command })
                 .await
                 .map(|()| 0)

@@ -3,6 +3,7 @@
 pub mod backtest;
 pub mod demo;
 pub mod evidence;
+pub mod import;
 pub mod init;
 pub mod load;
 pub mod operator;
