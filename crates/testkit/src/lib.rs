@@ -9,6 +9,7 @@
 
 pub mod grafana;
 pub mod haproxy;
+pub mod postgres;
 pub mod receiver;
 pub mod rehearsal;
 pub mod ruler;
