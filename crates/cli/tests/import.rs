@@ -150,7 +150,7 @@ Throughput = 10.0
 "#;
 
 /// Every change and loss [`KAYENTA`]'s import must name.
-const NOTES: [&str; 14] = [
+const NOTES: [&str; 15] = [
     r#"metric "Latency p99": dropped the matcher ${scope} (Kayenta's scope placeholders"#,
     r#"metric "Latency p99": range window [5m] shortened to [30s], the evaluation interval"#,
     r#"metric "Latency p99": named "latency_p99""#,
@@ -165,6 +165,7 @@ const NOTES: [&str; 14] = [
     r#"metric "HTTP error ratio": nanStrategy "replace" (missing values as 0) is not carried"#,
     r#"metric "Datadog 5xx": its store is datadog, not Prometheus (canary reads PromQL): skipped"#,
     r#"metric "Requests per second": dropped the matcher ${scope}"#,
+    r#"metric "Requests per second": its query sums over the arm, so it scales with each arm's share of traffic"#,
 ];
 
 fn import(dir: &Path, json: &str, args: &[&str]) -> Output {
@@ -195,7 +196,7 @@ fn a_kayenta_config_becomes_the_expected_comparisons_and_names_every_loss() {
             "stderr lacks {note:?}:\n{stderr}"
         );
     }
-    assert_eq!(notes.len(), 17, "{stderr}"); // NOTES and three renames
+    assert_eq!(notes.len(), 18, "{stderr}"); // NOTES and three renames
     for note in &notes {
         assert!(
             stdout.contains(&format!("#   - {note}\n")),

@@ -552,6 +552,17 @@ fn counts_hint(name: &str) -> String {
     out
 }
 
+/// Whether a query adds up what the arm's instances do (`sum(rate(...))`, `count(...)`) with no
+/// ratio: its value grows with the arm's share of traffic, so the canary's and the baseline's do
+/// not compare.
+fn scales_with_traffic(promql: &str) -> bool {
+    let t = promql.trim_start();
+    let sums = ["sum(", "sum by", "sum without", "count(", "count by"]
+        .iter()
+        .any(|p| t.starts_with(p));
+    sums && !promql.contains('/')
+}
+
 /// One metric as a comparison, or why it cannot be one. `notes` gets what changed or was lost.
 fn translate(
     metric: &KayentaMetric,
@@ -581,6 +592,14 @@ fn translate(
     let query: PrometheusQuery = serde_json::from_value(query.clone())
         .map_err(|e| format!("its Prometheus query does not read as Kayenta's: {e}"))?;
     let promql = prometheus_query(&query, templates, interval, notes)?;
+    if scales_with_traffic(&promql) {
+        notes.push(
+            "its query sums over the arm, so it scales with each arm's share of traffic (here the \
+             baseline is production, 95 %, not a cluster the canary's size as Kayenta's): judge a \
+             ratio (per request, per instance) instead, or the canary always reads lower"
+                .to_owned(),
+        );
+    }
 
     let analysis = metric
         .analysis_configurations
