@@ -1,11 +1,10 @@
-//! `canary-evidence`: the evidence bundle a canary run leaves behind, and the run history.
+//! `canary-evidence`: the evidence bundle a canary run leaves behind.
 //!
 //! A bundle is `<evidence dir>/<run id>/` holding the runbook's artifacts under the runbook's
 //! names (DESIGN §9), the engine's input journal, a self-contained HTML report, a manifest with
 //! the SHA-256 of every file, and the manifest's Ed25519 signature. [`bundle::Bundle`] writes it
 //! as the run goes and seals it after the decision; [`verify::verify`] checks one: complete for
 //! its outcome, unchanged, signed, and its decision re-derived by replaying the journal.
-//! [`history::History`] keeps every run in SQLite and answers whether a cooldown is active.
 //!
 //! Invariants: every time is passed in (no clock is read here); whole files are replaced
 //! atomically and logs are fsynced per line; the manifest is written last, so a crashed run can
@@ -17,7 +16,6 @@ pub mod artifact;
 pub mod bundle;
 pub mod durable;
 pub mod facts;
-pub mod history;
 pub mod journal_file;
 pub mod manifest;
 pub mod render;
@@ -28,7 +26,6 @@ pub mod verify;
 
 pub use artifact::Artifact;
 pub use bundle::{Bundle, BundleError, Seal, Sealed};
-pub use history::{Cooldown, History, HistoryError, RunRecord, RunStart};
 pub use journal_file::{JournalFileError, JournalWriter};
 pub use manifest::Manifest;
 pub use render::RunContext;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use canary_core::Escaped;
-use canary_evidence::{History, SignerTrust, generate_keypair, verify};
+use canary_evidence::{SignerTrust, generate_keypair, verify};
+use canary_state::Store;
 
 use crate::commands::validate::load_config;
 use crate::config::Needs;
@@ -131,8 +132,9 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
         Some(d) => d,
         None => load_config(&args.config, Needs::PLAN)?.state_dir,
     };
-    let history = History::open(&state_dir)?;
-    let runs = history.list(args.limit)?;
+    let runs = on_a_runtime_of_its_own(async {
+        Store::embedded(&state_dir).await?.list(args.limit).await
+    })??;
     match args.output {
         Format::Json => {
             let rows: Vec<serde_json::Value> = runs
@@ -146,6 +148,14 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
                         "verdict": r.verdict,
                         "reasons": r.reasons,
                         "bundle": r.bundle.display().to_string(),
+                        "host": r.host,
+                        "operator": r.operator,
+                        "cooldown_override": r.cooldown_override.as_ref().map(|o| serde_json::json!({
+                            "reason": o.reason,
+                            "overridden_run": o.overridden_run,
+                            "by": o.by,
+                            "host": o.host,
+                        })),
                     })
                 })
                 .collect();
@@ -156,8 +166,12 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
                 outln!("no runs recorded in {}", state_dir.display());
             }
             for r in &runs {
+                let by = match (&r.operator, &r.host) {
+                    (Some(operator), Some(host)) => format!("  {operator}@{host}"),
+                    _ => String::new(),
+                };
                 outln!(
-                    "{}  {:<12} {:<13} {}",
+                    "{}  {:<12} {:<13} {}{by}",
                     canary_evidence::stamp::rfc3339(r.started),
                     r.service,
                     r.verdict.as_deref().unwrap_or("(unfinished)"),
@@ -167,4 +181,23 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Runs `work` to completion on a current-thread runtime in a scoped thread. `canary history`
+/// is dispatched as a synchronous command from inside `main`'s runtime, where blocking on a
+/// future directly would panic; the store's API is async.
+fn on_a_runtime_of_its_own<T: Send>(
+    work: impl std::future::Future<Output = T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(runtime.block_on(work))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the run history panicked"))?
+    })
 }

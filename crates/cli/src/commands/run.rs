@@ -130,7 +130,7 @@ pub async fn resume_cmd(args: ResumeArgs) -> anyhow::Result<i32> {
         return crate::commands::demo::resume(&args.state_dir, &args.run_id, args.output).await;
     }
     let mut config = load_config(&args.config, Needs::ALL)?;
-    let resumed = run::Resumed::open(&mut config, &args.run_id)?;
+    let resumed = run::Resumed::open(&mut config, &args.run_id).await?;
     let finished = run::resume_configured(&config, resumed).await?;
     print_finished(&finished, args.output);
     Ok(finished.verdict.exit_code())

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use canary_core::engine::{Action, Input};
 use canary_core::{Engine, Millis, Plan, Secret, Verdict};
-use canary_evidence::history::{Override, RunStart};
 use canary_evidence::render::alerts::Alerts;
 use canary_evidence::render::dashboards::Dashboards;
-use canary_evidence::{Bundle, History, JournalWriter, Seal, Signer};
+use canary_evidence::{Bundle, JournalWriter, Seal, Signer};
 use canary_providers::metrics::MetricSource;
 use canary_providers::traffic::TrafficRouter;
+use canary_state::{Override, RunStart, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -137,6 +137,16 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
+/// Who runs this canary and on which machine, for the run history: [`control::operator`]'s
+/// `user@host`, apart.
+pub fn operator_and_host() -> (String, String) {
+    let operator = control::operator();
+    match operator.rsplit_once('@') {
+        Some((user, host)) => (user.to_owned(), host.to_owned()),
+        None => (operator, "unknown".to_owned()),
+    }
+}
+
 /// A random bearer token for the control API.
 pub fn random_token() -> Secret {
     let mut bytes = [0u8; 24];
@@ -151,9 +161,9 @@ pub fn random_token() -> Secret {
 /// Runs a canary from T+0 to a sealed, signed bundle. Preflight must have passed.
 async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished> {
     let plan = wiring.plan.clone();
-    let history = History::open(&wiring.state_dir)?;
+    let store = Store::embedded(&wiring.state_dir).await?;
     let started = now_ms();
-    let active = check_cooldown(&history, &plan.service, wiring.cooldown, &options)?;
+    let active = check_cooldown(&store, &plan.service, wiring.cooldown, &options).await?;
 
     let run_id = new_run_id(&plan.service, started);
     let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
@@ -161,19 +171,26 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
     if let Some(started) = options.started {
         started(&run_id);
     }
-    history.record_start(&RunStart {
-        run_id: run_id.clone(),
-        service: plan.service.clone(),
-        started,
-        bundle: bundle.dir().to_path_buf(),
-        cooldown_override: match (&options.override_cooldown, &active) {
-            (Some(reason), Some(active)) => Some(Override {
-                reason: format!("{reason} (by {})", control::operator()),
-                overridden_run: active.run_id.clone(),
-            }),
-            _ => None,
-        },
-    })?;
+    let (operator, host) = operator_and_host();
+    store
+        .record_start(&RunStart {
+            run_id: run_id.clone(),
+            service: plan.service.clone(),
+            started,
+            bundle: bundle.dir().to_path_buf(),
+            cooldown_override: match (&options.override_cooldown, &active) {
+                (Some(reason), Some(active)) => Some(Override {
+                    reason: reason.clone(),
+                    overridden_run: active.run_id.clone(),
+                    by: Some(operator.clone()),
+                    host: Some(host.clone()),
+                }),
+                _ => None,
+            },
+            host,
+            operator,
+        })
+        .await?;
     let engine = Engine::new(plan.clone())?;
     let controller = Controller::new(engine, journal, bundle, &wiring, 0);
     let cooldown_override = active.as_ref().and(options.override_cooldown.clone());
@@ -181,7 +198,7 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
         wiring,
         controller,
         Start::Fresh(Input::Start { at: started }),
-        history,
+        store,
         options.commit,
         cooldown_override,
     )
@@ -235,10 +252,12 @@ impl Resumed {
     /// directory), replays its journal — a decided run is refused before anything is touched —
     /// and checks that `config` describes the run's plan. A run rehearsed on a compressed clock
     /// (`--time-scale`) is resumed on the same clock: `config` is compressed like the journal's plan.
-    pub fn open(config: &mut Config, run_id: &str) -> anyhow::Result<Resumed> {
+    pub async fn open(config: &mut Config, run_id: &str) -> anyhow::Result<Resumed> {
         let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
-        let dir = History::open(&config.state_dir)?
-            .get(run_id)?
+        let dir = Store::embedded(&config.state_dir)
+            .await?
+            .get(run_id)
+            .await?
             .and_then(|r| r.bundle.parent().map(PathBuf::from))
             .unwrap_or_else(|| evidence.dir.clone());
         let (bundle, journal_writer, journal) =
@@ -306,13 +325,13 @@ async fn resume(
     current_weight: u8,
     commit: Option<PathBuf>,
 ) -> anyhow::Result<Finished> {
-    let history = History::open(&wiring.state_dir)?;
+    let store = Store::embedded(&wiring.state_dir).await?;
     let mut controller = Controller::new(r.engine, r.journal, r.bundle, &wiring, current_weight);
     controller.last_input = r.last_input;
     let start = Start::Input(Input::Resume {
         at: now_ms().max(r.last_input),
     });
-    drive_to_end(wiring, controller, start, history, commit, None).await
+    drive_to_end(wiring, controller, start, store, commit, None).await
 }
 
 /// How the controller loop begins.
@@ -329,7 +348,7 @@ async fn drive_to_end(
     mut wiring: Wiring,
     mut controller: Controller,
     start: Start,
-    history: History,
+    store: Store,
     commit: Option<PathBuf>,
     cooldown_override: Option<String>,
 ) -> anyhow::Result<Finished> {
@@ -423,7 +442,9 @@ async fn drive_to_end(
             signer: &wiring.signer,
         },
     )?;
-    history.record_finish(&run_id, now_ms(), &outcome.decision.verdict)?;
+    store
+        .record_finish(&run_id, now_ms(), &outcome.decision.verdict)
+        .await?;
     if let Some(repo) = &commit {
         commit_bundle(repo, &sealed.dir, &run_id, &outcome.decision.verdict)?;
     }
@@ -438,13 +459,13 @@ async fn drive_to_end(
 
 /// Refuses a run while the service's cooldown after a rollback is active, unless overridden
 /// (the override is logged here and recorded in the evidence by the caller).
-pub fn check_cooldown(
-    history: &History,
+pub async fn check_cooldown(
+    store: &Store,
     service: &str,
     cooldown: Duration,
     options: &RunOptions,
-) -> anyhow::Result<Option<canary_evidence::Cooldown>> {
-    let active = history.cooldown_active(service, now_ms(), cooldown)?;
+) -> anyhow::Result<Option<canary_state::Cooldown>> {
+    let active = store.cooldown_active(service, now_ms(), cooldown).await?;
     if let Some(active) = &active {
         match &options.override_cooldown {
             Some(reason) => tracing::warn!(

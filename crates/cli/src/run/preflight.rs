@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use canary_core::engine::Reading;
 use canary_core::{OnBreach, OnNoData, choice};
-use canary_evidence::{History, Signer};
+use canary_evidence::Signer;
 use canary_providers::alertmanager::AlertmanagerClient;
 use canary_providers::grafana::{GrafanaClient, GrafanaConfig};
+use canary_state::Store;
 use serde::Serialize;
 
 use super::arm::AlertPath;
@@ -114,7 +115,7 @@ pub async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<
     }
     checks.extend(api_tokens(integrations).await);
     checks.extend(guardrails(config, integrations, &path).await);
-    checks.push(cooldown(config));
+    checks.push(cooldown(config).await);
     checks
 }
 
@@ -311,10 +312,15 @@ async fn guardrails(config: &Config, integrations: &Integrations, path: &AlertPa
         .collect()
 }
 
-fn cooldown(config: &Config) -> Check {
-    let active = History::open(&config.state_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|h| Ok(h.cooldown_active(&config.plan.service, now_ms(), config.cooldown)?));
+async fn cooldown(config: &Config) -> Check {
+    let active = match Store::embedded(&config.state_dir).await {
+        Ok(store) => {
+            store
+                .cooldown_active(&config.plan.service, now_ms(), config.cooldown)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     Check::new(
         CheckKind::Cooldown,
         config.plan.service.clone(),

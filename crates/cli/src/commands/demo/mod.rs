@@ -217,11 +217,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     // Refuse before starting anything.
     run::check_cooldown(
-        &canary_evidence::History::open(&args.state_dir)?,
+        &canary_state::Store::embedded(&args.state_dir).await?,
         &base.plan.service,
         base.cooldown,
         &options,
-    )?;
+    )
+    .await?;
     let mut stack = Stack::start(&record, &args.state_dir, Duration::ZERO).await?;
     let config = stack.configure(&base)?;
     let finished = match stack
@@ -242,7 +243,7 @@ pub async fn resume(state_dir: &Path, run_id: &str, output: Format) -> anyhow::R
         .with_context(|| format!("{run_id} is not a demo run of {}", state_dir.display()))?;
     let mut base = demo_config(&record, state_dir)?;
     // Replayed before any service starts: a decided run is refused here.
-    let resumed = run::Resumed::open(&mut base, run_id)?;
+    let resumed = run::Resumed::open(&mut base, run_id).await?;
     let started = resumed.engine.started_at().unwrap_or(resumed.last_input);
     let elapsed =
         Duration::from_millis(u64::try_from(run::controller::now_ms() - started).unwrap_or(0));
