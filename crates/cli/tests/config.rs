@@ -809,3 +809,62 @@ fn an_arms_health_check_needs_somewhere_to_go() {
         "{neither}"
     );
 }
+
+#[test]
+fn validate_lists_the_comparisons_and_what_their_critical_ones_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = template();
+    text.push_str(
+        r#"
+[[compare]]
+name = "ttfv_vs_baseline"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'
+effect = "10%"
+critical = true
+
+[[compare]]
+name = "ttfv_spread"
+kind = "spread"
+query = 'histogram_quantile(0.95, sum by (le) (rate(ttfv_ms_bucket[30s])))'
+critical = true
+alpha = 0.01
+
+[[compare]]
+name = "errors_vs_baseline"
+kind = "counts"
+events = 'sum(sse_total) - sum(sse_complete_total)'
+exposure = 'sum(sse_total)'
+effect = "50%"
+"#,
+    );
+    std::fs::write(dir.path().join("canary.toml"), text).unwrap();
+    let env: Vec<(String, String)> = VARIABLES
+        .iter()
+        .map(|v| (v.to_string(), value_of(v)))
+        .collect();
+    let out = canary(dir.path(), &["validate", "-c", "canary.toml"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("comparisons against the baseline: 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rolled back by a critical comparison in at most 6 % of runs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "ttfv_spread    spread, increase is bad, allowed 0 % of the baseline, critical"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("allowed 50 % of the baseline, alpha 0.05"),
+        "{stdout}"
+    );
+}

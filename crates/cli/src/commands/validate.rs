@@ -105,6 +105,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<i32> {
                     plan.scoring.marginal,
                     plan.scoring.pass
                 );
+                let critical_alpha: f64 = plan
+                    .comparisons
+                    .iter()
+                    .filter(|c| c.critical)
+                    .map(|c| c.alpha)
+                    .sum();
+                if critical_alpha > 0.0 {
+                    outln!(
+                        "    a canary no worse than allowed is rolled back by a critical comparison in at most {} % of runs (the sum of their alphas)",
+                        canary_core::verdict::fmt_value((critical_alpha * 100.0).min(100.0))
+                    );
+                }
                 for c in &plan.comparisons {
                     let allowed = canary_core::plan::format_effect(c.effect);
                     outln!(
