@@ -110,6 +110,9 @@ pub struct ComparisonStatus {
     pub group: String,
     /// `PASS`, `HIGH`, `LOW`, `NO DATA` or `NO DATA (required)`.
     pub status: String,
+    /// The canary against the baseline at the median look (`×1.31`, `+312`), or `-`.
+    #[serde(default)]
+    pub typical: String,
     pub estimate: String,
     pub interval: String,
     pub evidence: String,
@@ -124,6 +127,7 @@ impl ComparisonStatus {
             name: j.name.clone(),
             group: j.group.clone(),
             status: d.status.to_owned(),
+            typical: d.typical,
             estimate: d.estimate,
             interval: d.interval,
             evidence: d.evidence,
@@ -590,6 +594,7 @@ mod tests {
                 name: "ttfv_vs_baseline".to_owned(),
                 group: "latency".to_owned(),
                 status: "HIGH".to_owned(),
+                typical: "×1.42".to_owned(),
                 estimate: "91 % of looks above".to_owned(),
                 interval: "[49 %, 100 %]".to_owned(),
                 evidence: "e 30.9 (fails at 20)".to_owned(),
@@ -635,6 +640,7 @@ mod tests {
                     "name": "ttfv_vs_baseline",
                     "group": "latency",
                     "status": "HIGH",
+                    "typical": "×1.42",
                     "estimate": "91 % of looks above",
                     "interval": "[49 %, 100 %]",
                     "evidence": "e 30.9 (fails at 20)",

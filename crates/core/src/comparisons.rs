@@ -7,8 +7,8 @@
 //! the same looks in the same order and reaches the same judgements bit for bit.
 
 use canary_judge::{
-    Classification, CountSequence, Counts, EstimateKind, Evidence, Interval, Judgement,
-    SignSequence,
+    Classification, CountSequence, Counts, Effect, EstimateKind, Evidence, Interval, Judgement,
+    SignSequence, Typical,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,9 @@ pub(crate) enum Look {
 pub(crate) struct ComparisonState {
     pub(crate) spec: CompareSpec,
     test: Test,
+    /// Continuous and spread: each look's canary over (relative allowance) or minus (absolute)
+    /// the baseline, for the typical difference people read beside the test.
+    looks: Vec<f64>,
 }
 
 impl ComparisonState {
@@ -105,11 +108,54 @@ impl ComparisonState {
         Ok(ComparisonState {
             spec: spec.clone(),
             test,
+            looks: Vec::new(),
         })
     }
 
     /// The judgement so far.
     pub(crate) fn judgement(&self) -> Judgement {
+        let mut j = self.test_judgement();
+        j.typical = self.typical();
+        j
+    }
+
+    /// The median look's canary against the baseline, when there are looks to pair.
+    fn typical(&self) -> Option<Typical> {
+        let mut looks = self.looks.clone();
+        if looks.is_empty() {
+            return None;
+        }
+        let mid = looks.len() / 2;
+        let (below, upper, _) = looks.select_nth_unstable_by(mid, f64::total_cmp);
+        let median = if self.looks.len() % 2 == 1 {
+            *upper
+        } else {
+            let lower = below
+                .iter()
+                .copied()
+                .max_by(f64::total_cmp)
+                .unwrap_or(*upper);
+            (lower + *upper) / 2.0
+        };
+        Some(match self.spec.effect {
+            Effect::Relative(_) => Typical::Ratio(median),
+            Effect::Absolute(_) => Typical::Difference(median),
+        })
+    }
+
+    /// Records a look's pair for [`Self::typical`]; a ratio needs a positive baseline.
+    fn record(&mut self, canary: f64, baseline: f64) {
+        let value = match self.spec.effect {
+            Effect::Relative(_) if baseline > 0.0 => canary / baseline,
+            Effect::Relative(_) => return,
+            Effect::Absolute(_) => canary - baseline,
+        };
+        if value.is_finite() {
+            self.looks.push(value);
+        }
+    }
+
+    fn test_judgement(&self) -> Judgement {
         let comparison = self.spec.comparison();
         match &self.test {
             Test::Sign(test) => test.judgement(&comparison),
@@ -136,9 +182,13 @@ impl ComparisonState {
     /// Takes this round's readings (none when the runtime did not evaluate the comparison).
     pub(crate) fn observe(&mut self, reading: Option<&ComparisonReading>) -> Look {
         let failed_before = self.failed();
+        let mut pair = None;
         let looked = match (&mut self.test, reading) {
             (Test::Sign(test), Some(r)) => match (continuous(&r.canary), continuous(&r.baseline)) {
-                (Some(canary), Some(baseline)) => test.observe(canary, baseline).is_ok(),
+                (Some(canary), Some(baseline)) => {
+                    pair = Some((canary, baseline));
+                    test.observe(canary, baseline).is_ok()
+                }
                 _ => false,
             },
             (Test::Spread { test, first }, Some(r)) => {
@@ -148,9 +198,11 @@ impl ComparisonState {
                             *first = Some((canary, baseline));
                             false
                         }
-                        Some((c, b)) => test
-                            .observe((canary - c).abs(), (baseline - b).abs())
-                            .is_ok(),
+                        Some((c, b)) => {
+                            let distances = ((canary - c).abs(), (baseline - b).abs());
+                            pair = Some(distances);
+                            test.observe(distances.0, distances.1).is_ok()
+                        }
                     },
                     _ => false,
                 }
@@ -160,6 +212,9 @@ impl ComparisonState {
         };
         if !looked {
             return Look::Skipped;
+        }
+        if let Some((canary, baseline)) = pair {
+            self.record(canary, baseline);
         }
         if !failed_before && self.failed() {
             Look::JustFailed
@@ -289,6 +344,9 @@ pub struct Described {
     pub mark: &'static str,
     /// `PASS`, `HIGH`, `LOW`, `NO DATA`, or `NO DATA (required)` where no data fails it.
     pub status: &'static str,
+    /// The canary against the baseline at the median look: `×1.31`, `+312`, `scatter ×3.9`,
+    /// or `-` (counts, or no look yet).
+    pub typical: String,
     /// `+12.3`, `rate ×1.8`, `41 % of looks above`, or `-`.
     pub estimate: String,
     /// `[+4.1, +20.2]`, `[×0.9, ×3.6]`, `[28 %, 55 %]`, or `-`.
@@ -352,9 +410,27 @@ pub fn describe(j: &Judgement) -> Described {
         Some(EstimateKind::PairsWider | EstimateKind::PairsNarrower) => "pairs",
         _ => "readings",
     };
+    let spread = matches!(
+        kind,
+        Some(EstimateKind::PairsWider | EstimateKind::PairsNarrower)
+    );
+    let typical = match j.typical {
+        None => "-".to_owned(),
+        Some(Typical::Ratio(r)) => format!("×{}", significant(r)),
+        Some(Typical::Difference(d)) => {
+            let s = significant(d);
+            if d > 0.0 { format!("+{s}") } else { s }
+        }
+    };
+    let typical = if spread && typical != "-" {
+        format!("scatter {typical}")
+    } else {
+        typical
+    };
     Described {
         mark,
         status,
+        typical,
         estimate,
         interval,
         evidence,
@@ -367,8 +443,13 @@ pub fn describe(j: &Judgement) -> Described {
 pub fn check_line(j: &Judgement) -> String {
     let d = describe(j);
     let critical = if j.critical { ", critical" } else { "" };
+    let typical = if d.typical == "-" {
+        String::new()
+    } else {
+        format!("{}  ", d.typical)
+    };
     format!(
-        "{} {:<14} {:<7} {} {}  {}  {} (comparison{critical})",
+        "{} {:<14} {:<7} {typical}{} {}  {}  {} (comparison{critical})",
         d.mark,
         crate::Escaped(&j.name).to_string(),
         d.status,

@@ -461,6 +461,12 @@ fn judgements_read_with_their_meaning_and_unit_in_check_lines() {
     );
     let ttfv = describe(o.judgement("ttfv_p95"));
     assert_eq!((ttfv.mark, ttfv.status), ("✗", "HIGH"));
+    // 40 % slower: the median look's canary over baseline says so.
+    let Some(canary_judge::Typical::Ratio(r)) = o.judgement("ttfv_p95").typical else {
+        panic!("{ttfv:?}")
+    };
+    assert!((1.2..1.6).contains(&r), "{r}");
+    assert!(ttfv.typical.starts_with('×'), "{ttfv:?}");
     assert!(ttfv.estimate.ends_with(" % of looks above"), "{ttfv:?}");
     assert!(
         ttfv.interval.starts_with('[') && ttfv.interval.contains(" %, "),
@@ -470,10 +476,11 @@ fn judgements_read_with_their_meaning_and_unit_in_check_lines() {
     assert!(ttfv.samples.ends_with(" looks"), "{ttfv:?}");
     let errors = describe(o.judgement("error_rate"));
     assert_eq!(errors.status, "PASS");
+    assert_eq!(errors.typical, "-", "counts compare rates, not looks");
     assert!(errors.estimate.starts_with('×'), "{errors:?}");
     assert!(errors.samples.ends_with(" events"), "{errors:?}");
     let line = check_line(o.judgement("ttfv_p95"));
-    assert!(line.starts_with("✗ ttfv_p95       HIGH    "), "{line}");
+    assert!(line.starts_with("✗ ttfv_p95       HIGH    ×1."), "{line}");
     assert!(line.ends_with("looks (comparison, critical)"), "{line}");
 
     // Every check the engine asks for carries the comparisons at that round.
@@ -496,6 +503,7 @@ fn judgements_read_with_their_meaning_and_unit_in_check_lines() {
     let o = run(plan(vec![spread]), scattered(5, 4.0));
     let d = describe(o.judgement("ttfv_spread"));
     assert!(d.estimate.ends_with(" % of pairs wider"), "{d:?}");
+    assert!(d.typical.starts_with("scatter ×"), "{d:?}");
     assert!(d.samples.ends_with(" pairs"), "{d:?}");
     let o = run(plan(vec![error_rate("error_rate", true)]), no_errors());
     assert_eq!(describe(o.judgement("error_rate")).estimate, "no events");

@@ -196,7 +196,7 @@ fn comparisons(d: &Decision) -> String {
         return String::new();
     }
     let mut h = String::from(
-        "<section>\n<h2>Comparisons with the baseline</h2>\n<p>Each comparison's sequential test looks at every evaluation and stays valid however often it looks: a healthy canary fails it at most at its level α over the whole run. Estimates: the share of looks with the canary beyond its allowance (with its confidence sequence), or the canary's rate over the baseline's.</p>\n<table>\n<tr><th>status</th><th>comparison</th><th>group</th><th>estimate</th><th>interval</th><th>evidence</th><th>samples</th><th>critical</th></tr>\n",
+        "<section>\n<h2>Comparisons with the baseline</h2>\n<p>Each comparison's sequential test looks at every evaluation and stays valid however often it looks: a healthy canary fails it at most at its level α over the whole run. Typical look: the canary's reading over (or minus) the baseline's at the median look. Estimates: the share of looks with the canary beyond its allowance (with its confidence sequence), or the canary's rate over the baseline's.</p>\n<table>\n<tr><th>status</th><th>comparison</th><th>group</th><th>typical look</th><th>estimate</th><th>interval</th><th>evidence</th><th>samples</th><th>critical</th></tr>\n",
     );
     for j in &d.comparisons {
         let c = describe(j);
@@ -207,10 +207,11 @@ fn comparisons(d: &Decision) -> String {
         };
         let _ = writeln!(
             h,
-            "<tr><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             c.status,
             escape(&escaped(&j.name)),
             escape(&escaped(&j.group)),
+            escape(&c.typical),
             escape(&c.estimate),
             escape(&c.interval),
             escape(&c.evidence),

@@ -191,6 +191,18 @@ pub enum EstimateKind {
     PairsNarrower,
 }
 
+/// How the canary typically compares with the baseline, look by look: the median over looks of
+/// the canary's reading over (or minus) the baseline's at the same look. Descriptive — the
+/// decision rests on the test's evidence — but what people ask first: how much slower?
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Typical {
+    /// canary ÷ baseline (a relative allowance).
+    Ratio(#[serde(with = "json_float")] f64),
+    /// canary − baseline, in the readings' unit (an absolute allowance).
+    Difference(#[serde(with = "json_float")] f64),
+}
+
 /// How many readings (or events) each arm contributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Samples {
@@ -224,6 +236,9 @@ pub struct Judgement {
     /// What the estimate measures (absent from judgements recorded before it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate_of: Option<EstimateKind>,
+    /// The canary against the baseline look by look, where the test pairs looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typical: Option<Typical>,
     /// The evidence behind the classification.
     pub evidence: Evidence,
     /// What each arm contributed.
@@ -273,6 +288,7 @@ impl Judgement {
             estimate,
             interval,
             estimate_of: None,
+            typical: None,
             evidence,
             samples,
         }

@@ -32,7 +32,7 @@ pub use counts::{Counts, RateOutcome, RateTest};
 pub use dispersion::SpreadTest;
 pub use judge::{
     Classification, Comparison, Direction, Effect, EstimateKind, Evidence, GroupScore, Judgement,
-    Samples, Score, ScoreVerdict, Scoring, judge_counts, judge_readings, judge_spread,
+    Samples, Score, ScoreVerdict, Scoring, Typical, judge_counts, judge_readings, judge_spread,
 };
 pub use rank::{Method, RankTest, Shift};
 pub use sequential::{BetaMixture, CountSequence, SignSequence};

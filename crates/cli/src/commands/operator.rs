@@ -90,9 +90,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
             }
             for c in &s.comparisons {
                 outln!(
-                    "  {:<14} {:<13} {} {}  {}  {}{}",
+                    "  {:<14} {:<13} {} {} {}  {}  {}{}",
                     c.name,
                     c.status,
+                    c.typical,
                     c.estimate,
                     c.interval,
                     c.evidence,
