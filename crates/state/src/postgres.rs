@@ -3,11 +3,13 @@
 //!
 //! One connection per [`Store`] handle, opened (and the schema migrated) on first use and again
 //! after it broke — PostgreSQL restarting mid-run costs the calls made while it is down, which
-//! fail as [`StoreError::Unreachable`], not the handle. Every write is one statement, so
-//! statements from many tasks share the connection (tokio-postgres pipelines them); only the
-//! migrations run in a transaction, under an advisory lock so two runners upgrading one
-//! database at once take turns. Lease expiry is computed by the database (`clock_timestamp()`),
-//! never from a runner's clock: runners whose clocks disagree still agree on who holds a lock.
+//! fail as [`StoreError::Unreachable`], not the handle. Every statement is prepared once per
+//! connection, right after the migrations, so a call is one round trip, not two (parse, then
+//! bind and execute). Every write is one statement, so statements from many tasks share the
+//! connection (tokio-postgres pipelines them); only the migrations run in a transaction, under
+//! an advisory lock so two runners upgrading one database at once take turns. Lease expiry is
+//! computed by the database (`clock_timestamp()`), never from a runner's clock: runners whose
+//! clocks disagree still agree on who holds a lock.
 //!
 //! No TLS yet: the connection is plain TCP (`NoTls`), and a URL with `sslmode=require` is
 //! refused rather than silently downgraded. The store is meant for loopback or a private
@@ -22,7 +24,8 @@ use std::time::Duration;
 use canary_core::{Millis, Secret};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use crate::model::{Holder, Lease, Override, RunRecord, RunStart};
 use crate::url::RedactedUrl;
@@ -82,8 +85,135 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Postgres {
     config: Config,
     url: RedactedUrl,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
 }
+
+/// An open connection and its prepared statements (which live as long as it does).
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+/// Every statement the backend runs after the migrations, prepared on the connection.
+struct Statements {
+    insert_run: Statement,
+    finish_run: Statement,
+    last_finished: Statement,
+    get_run: Statement,
+    list_runs: Statement,
+    take_lock: Statement,
+    lock_row: Statement,
+    renew_lock: Statement,
+    release_lock: Statement,
+    insert_journal: Statement,
+    journal_line: Statement,
+    journal_next: Statement,
+    journal_lines: Statement,
+    last_seq: Statement,
+}
+
+impl Statements {
+    /// Prepares every statement, pipelined: one round trip's wait, not fourteen.
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let get_run_sql = format!("{SELECT_RUN} WHERE run_id = $1");
+        let list_runs_sql = format!("{SELECT_RUN} ORDER BY started_ms DESC, run_id DESC LIMIT $1");
+        // ON CONFLICT locks the existing row and re-checks the WHERE against its latest
+        // version: of two takers of a lapsed lease, the second sees the first's fresh expiry.
+        let take_lock_sql = format!(
+            "INSERT INTO run_locks AS l
+                (service, run_id, host, operator, pid, started_ms, since_ms, expires_ms, generation)
+             SELECT $1, $2, $3, $4, $5, $6, n.now, n.now + $7, 1 FROM (SELECT {NOW_MS} AS now) n
+             ON CONFLICT (service) DO UPDATE SET
+                run_id = excluded.run_id, host = excluded.host,
+                operator = excluded.operator, pid = excluded.pid,
+                started_ms = excluded.started_ms, since_ms = excluded.since_ms,
+                expires_ms = excluded.expires_ms, generation = l.generation + 1
+             WHERE l.expires_ms <= excluded.since_ms
+             RETURNING generation, since_ms, expires_ms"
+        );
+        let lock_row_sql = format!(
+            "SELECT run_id, host, operator, pid, started_ms, since_ms, expires_ms, {NOW_MS}
+             FROM run_locks WHERE service = $1"
+        );
+        let renew_lock_sql = format!(
+            "UPDATE run_locks SET expires_ms = {NOW_MS} + $4
+             WHERE service = $1 AND run_id = $2 AND generation = $3
+             RETURNING expires_ms"
+        );
+        let release_lock_sql = format!(
+            "UPDATE run_locks SET expires_ms = {NOW_MS}, generation = generation + 1
+             WHERE service = $1 AND run_id = $2 AND generation = $3"
+        );
+        let (
+            insert_run,
+            finish_run,
+            last_finished,
+            get_run,
+            list_runs,
+            take_lock,
+            lock_row,
+            renew_lock,
+            release_lock,
+            insert_journal,
+            journal_line,
+            journal_next,
+            journal_lines,
+            last_seq,
+        ) = tokio::try_join!(
+            client.prepare(
+                "INSERT INTO runs (run_id, service, started_ms, bundle, host, operator,
+                                   override_reason, overridden_run, override_by, override_host)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (run_id) DO NOTHING",
+            ),
+            client.prepare(
+                "UPDATE runs SET finished_ms = $2, verdict = $3, reasons = $4 WHERE run_id = $1",
+            ),
+            client.prepare(
+                "SELECT run_id, verdict, finished_ms FROM runs
+                 WHERE service = $1 AND finished_ms IS NOT NULL AND verdict IS NOT NULL
+                 ORDER BY finished_ms DESC, started_ms DESC LIMIT 1",
+            ),
+            client.prepare(&get_run_sql),
+            client.prepare(&list_runs_sql),
+            client.prepare(&take_lock_sql),
+            client.prepare(&lock_row_sql),
+            client.prepare(&renew_lock_sql),
+            client.prepare(&release_lock_sql),
+            // Stored only at the end of the run's journal; a key already taken is left alone
+            // (ON CONFLICT waits for a concurrent writer of the same key to commit first).
+            client.prepare(
+                "INSERT INTO journal (run_id, seq, line)
+                 SELECT $1, $2, $3
+                 WHERE $2 = (SELECT COALESCE(MAX(seq) + 1, 0) FROM journal WHERE run_id = $1)
+                 ON CONFLICT (run_id, seq) DO NOTHING",
+            ),
+            client.prepare("SELECT line FROM journal WHERE run_id = $1 AND seq = $2"),
+            client.prepare("SELECT COALESCE(MAX(seq) + 1, 0) FROM journal WHERE run_id = $1"),
+            client.prepare("SELECT line FROM journal WHERE run_id = $1 ORDER BY seq"),
+            client.prepare("SELECT MAX(seq) FROM journal WHERE run_id = $1"),
+        )?;
+        Ok(Statements {
+            insert_run,
+            finish_run,
+            last_finished,
+            get_run,
+            list_runs,
+            take_lock,
+            lock_row,
+            renew_lock,
+            release_lock,
+            insert_journal,
+            journal_line,
+            journal_next,
+            journal_lines,
+            last_seq,
+        })
+    }
+}
+
+/// Picks one of a connection's [`Statements`].
+type Pick = fn(&Statements) -> &Statement;
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,9 +255,9 @@ impl Postgres {
         let store = Postgres {
             config,
             url: redacted,
-            client: tokio::sync::Mutex::new(None),
+            connection: tokio::sync::Mutex::new(None),
         };
-        store.client().await?;
+        store.connection().await?;
         Ok(store)
     }
 
@@ -135,11 +265,12 @@ impl Postgres {
         &self.url
     }
 
-    /// The open connection, or a new one (migrated) when there is none or it broke.
-    async fn client(&self) -> Result<Arc<Client>, StoreError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+    /// The open connection, or a new one (migrated, statements prepared) when there is none or
+    /// it broke.
+    async fn connection(&self) -> Result<Arc<Connection>, StoreError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(open) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok(open.clone());
         }
         let (mut client, connection) = self
             .config
@@ -153,9 +284,12 @@ impl Postgres {
             }
         });
         migrate(&mut client, &self.url).await?;
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
+        let statements = Statements::prepare(&client)
+            .await
+            .map_err(|e| self.op_error(e))?;
+        let open = Arc::new(Connection { client, statements });
+        *slot = Some(open.clone());
+        Ok(open)
     }
 
     /// One clear error per cause of a failed connection.
@@ -230,36 +364,32 @@ impl Postgres {
 
     async fn query_opt(
         &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        pick: Pick,
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query_opt(sql, params)
+        let c = self.connection().await?;
+        c.client
+            .query_opt(pick(&c.statements), params)
             .await
             .map_err(|e| self.op_error(e))
     }
 
     async fn query(
         &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        pick: Pick,
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query(sql, params)
+        let c = self.connection().await?;
+        c.client
+            .query(pick(&c.statements), params)
             .await
             .map_err(|e| self.op_error(e))
     }
 
-    async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(sql, params)
+    async fn execute(&self, pick: Pick, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let c = self.connection().await?;
+        c.client
+            .execute(pick(&c.statements), params)
             .await
             .map_err(|e| self.op_error(e))
     }
@@ -269,10 +399,7 @@ impl Postgres {
         let bundle = run.bundle.to_string_lossy();
         let result = self
             .execute(
-                "INSERT INTO runs (run_id, service, started_ms, bundle, host, operator,
-                                   override_reason, overridden_run, override_by, override_host)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (run_id) DO NOTHING",
+                |s| &s.insert_run,
                 &[
                     &run.run_id,
                     &run.service,
@@ -298,10 +425,7 @@ impl Postgres {
         reasons: String,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .execute(
-                "UPDATE runs SET finished_ms = $2, verdict = $3, reasons = $4 WHERE run_id = $1",
-                &[&run_id, &finished, &verdict, &reasons],
-            )
+            .execute(|s| &s.finish_run, &[&run_id, &finished, &verdict, &reasons])
             .await?;
         Ok(changed > 0)
     }
@@ -310,23 +434,14 @@ impl Postgres {
         &self,
         service: &str,
     ) -> Result<Option<(String, String, Millis)>, StoreError> {
-        let row = self
-            .query_opt(
-                "SELECT run_id, verdict, finished_ms FROM runs
-                 WHERE service = $1 AND finished_ms IS NOT NULL AND verdict IS NOT NULL
-                 ORDER BY finished_ms DESC, started_ms DESC LIMIT 1",
-                &[&service],
-            )
-            .await?;
+        let row = self.query_opt(|s| &s.last_finished, &[&service]).await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .transpose()
             .map_err(|e| self.op_error(e))
     }
 
     pub(crate) async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = self
-            .query_opt(&format!("{SELECT_RUN} WHERE run_id = $1"), &[&run_id])
-            .await?;
+        let row = self.query_opt(|s| &s.get_run, &[&run_id]).await?;
         row.as_ref()
             .map(row_to_record)
             .transpose()
@@ -334,12 +449,7 @@ impl Postgres {
     }
 
     pub(crate) async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = self
-            .query(
-                &format!("{SELECT_RUN} ORDER BY started_ms DESC, run_id DESC LIMIT $1"),
-                &[&limit],
-            )
-            .await?;
+        let rows = self.query(|s| &s.list_runs, &[&limit]).await?;
         rows.iter()
             .map(row_to_record)
             .collect::<Result<_, _>>()
@@ -352,22 +462,9 @@ impl Postgres {
         holder: &Holder,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        // ON CONFLICT locks the existing row and re-checks the WHERE against its latest
-        // version: of two takers of a lapsed lease, the second sees the first's fresh expiry.
         let row = self
             .query_opt(
-                &format!(
-                    "INSERT INTO run_locks AS l
-                        (service, run_id, host, operator, pid, started_ms, since_ms, expires_ms, generation)
-                     SELECT $1, $2, $3, $4, $5, $6, n.now, n.now + $7, 1 FROM (SELECT {NOW_MS} AS now) n
-                     ON CONFLICT (service) DO UPDATE SET
-                        run_id = excluded.run_id, host = excluded.host,
-                        operator = excluded.operator, pid = excluded.pid,
-                        started_ms = excluded.started_ms, since_ms = excluded.since_ms,
-                        expires_ms = excluded.expires_ms, generation = l.generation + 1
-                     WHERE l.expires_ms <= excluded.since_ms
-                     RETURNING generation, since_ms, expires_ms"
-                ),
+                |s| &s.take_lock,
                 &[
                     &service,
                     &holder.run_id,
@@ -393,15 +490,7 @@ impl Postgres {
     }
 
     pub(crate) async fn lock_row(&self, service: &str) -> Result<Option<LockRow>, StoreError> {
-        let row = self
-            .query_opt(
-                &format!(
-                    "SELECT run_id, host, operator, pid, started_ms, since_ms, expires_ms, {NOW_MS}
-                     FROM run_locks WHERE service = $1"
-                ),
-                &[&service],
-            )
-            .await?;
+        let row = self.query_opt(|s| &s.lock_row, &[&service]).await?;
         row.map(|r| {
             let pid: i64 = r.try_get(3)?;
             Ok(LockRow {
@@ -428,11 +517,7 @@ impl Postgres {
     ) -> Result<Option<Millis>, StoreError> {
         let row = self
             .query_opt(
-                &format!(
-                    "UPDATE run_locks SET expires_ms = {NOW_MS} + $4
-                     WHERE service = $1 AND run_id = $2 AND generation = $3
-                     RETURNING expires_ms"
-                ),
+                |s| &s.renew_lock,
                 &[&lease.service, &lease.run_id, &lease.generation, &ttl_ms],
             )
             .await?;
@@ -444,10 +529,7 @@ impl Postgres {
     pub(crate) async fn release_lock(&self, lease: &Lease) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                &format!(
-                    "UPDATE run_locks SET expires_ms = {NOW_MS}, generation = generation + 1
-                     WHERE service = $1 AND run_id = $2 AND generation = $3"
-                ),
+                |s| &s.release_lock,
                 &[&lease.service, &lease.run_id, &lease.generation],
             )
             .await?;
@@ -460,25 +542,14 @@ impl Postgres {
         seq: i64,
         line: &str,
     ) -> Result<JournalInsert, StoreError> {
-        // Stored only at the end of the run's journal; a key already taken is left alone
-        // (ON CONFLICT waits for a concurrent writer of the same key to commit first).
         let inserted = self
-            .execute(
-                "INSERT INTO journal (run_id, seq, line)
-                 SELECT $1, $2, $3
-                 WHERE $2 = (SELECT COALESCE(MAX(seq) + 1, 0) FROM journal WHERE run_id = $1)
-                 ON CONFLICT (run_id, seq) DO NOTHING",
-                &[&run_id, &seq, &line],
-            )
+            .execute(|s| &s.insert_journal, &[&run_id, &seq, &line])
             .await?;
         if inserted == 1 {
             return Ok(JournalInsert::Stored);
         }
         let stored = self
-            .query_opt(
-                "SELECT line FROM journal WHERE run_id = $1 AND seq = $2",
-                &[&run_id, &seq],
-            )
+            .query_opt(|s| &s.journal_line, &[&run_id, &seq])
             .await?;
         if let Some(row) = stored {
             return row
@@ -486,12 +557,7 @@ impl Postgres {
                 .map(JournalInsert::Exists)
                 .map_err(|e| self.op_error(e));
         }
-        let next = self
-            .query_opt(
-                "SELECT COALESCE(MAX(seq) + 1, 0) FROM journal WHERE run_id = $1",
-                &[&run_id],
-            )
-            .await?;
+        let next = self.query_opt(|s| &s.journal_next, &[&run_id]).await?;
         let expected = next
             .map(|r| r.try_get(0))
             .transpose()
@@ -501,12 +567,7 @@ impl Postgres {
     }
 
     pub(crate) async fn journal_lines(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT line FROM journal WHERE run_id = $1 ORDER BY seq",
-                &[&run_id],
-            )
-            .await?;
+        let rows = self.query(|s| &s.journal_lines, &[&run_id]).await?;
         rows.iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
@@ -514,9 +575,7 @@ impl Postgres {
     }
 
     pub(crate) async fn last_seq(&self, run_id: &str) -> Result<Option<i64>, StoreError> {
-        let row = self
-            .query_opt("SELECT MAX(seq) FROM journal WHERE run_id = $1", &[&run_id])
-            .await?;
+        let row = self.query_opt(|s| &s.last_seq, &[&run_id]).await?;
         Ok(row.and_then(|r| r.try_get(0).ok().flatten()))
     }
 }
