@@ -3,9 +3,13 @@
 //!
 //! Several handles (another canary, `canary history` during a run) may open the same file:
 //! SQLite serialises writers, each write here is one statement or one `IMMEDIATE` transaction,
-//! and a busy file is waited for. Histories written before the shared store (`PRAGMA
-//! user_version` = 1, no `schema_version` table) are migrated forward on open; `user_version`
-//! keeps following the schema version so that an older canary refuses a newer file.
+//! and a busy file is waited for. The file is in WAL mode with `synchronous = FULL`
+//! (`durable_wal`): a commit is one synced append to `history.sqlite-wal`, durable when the
+//! call returns. The `-wal` and `-shm` files beside it are part of the store while a handle is
+//! open (the last handle to close folds the WAL back in). Histories written before the shared
+//! store (`PRAGMA user_version` = 1, no `schema_version` table) are migrated forward on open;
+//! `user_version` keeps following the schema version so that an older canary refuses a newer
+//! file.
 //!
 //! [`Store`]: crate::Store
 
@@ -97,6 +101,7 @@ impl Embedded {
         // Another canary (`canary history` during a run, a second controller) may hold the
         // write lock briefly.
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        durable_wal(&conn, &path)?;
         migrate(&mut conn, &path)?;
         Ok(Embedded {
             conn: Arc::new(Mutex::new(conn)),
@@ -391,6 +396,36 @@ impl Embedded {
         })
         .await
     }
+}
+
+/// Puts the file in write-ahead-log mode and makes every commit durable before it returns.
+///
+/// WAL: a commit appends its pages to `history.sqlite-wal` and syncs that one file, where the
+/// rollback journal created, synced and deleted a journal file and synced the database per
+/// transaction — several times the cost of a journal append. `synchronous = FULL` syncs the WAL
+/// at every commit (and its directory when the WAL is created), so an append that returned is
+/// on disk across a power loss, before the engine applies the input; `NORMAL` syncs only at
+/// checkpoints, so commits that returned could vanish with the power. (`EXTRA` adds a directory
+/// sync that only the rollback journal's delete needs.) The mode is stored in the file: every canary that opens it
+/// afterwards, older ones included, uses the WAL. Where the file system cannot have one (no
+/// shared memory, e.g. some network file systems), the store stays in the rollback journal,
+/// still synchronous.
+fn durable_wal(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            store = %path.display(),
+            journal_mode = %mode,
+            "the state file cannot use a write-ahead log here; every append still syncs"
+        );
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)
 }
 
 /// Brings the file's schema to [`MIGRATIONS`]' version, or refuses a newer one.

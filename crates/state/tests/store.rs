@@ -933,6 +933,12 @@ fn the_embedded_store_is_history_sqlite_in_the_state_directory() {
         state_dir.join(canary_state::FILE).display().to_string()
     );
     assert!(state_dir.join("history.sqlite").exists());
+    // Write-ahead log: one synced append per commit (the mode is stored in the file).
+    let conn = rusqlite::Connection::open(state_dir.join("history.sqlite")).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
 }
 
 // --- PostgreSQL only: the store's faults -----------------------------------------------------
