@@ -557,10 +557,18 @@ pub fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
+    format!("{user}@{}", host())
+}
+
+/// This machine's name in run history and run locks: `CANARY_HOST` when set (containers and CI
+/// runners, whose hostnames are random), else the hostname.
+pub fn host() -> String {
+    std::env::var("CANARY_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{user}@{host}")
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

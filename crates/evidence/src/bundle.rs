@@ -150,6 +150,8 @@ pub struct Seal<'a> {
     pub traffic: &'a FinalTraffic,
     /// The operator's reason for running during a cooldown, if they did.
     pub cooldown_override: Option<&'a str>,
+    /// Set when the bundle was rebuilt from the state store's journal on another machine.
+    pub rebuilt: Option<&'a str>,
     pub signer: &'a Signer,
 }
 
@@ -502,6 +504,7 @@ impl Bundle {
                 at_ms: decision.at,
             },
             cooldown_override: seal.cooldown_override.map(str::to_owned),
+            rebuilt: seal.rebuilt.map(str::to_owned),
             signer: ManifestSigner {
                 algorithm: "ed25519".to_owned(),
                 public_key: seal.signer.public_hex(),
@@ -782,4 +785,33 @@ pub(crate) fn journal_placeholders(facts: &RunFacts) -> Vec<(Artifact, String)> 
         out.push((Artifact::CheckLog, text));
     }
     out
+}
+
+/// Writes `<evidence_dir>/<run_id>/journal.jsonl` from the state store's copy of a run's journal
+/// (its lines, header first), for a run taken over on a machine that never had its bundle.
+/// Refuses a directory that already exists: a bundle here is resumed as it is.
+pub fn rebuild_journal(
+    evidence_dir: &Path,
+    run_id: &str,
+    lines: &[String],
+) -> Result<(), BundleError> {
+    check_name("the run id", run_id)?;
+    let dir = evidence_dir.join(run_id);
+    std::fs::create_dir_all(evidence_dir).map_err(io_error("create", evidence_dir))?;
+    std::fs::create_dir(&dir).map_err(io_error("create", &dir))?;
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    // Parse before writing: a journal that does not read would only fail later, half-resumed.
+    canary_core::journal::parse(&text).map_err(|source| {
+        BundleError::Journal(crate::JournalFileError::Parse {
+            path: dir.join(Artifact::Journal.file_name("")),
+            source,
+        })
+    })?;
+    let name = Artifact::Journal.file_name("");
+    durable::write_atomic(&dir, &name, text.as_bytes()).map_err(io_error("write", &dir))?;
+    Ok(())
 }

@@ -25,7 +25,7 @@ pub mod stamp;
 pub mod verify;
 
 pub use artifact::Artifact;
-pub use bundle::{Bundle, BundleError, Seal, Sealed};
+pub use bundle::{Bundle, BundleError, Seal, Sealed, rebuild_journal};
 pub use journal_file::{JournalFileError, JournalWriter};
 pub use manifest::Manifest;
 pub use render::RunContext;

@@ -36,6 +36,9 @@ pub struct Manifest {
     pub decision: ManifestDecision,
     /// Why the run went ahead despite an active cooldown, when it did.
     pub cooldown_override: Option<String>,
+    /// When the bundle was rebuilt from the state store's journal after a takeover: how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<String>,
     pub signer: ManifestSigner,
     /// Every file of the bundle except `manifest.json` and `manifest.sig`, sorted by name.
     pub files: Vec<FileEntry>,

@@ -310,6 +310,7 @@ fn sealing_an_undecided_run_is_refused() {
                 finished: at_min(20.0),
                 traffic: &traffic,
                 cooldown_override: None,
+                rebuilt: None,
                 signer: &signer,
             },
         )

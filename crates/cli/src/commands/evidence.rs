@@ -128,12 +128,20 @@ pub struct HistoryArgs {
 }
 
 pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
-    let state_dir = match args.state_dir {
-        Some(d) => d,
-        None => load_config(&args.config, Needs::PLAN)?.state_dir,
+    // `--state-dir` without a configuration: CANARY_STATE_URL, when set, is the store.
+    let location = match args.state_dir {
+        Some(d) => {
+            let url = std::env::var(crate::config::Config::STATE_URL_VAR)
+                .ok()
+                .filter(|u| !u.is_empty())
+                .map(canary_core::Secret::new);
+            canary_state::Location::new(url, &d)
+        }
+        None => load_config(&args.config, Needs::PLAN)?.state(),
     };
-    let runs = on_a_runtime_of_its_own(async {
-        Store::embedded(&state_dir).await?.list(args.limit).await
+    let (runs, where_) = on_a_runtime_of_its_own(async {
+        let store = Store::open(&location).await?;
+        Ok::<_, canary_state::StoreError>((store.list(args.limit).await?, store.describe()))
     })??;
     match args.output {
         Format::Json => {
@@ -163,7 +171,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
         }
         Format::Text => {
             if runs.is_empty() {
-                outln!("no runs recorded in {}", state_dir.display());
+                outln!("no runs recorded in {where_}");
             }
             for r in &runs {
                 let by = match (&r.operator, &r.host) {

@@ -29,6 +29,9 @@ pub struct PreflightArgs {
   canary run -c canary.toml --commit .            commit the evidence bundle to this git repo
   canary run -c canary.toml --time-scale 60       a rehearsal: the 60-minute window in a minute
   canary run -c canary.toml --override-cooldown --reason \"fix verified in staging (INC-42)\"
+  canary run -c canary.toml --wait                another controller runs relay: wait for it
+  canary run -c canary.toml --standby             on a second machine: take the run over if its
+                                                  controller dies (needs a shared [state] url)
 
 While it runs: `canary status`, `canary abort --reason ...`, `canary approve` (manual approval).
 Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED (the canary passed, but the
@@ -52,6 +55,15 @@ pub struct RunArgs {
     /// window is divided by it. Artifacts still speak runbook time. Production runs use 1.
     #[arg(long, default_value_t = 1.0, value_parser = time_scale)]
     time_scale: f64,
+    /// When another controller (on any machine sharing the state store) runs this service:
+    /// wait for it to finish instead of refusing. The cooldown is checked again after the wait.
+    #[arg(long, conflicts_with = "standby")]
+    wait: bool,
+    /// Stand by for the run of this service another controller drives: when that controller
+    /// dies (its lease lapses), take its run over from the state store's journal and finish it;
+    /// when it finishes, exit without starting a run. Waits for a run to start if none has.
+    #[arg(long)]
+    standby: bool,
 }
 
 /// `--time-scale`: a finite factor of at least 1.
@@ -108,6 +120,9 @@ pub async fn preflight_cmd(args: PreflightArgs) -> anyhow::Result<i32> {
 
 pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
     let config = load_config(&args.config, Needs::ALL)?.compressed(args.time_scale);
+    if args.standby {
+        return standby(config).await;
+    }
     let options = RunOptions {
         override_cooldown: if args.override_cooldown {
             args.reason.clone()
@@ -118,9 +133,56 @@ pub async fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
             .commit
             .clone()
             .or_else(|| config.evidence.as_ref().and_then(|e| e.commit.clone())),
+        wait: args.wait,
         ..RunOptions::default()
     };
     let finished = run::launch(&config, options).await?;
+    print_finished(&finished, Format::Text);
+    Ok(finished.verdict.exit_code())
+}
+
+/// `canary run --standby`: waits on the service's lock; takes the run over when its controller
+/// dies, or exits when the run finishes.
+async fn standby(mut config: crate::config::Config) -> anyhow::Result<i32> {
+    use canary_state::Store;
+    let service = config.plan.service.clone();
+    let store = Store::open(&config.state()).await?;
+    if matches!(config.state(), canary_state::Location::Embedded { .. }) {
+        eprintln!(
+            "canary: warning: --standby with the embedded store stands by only for controllers on this machine; set [state] url (or CANARY_STATE_URL) to a shared PostgreSQL"
+        );
+    }
+    eprintln!("canary: standing by for {service} ({})", store.describe());
+    // A run to stand by for: the one holding the lock now, or the next to take it.
+    let watched = loop {
+        if let Some(held) = store.holder(&service).await? {
+            break held;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "canary: standing by for run {} of {}",
+        watched.holder.run_id,
+        run::lock::describe_holder(&watched)
+    );
+    run::lock::RunLock::wait_until_free(&store, &service).await?;
+    let run_id = watched.holder.run_id.clone();
+    let record = store.get(&run_id).await?;
+    if let Some(verdict) = record
+        .as_ref()
+        .and_then(|r| r.finished.and(r.verdict.clone()))
+    {
+        eprintln!(
+            "canary: run {run_id} finished ({verdict}) under its own controller: nothing to take over"
+        );
+        return Ok(0);
+    }
+    eprintln!(
+        "canary: the controller of run {run_id} ({}) stopped renewing its lease: taking the run over",
+        run::lock::describe_holder(&watched)
+    );
+    let resumed = run::Resumed::open(&mut config, &run_id).await?;
+    let finished = run::resume_configured(&config, resumed).await?;
     print_finished(&finished, Format::Text);
     Ok(finished.verdict.exit_code())
 }

@@ -107,6 +107,17 @@ impl Env {
         Secret::new(self.expand(text))
     }
 
+    /// A variable nothing in the file names, read only if set (`CANARY_STATE_URL`): never
+    /// missing. Counted as used when it is.
+    pub fn optional(&mut self, name: &str) -> Option<Secret> {
+        if self.offline {
+            return None;
+        }
+        let value = self.lookup(name)?;
+        self.used.insert(name.to_owned());
+        Some(Secret::new(value))
+    }
+
     /// Missing variables and where each is used.
     pub fn missing(&self) -> &BTreeMap<String, Vec<Range<usize>>> {
         &self.missing

@@ -80,6 +80,12 @@ pub struct Config {
     pub plan: Plan,
     pub cooldown: Duration,
     pub state_dir: PathBuf,
+    /// Where history, cooldowns, run locks and journals live: `[state] url` or
+    /// `CANARY_STATE_URL` (PostgreSQL), else the embedded store in `state_dir`.
+    pub state_url: Option<canary_core::Secret>,
+    /// How long a controller's lock on the service lasts unless renewed: a standby takes the run
+    /// over this long after its controller died.
+    pub lease: Duration,
     /// The canary's own address, bypassing the load balancer, when configured.
     pub canary_url: Option<String>,
     /// Health checks straight at the arms (`[arms.*] health`), for load balancers that do not
@@ -107,6 +113,15 @@ impl Config {
     pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
     /// Run history and cooldowns, relative to the configuration file, unless `state_dir` says.
     pub const DEFAULT_STATE_DIR: &str = ".canary";
+    /// The variable that points every command at a shared store when `[state] url` is absent.
+    pub const STATE_URL_VAR: &str = "CANARY_STATE_URL";
+    /// A controller's lock on its service, unless `[state] lease` says.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+    /// Where this configuration's run state lives.
+    pub fn state(&self) -> canary_state::Location {
+        canary_state::Location::new(self.state_url.clone(), &self.state_dir)
+    }
 
     /// The run on a clock `factor` times faster than the runbook's (a rehearsal, the demo):
     /// every duration of the plan and the cooldown divided by `factor`; range windows in
@@ -520,6 +535,24 @@ impl Resolver {
             Some(t) => self.path(t),
             None => self.base.join(Config::DEFAULT_STATE_DIR),
         };
+        let state = raw.state.as_ref().map(|s| s.get_ref());
+        let state_url = match state.and_then(|s| s.url.as_ref()) {
+            Some(url) => {
+                let secret = self.env.secret(url);
+                let text = secret.expose();
+                let postgres = text.starts_with("postgres://") || text.starts_with("postgresql://");
+                if !(text.is_empty() || postgres) {
+                    self.error(
+                        span_of(url),
+                        "[state] url is not a PostgreSQL URL".to_owned(),
+                        "write url = \"${CANARY_STATE_URL}\" and put postgres://USER:PASSWORD@HOST:5432/DATABASE in .env.canary (it holds a password), or remove [state] url for the embedded store",
+                    );
+                }
+                (!text.is_empty()).then_some(secret)
+            }
+            None => self.env.optional(Config::STATE_URL_VAR),
+        };
+        let lease = self.duration_or(&state.and_then(|s| s.lease.clone()), Config::DEFAULT_LEASE);
         let arms = raw.arms.get_ref();
         let canary_url = arms.canary.get_ref().url.as_ref().map(|u| self.url(u));
         let health = self.health_checks(arms);
@@ -661,6 +694,8 @@ impl Resolver {
             plan,
             cooldown: cooldown?,
             state_dir,
+            state_url,
+            lease: lease?,
             canary_url,
             health,
             traffic,
@@ -1995,6 +2030,46 @@ url = "https://hooks.example/webhook"
             let config = resolve(&text, dir.path()).unwrap();
             assert_eq!(config.traffic.unwrap().provider(), TrafficProvider::Command);
         }
+    }
+
+    /// `[state] url` or `CANARY_STATE_URL` picks PostgreSQL; without either the embedded store.
+    #[test]
+    fn the_state_store_comes_from_state_url_or_canary_state_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_env = |pairs: &[(&str, &str)]| {
+            let text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            std::fs::write(dir.path().join(env::ENV_FILE), text).unwrap();
+            Env::load(dir.path()).unwrap()
+        };
+        let load =
+            |text: &str, env: Env| resolve_text("canary.toml", text, dir.path(), Needs::ALL, env);
+
+        let embedded = load(EVERY_CHOICE, with_env(&[])).unwrap();
+        assert!(matches!(
+            embedded.state(),
+            canary_state::Location::Embedded { .. }
+        ));
+        assert_eq!(embedded.lease, Config::DEFAULT_LEASE);
+
+        let url = "postgres://canary:s3cret@db:5432/canary";
+        let from_env = load(EVERY_CHOICE, with_env(&[("CANARY_STATE_URL", url)])).unwrap();
+        assert_eq!(from_env.state_url.as_ref().unwrap().expose(), url);
+        assert!(from_env.variables.contains(&"CANARY_STATE_URL".to_owned()));
+
+        let text = format!("{EVERY_CHOICE}\n[state]\nurl = \"${{DB_URL}}\"\nlease = \"45s\"\n");
+        let configured = load(&text, with_env(&[("DB_URL", url)])).unwrap();
+        assert_eq!(configured.state_url.as_ref().unwrap().expose(), url);
+        assert_eq!(configured.lease, Duration::from_secs(45));
+        assert!(matches!(
+            configured.state(),
+            canary_state::Location::Postgres { .. }
+        ));
+
+        let text =
+            format!("{EVERY_CHOICE}\n[state]\nurl = \"mysql://db/canary\"\nlease = \"soon\"\n");
+        let err = load(&text, with_env(&[])).unwrap_err().to_string();
+        assert!(err.contains("[state] url is not a PostgreSQL URL"), "{err}");
+        assert!(err.contains("soon"), "{err}");
     }
 
     /// Every scalar may come from a variable: typed where it is used, its errors naming the

@@ -117,6 +117,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub notify: Vec<Spanned<RawNotify>>,
     pub evidence: Option<Spanned<RawEvidence>>,
+    /// Where run state lives beyond this machine (DESIGN §13).
+    pub state: Option<Spanned<RawState>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `postgres://...` (a secret: `${CANARY_STATE_URL}`); absent: the embedded store.
+    pub url: Option<Text>,
+    /// How long a controller's hold on the service lasts without renewal.
+    pub lease: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

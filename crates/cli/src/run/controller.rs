@@ -168,6 +168,8 @@ pub struct Outcome {
 pub struct Controller {
     pub engine: Engine,
     pub journal: JournalWriter,
+    /// The journal's copy in the state store, when the run has one.
+    pub replica: Option<super::replica::Replica>,
     pub bundle: Bundle,
     pub router: Arc<dyn TrafficRouter>,
     pub source: Arc<dyn MetricSource>,
@@ -219,6 +221,7 @@ impl Controller {
         Controller {
             engine,
             journal,
+            replica: None,
             bundle,
             router: wiring.router.clone(),
             source: wiring.source.clone(),
@@ -243,11 +246,17 @@ impl Controller {
         }
     }
 
-    /// Journals `input`, applies it, and returns the engine's actions.
-    pub(crate) fn feed(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
+    /// Journals `input` (fsynced, then into the state store), applies it, and returns the
+    /// engine's actions.
+    pub(crate) async fn feed(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
         self.journal
             .append(&input)
             .context("cannot append to the journal: refusing to act on an unrecorded input")?;
+        if let Some(replica) = self.replica.as_mut() {
+            replica
+                .push(canary_core::journal::line(&input).trim_end_matches('\n'))
+                .await;
+        }
         let actions = self.engine.apply(&input)?;
         Ok(actions)
     }
@@ -259,7 +268,12 @@ impl Controller {
         first: Vec<Action>,
         mut commands: mpsc::Receiver<Command>,
         mut signals: mpsc::Receiver<String>,
-    ) -> anyhow::Result<(Outcome, Bundle, JournalWriter)> {
+    ) -> anyhow::Result<(
+        Outcome,
+        Bundle,
+        JournalWriter,
+        Option<super::replica::Replica>,
+    )> {
         let mut queue: VecDeque<Action> = first.into();
         loop {
             while let Some(action) = queue.pop_front() {
@@ -317,10 +331,12 @@ impl Controller {
                     let mut last = None;
                     for event in events {
                         if let Some(previous) = last.replace(event) {
-                            let actions = self.feed(Input::Event {
-                                at,
-                                event: previous,
-                            })?;
+                            let actions = self
+                                .feed(Input::Event {
+                                    at,
+                                    event: previous,
+                                })
+                                .await?;
                             queue.extend(actions);
                         }
                     }
@@ -338,7 +354,7 @@ impl Controller {
                     event: Event::Signal { signal },
                 },
             };
-            let actions = self.feed(input)?;
+            let actions = self.feed(input).await?;
             queue.extend(actions);
         }
         // A burst or probe run still going belongs to no decision now: stop it, and wait until it
@@ -374,6 +390,7 @@ impl Controller {
             },
             self.bundle,
             self.journal,
+            self.replica,
         ))
     }
 
@@ -778,18 +795,22 @@ impl Controller {
                             // baseline rather than leaving it split.
                             let at = now_ms().max(self.last_input);
                             self.last_input = at;
-                            return self.feed(Input::Event {
-                                at,
-                                event: Event::PromotionFailed { detail },
-                            });
+                            return self
+                                .feed(Input::Event {
+                                    at,
+                                    event: Event::PromotionFailed { detail },
+                                })
+                                .await;
                         }
                         WeightChange::Step { .. } => {
                             let at = now_ms().max(self.last_input);
                             self.last_input = at;
-                            return self.feed(Input::Event {
-                                at,
-                                event: Event::TrafficFailed { detail },
-                            });
+                            return self
+                                .feed(Input::Event {
+                                    at,
+                                    event: Event::TrafficFailed { detail },
+                                })
+                                .await;
                         }
                     }
                 }

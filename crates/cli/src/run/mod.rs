@@ -4,7 +4,9 @@
 mod arm;
 pub mod controller;
 pub mod delegates;
+pub mod lock;
 pub mod preflight;
+pub mod replica;
 pub mod wiring;
 
 use std::net::SocketAddr;
@@ -41,6 +43,10 @@ pub struct Wiring {
     pub signer: Signer,
     pub evidence_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Where history, cooldowns, the run lock and the journal's copy live.
+    pub state: canary_state::Location,
+    /// How long the run's lock lasts unless renewed.
+    pub lease: Duration,
     pub cooldown: Duration,
     pub config_sha256: String,
     /// Where the control API listens (port 0: any).
@@ -85,6 +91,8 @@ pub struct RunOptions {
     pub preflight_patience: Duration,
     /// Told the run's id once its bundle and journal exist.
     pub started: Option<OnStarted>,
+    /// When another controller runs the service: wait for it instead of refusing.
+    pub wait: bool,
 }
 
 /// Told the id of a run that has started.
@@ -161,13 +169,27 @@ pub fn random_token() -> Secret {
 /// Runs a canary from T+0 to a sealed, signed bundle. Preflight must have passed.
 async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished> {
     let plan = wiring.plan.clone();
-    let store = Store::embedded(&wiring.state_dir).await?;
-    let started = now_ms();
-    let active = check_cooldown(&store, &plan.service, wiring.cooldown, &options).await?;
+    let store = Store::open(&wiring.state).await?;
+    // One canary per service: take its lock, or say who holds it (or wait for it). The
+    // cooldown is checked again after a wait: the run waited for may have rolled back.
+    let (lock, started, run_id, active) = loop {
+        let started = now_ms();
+        let active = check_cooldown(&store, &plan.service, wiring.cooldown, &options).await?;
+        let run_id = new_run_id(&plan.service, started);
+        let holder = lock::holder(&run_id, started);
+        match lock::RunLock::try_take(&store, &plan.service, &holder, wiring.lease).await? {
+            Ok(lock) => break (lock, started, run_id, active),
+            Err(held) if options.wait => {
+                lock::RunLock::wait_until_free(&store, &plan.service).await?;
+                let _ = held;
+            }
+            Err(held) => bail!(lock::held_message(&held)),
+        }
+    };
 
-    let run_id = new_run_id(&plan.service, started);
     let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
     let journal = bundle.create_journal(&plan)?;
+    let replica = replica::Replica::start(store.clone(), &run_id, journal.path()).await?;
     if let Some(started) = options.started {
         started(&run_id);
     }
@@ -192,17 +214,31 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
         })
         .await?;
     let engine = Engine::new(plan.clone())?;
-    let controller = Controller::new(engine, journal, bundle, &wiring, 0);
+    let mut controller = Controller::new(engine, journal, bundle, &wiring, 0);
+    controller.replica = Some(replica);
     let cooldown_override = active.as_ref().and(options.override_cooldown.clone());
     drive_to_end(
         wiring,
         controller,
         Start::Fresh(Input::Start { at: started }),
-        store,
+        Held {
+            store,
+            lock,
+            rebuilt: None,
+        },
         options.commit,
         cooldown_override,
     )
     .await
+}
+
+/// The run's place in the state store: where it records history and its journal's copy, and
+/// the service's lock it holds.
+struct Held {
+    store: Store,
+    lock: lock::RunLock,
+    /// The bundle was rebuilt from the store's journal (a takeover): the manifest says so.
+    rebuilt: Option<String>,
 }
 
 /// Preflight, then the run: what `canary run` does, and `canary demo` on its own stack.
@@ -245,6 +281,11 @@ pub struct Resumed {
     pub journal: JournalWriter,
     /// Time of the last journaled input.
     pub last_input: Millis,
+    /// Set when the bundle was rebuilt here from the state store's journal (its controller's
+    /// machine is not this one): what the manifest says about it.
+    pub rebuilt: Option<String>,
+    /// The service's run lock, taken over from the controller that died.
+    lock: Option<(Store, lock::RunLock)>,
 }
 
 impl Resumed {
@@ -254,12 +295,62 @@ impl Resumed {
     /// (`--time-scale`) is resumed on the same clock: `config` is compressed like the journal's plan.
     pub async fn open(config: &mut Config, run_id: &str) -> anyhow::Result<Resumed> {
         let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
-        let dir = Store::embedded(&config.state_dir)
-            .await?
-            .get(run_id)
-            .await?
+        let store = Store::open(&config.state()).await?;
+        let record = store.get(run_id).await?;
+        // Take the run over first: refused while a live controller drives it, and nothing is
+        // read or rebuilt before this controller holds it.
+        let service = record
+            .as_ref()
+            .map_or_else(|| config.plan.service.clone(), |r| r.service.clone());
+        let started = record.as_ref().map_or_else(now_ms, |r| r.started);
+        let holder = lock::holder(run_id, started);
+        let taken = match lock::RunLock::try_take(&store, &service, &holder, config.lease).await? {
+            Ok(taken) => taken,
+            Err(held) if held.holder.run_id == run_id => bail!(
+                "run {run_id} is still being driven by {} (its lease runs until {}): resume takes a run over only from a controller that died; wait for the lease to lapse",
+                lock::describe_holder(&held),
+                canary_evidence::stamp::rfc3339(held.expires)
+            ),
+            Err(held) => bail!(lock::held_message(&held)),
+        };
+        // The history's bundle path is on the machine that recorded it.
+        let (_, here) = operator_and_host();
+        let on_this_machine = record
+            .as_ref()
+            .is_some_and(|r| r.host.as_ref().is_none_or(|h| *h == here));
+        let mut dir = record
+            .as_ref()
+            .filter(|_| on_this_machine)
             .and_then(|r| r.bundle.parent().map(PathBuf::from))
             .unwrap_or_else(|| evidence.dir.clone());
+        let mut rebuilt = None;
+        if !dir.join(run_id).is_dir() {
+            // Not on this machine: the run's controller ran elsewhere (its disk may be gone).
+            // The store's journal is the run; rebuild the bundle from it here.
+            let lines = store.journal(run_id).await?;
+            if lines.is_empty() {
+                bail!(
+                    "cannot resume run {run_id}: no bundle in {} and the state store ({}) has no journal of it",
+                    dir.join(run_id).display(),
+                    store.describe()
+                );
+            }
+            dir = evidence.dir.clone();
+            canary_evidence::rebuild_journal(&dir, run_id, &lines)
+                .with_context(|| format!("cannot rebuild the bundle of run {run_id}"))?;
+            let host = &here;
+            let from = record
+                .as_ref()
+                .and_then(|r| r.host.clone())
+                .unwrap_or_else(|| "another machine".to_owned());
+            rebuilt = Some(format!(
+                "taken over on {host} from the state store's journal ({} lines) after the controller on {from} stopped: artifacts written there before the takeover are not in this bundle; every input is, and what the journal determines was re-derived from it",
+                lines.len()
+            ));
+            eprintln!(
+                "canary: run {run_id} is not on this machine: rebuilt its bundle from the state store's journal"
+            );
+        }
         let (bundle, journal_writer, journal) =
             Bundle::resume(&dir, run_id).with_context(|| format!("cannot resume run {run_id}"))?;
         let recorded = journal.header.plan.time_scale;
@@ -277,7 +368,10 @@ impl Resumed {
                 differences.join("\n  - ")
             );
         }
-        Resumed::rebuild(bundle, journal_writer, &journal)
+        let mut resumed = Resumed::rebuild(bundle, journal_writer, &journal)?;
+        resumed.rebuilt = rebuilt;
+        resumed.lock = Some((store, taken));
+        Ok(resumed)
     }
 
     /// Rebuilds a run from its journal: the engine replays every recorded input. Fails when
@@ -311,6 +405,8 @@ impl Resumed {
             bundle,
             journal,
             last_input: recorded.inputs.last().map_or(started, Input::at),
+            rebuilt: None,
+            lock: None,
         })
     }
 }
@@ -325,13 +421,23 @@ async fn resume(
     current_weight: u8,
     commit: Option<PathBuf>,
 ) -> anyhow::Result<Finished> {
-    let store = Store::embedded(&wiring.state_dir).await?;
+    let run_id = r.bundle.run_id().to_owned();
+    let (store, lock) = r
+        .lock
+        .context("internal: a resumed run holds its lock from Resumed::open")?;
+    let replica = replica::Replica::start(store.clone(), &run_id, r.journal.path()).await?;
     let mut controller = Controller::new(r.engine, r.journal, r.bundle, &wiring, current_weight);
     controller.last_input = r.last_input;
+    controller.replica = Some(replica);
     let start = Start::Input(Input::Resume {
         at: now_ms().max(r.last_input),
     });
-    drive_to_end(wiring, controller, start, store, commit, None).await
+    let held = Held {
+        store,
+        lock,
+        rebuilt: r.rebuilt,
+    };
+    drive_to_end(wiring, controller, start, held, commit, None).await
 }
 
 /// How the controller loop begins.
@@ -348,10 +454,15 @@ async fn drive_to_end(
     mut wiring: Wiring,
     mut controller: Controller,
     start: Start,
-    store: Store,
+    held: Held,
     commit: Option<PathBuf>,
     cooldown_override: Option<String>,
 ) -> anyhow::Result<Finished> {
+    let Held {
+        store,
+        lock,
+        rebuilt,
+    } = held;
     let run_id = controller.bundle.run_id().to_owned();
     let service = wiring.plan.service.clone();
     // The control API: status for people, abort/approve for operators, Alertmanager's callback.
@@ -404,7 +515,7 @@ async fn drive_to_end(
             controller.bundle.write_dashboards(&dashboards)?;
             controller.bundle.write_alerts(&alerts)?;
             let started = input.at();
-            let actions = controller.start(input)?;
+            let actions = controller.start(input).await?;
             let annotation = controller.delegates.annotate(
                 &run_id,
                 canary_providers::grafana::AnnotationKind::Start,
@@ -414,10 +525,25 @@ async fn drive_to_end(
             controller.deliver(annotation);
             actions
         }
-        Start::Input(input) => controller.feed(input)?,
+        Start::Input(input) => controller.feed(input).await?,
     };
     let signals = spawn_signal_listener();
-    let result = controller.drive(first, commands_rx, signals).await;
+    // A controller whose lock another one took over (it could not renew it) stops at once,
+    // touching nothing more: the other one drives the run now.
+    let result = tokio::select! {
+        result = controller.drive(first, commands_rx, signals) => result,
+        why = lock.lost() => {
+            if let Some(task) = status_line {
+                task.abort();
+                crate::terminal::clear();
+            }
+            for task in &wiring.background {
+                task.abort();
+            }
+            let _ = std::fs::remove_file(&control_path);
+            bail!(why);
+        }
+    };
     if let Some(task) = status_line {
         task.abort();
         crate::terminal::clear();
@@ -430,7 +556,12 @@ async fn drive_to_end(
     }
     drop(server);
     let _ = std::fs::remove_file(&control_path);
-    let (outcome, bundle, journal) = result?;
+    let (outcome, bundle, journal, mut replica) = result?;
+    if let Some(replica) = replica.as_mut()
+        && let Some(missing) = replica.finish(Duration::from_secs(10)).await
+    {
+        eprintln!("canary: warning: {missing}");
+    }
 
     let sealed = bundle.seal(
         journal,
@@ -439,12 +570,14 @@ async fn drive_to_end(
             finished: now_ms(),
             traffic: &outcome.traffic,
             cooldown_override: cooldown_override.as_deref(),
+            rebuilt: rebuilt.as_deref(),
             signer: &wiring.signer,
         },
     )?;
     store
         .record_finish(&run_id, now_ms(), &outcome.decision.verdict)
         .await?;
+    lock.release().await;
     if let Some(repo) = &commit {
         commit_bundle(repo, &sealed.dir, &run_id, &outcome.decision.verdict)?;
     }
@@ -554,8 +687,8 @@ fn commit_bundle(
 
 impl Controller {
     /// Journals and applies the run's first input.
-    pub fn start(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
+    pub async fn start(&mut self, input: Input) -> anyhow::Result<Vec<Action>> {
         self.last_input = input.at();
-        self.feed(input)
+        self.feed(input).await
     }
 }

@@ -33,6 +33,8 @@ choice! {
         Alertmanager = "alertmanager",
         ApiToken = "api token",
         Guardrail = "guardrail",
+        State = "state store",
+        RunLock = "run lock",
         Cooldown = "cooldown",
     }
 }
@@ -115,7 +117,7 @@ pub async fn preflight(config: &Config, integrations: &mut Integrations) -> Vec<
     }
     checks.extend(api_tokens(integrations).await);
     checks.extend(guardrails(config, integrations, &path).await);
-    checks.push(cooldown(config).await);
+    checks.extend(state(config).await);
     checks
 }
 
@@ -312,15 +314,45 @@ async fn guardrails(config: &Config, integrations: &Integrations, path: &AlertPa
         .collect()
 }
 
-async fn cooldown(config: &Config) -> Check {
-    let active = match Store::embedded(&config.state_dir).await {
-        Ok(store) => {
-            store
-                .cooldown_active(&config.plan.service, now_ms(), config.cooldown)
-                .await
+/// The run state store: reachable with its schema, and the service's run lock free.
+async fn state(config: &Config) -> Vec<Check> {
+    let location = config.state();
+    let store = match Store::open(&location).await {
+        Ok(store) => store,
+        Err(e) => {
+            let target = match &location {
+                canary_state::Location::Embedded { state_dir } => {
+                    state_dir.join(canary_state::FILE).display().to_string()
+                }
+                canary_state::Location::Postgres { .. } => "PostgreSQL".to_owned(),
+            };
+            return vec![Check::new(CheckKind::State, target, Err(e.to_string()))];
         }
-        Err(e) => Err(e),
     };
+    let opened = Check::new(
+        CheckKind::State,
+        store.describe(),
+        Ok(format!(
+            "reachable, schema version {}",
+            canary_state::SCHEMA_VERSION
+        )),
+    );
+    let lock = Check::new(
+        CheckKind::RunLock,
+        config.plan.service.clone(),
+        match store.holder(&config.plan.service).await {
+            Ok(None) => Ok("free: no other controller runs this service".to_owned()),
+            Ok(Some(held)) => Err(crate::run::lock::held_message(&held)),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    vec![opened, lock, cooldown(config, &store).await]
+}
+
+async fn cooldown(config: &Config, store: &Store) -> Check {
+    let active = store
+        .cooldown_active(&config.plan.service, now_ms(), config.cooldown)
+        .await;
     Check::new(
         CheckKind::Cooldown,
         config.plan.service.clone(),

@@ -299,6 +299,8 @@ impl Integrations {
             signer,
             evidence_dir: evidence.dir.clone(),
             state_dir: config.state_dir.clone(),
+            state: config.state(),
+            lease: config.lease,
             cooldown: config.cooldown,
             config_sha256: config.sha256.clone(),
             // Alertmanager must reach the controller at a known address; otherwise any port.

@@ -481,6 +481,7 @@ impl Runner {
                     finished,
                     traffic: &traffic,
                     cooldown_override,
+                    rebuilt: None,
                     signer,
                 },
             )

@@ -217,7 +217,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     // Refuse before starting anything.
     run::check_cooldown(
-        &canary_state::Store::embedded(&args.state_dir).await?,
+        &canary_state::Store::open(&base.state()).await?,
         &base.plan.service,
         base.cooldown,
         &options,
