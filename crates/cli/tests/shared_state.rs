@@ -276,6 +276,7 @@ fn a_standby_takes_the_run_over_by_itself_when_its_controller_dies() {
     std::thread::sleep(Duration::from_secs(2));
     run.kill().unwrap();
     let killed = Instant::now();
+    let killed_at = now_ms();
     let _ = run.wait();
     let out = standby.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -290,10 +291,39 @@ fn a_standby_takes_the_run_over_by_itself_when_its_controller_dies() {
     let (code, report) = verify(&bundle);
     assert_eq!(code, 0, "{report}");
     assert_eq!(rig.canary_weight(), 100);
+    // The takeover's first traffic change, verified on the load balancer: the split back.
+    let diff = support::artifact_text(&bundle, "CANARY_LB_DIFF_");
+    let verified = diff
+        .lines()
+        .find_map(|l| l.strip_prefix("verified  "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let verified_ms = ms_of_day(verified);
+    let killed_ms = ms_of_day(&canary_evidence::stamp::rfc3339(killed_at));
     eprintln!(
-        "standby: killed → run finished by B in {:?}",
+        "TAKEOVER killed→split verified by the standby: {} ms (lease 2 s); killed→run finished: {:?}",
+        verified_ms - killed_ms,
         killed.elapsed()
     );
+    assert!(verified_ms > killed_ms, "{diff}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Milliseconds since midnight of an RFC 3339 UTC instant (`2026-12-03T05:12:14.135Z`); both
+/// instants compared are minutes apart.
+fn ms_of_day(rfc3339: &str) -> i64 {
+    let time = rfc3339.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: i64 = parts.next().unwrap().parse().unwrap();
+    let m: i64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    (h * 3600 + m * 60) * 1000 + (s * 1000.0).round() as i64
 }
 
 #[test]
@@ -339,5 +369,69 @@ fn postgres_down_mid_run_costs_nothing_and_the_store_catches_up_line_for_line() 
     assert!(
         stored == local,
         "the stored journal differs from the bundle's"
+    );
+}
+
+#[test]
+fn a_store_that_cannot_be_used_is_one_clear_error_without_its_password() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = canary_testkit::free_port();
+    let cases = [
+        (
+            pg.url_for("canary", "not-the-password", "canary"),
+            "not-the-password",
+        ),
+        (
+            pg.url_for("canary", "hunter2-wrong", "nope"),
+            "hunter2-wrong",
+        ),
+        (
+            format!("postgres://canary:s3cret-unreachable@127.0.0.1:{port}/canary"),
+            "s3cret-unreachable",
+        ),
+    ];
+    let mut messages = Vec::new();
+    for (url, password) in cases {
+        let out = canary()
+            .current_dir(dir.path())
+            .env("CANARY_STATE_URL", &url)
+            .args(["history", "--state-dir", "state"])
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains(password), "the password leaked: {stderr}");
+        assert!(!text(&out.stdout).contains(password));
+        assert!(
+            stderr.contains("***"),
+            "the URL is shown redacted: {stderr}"
+        );
+        messages.push(stderr);
+    }
+    // Each failure says which it is: credentials, database, reachability.
+    assert!(
+        messages[0].to_lowercase().contains("password"),
+        "{}",
+        messages[0]
+    );
+    assert!(messages[1].contains("nope"), "{}", messages[1]);
+    assert!(
+        messages[2].to_lowercase().contains("reach") || messages[2].contains("refused"),
+        "{}",
+        messages[2]
+    );
+    // Without CANARY_STATE_URL the same command uses the embedded store.
+    let out = canary()
+        .current_dir(dir.path())
+        .env_remove("CANARY_STATE_URL")
+        .args(["history", "--state-dir", "state"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("history.sqlite"),
+        "{}",
+        text(&out.stdout)
     );
 }
