@@ -3,7 +3,8 @@
 //! against real processes (two relay-demo services, the embedded proxy, background load).
 //!
 //! - Two controllers race for one service: one runs, the other is refused with the holder's
-//!   identity; another service's lock is free meanwhile.
+//!   identity (or waits, `--wait`, and checks the cooldown again); another service's lock is
+//!   free meanwhile.
 //! - A rollback on machine A makes a run on machine B refuse by cooldown; the override is
 //!   recorded with who and from where, and `canary history` on B shows A's runs.
 //! - `kill -9` of A's controller mid-run: `canary resume` on B (which never had the bundle)
@@ -145,15 +146,43 @@ fn one_controller_per_service_across_machines_and_the_cooldown_holds_for_all() {
         .unwrap();
     assert_eq!(lock["pass"], true, "{lock}");
 
-    // A rolls back (an operator aborts): B is refused by the cooldown A's rollback started.
+    // B with --wait waits for A instead of refusing...
+    let mut waiting = on_b(&b)
+        .args(["run", "-c", "canary.toml", "--wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    let stopped = wait_for("B to keep waiting for 2 s", Duration::from_secs(10), || {
+        if waiting.try_wait().unwrap().is_some() {
+            return Some(true);
+        }
+        (Instant::now() >= until).then_some(false)
+    });
+    if stopped {
+        let (code, _, stderr) = finish(waiting);
+        panic!("B stopped waiting ({code}):\n{stderr}");
+    }
+    assert!(!b.join("state/active/relay.json").exists());
+    assert_eq!(rig.canary_weight(), 5);
+    // ...A rolls back (an operator aborts): B wakes up and is refused by the cooldown A's
+    // rollback started, checked again after the wait.
     rig.cli(&["abort", "-c", "canary.toml", "--reason", "bad build"]);
     let (code, _, stderr) = finish(run);
     assert_eq!(code, 3, "{stderr}");
+    let (code, _, stderr) = finish(waiting);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("waiting for relay: run {run_id} of ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cooldown"), "{stderr}");
+    assert!(stderr.contains(&run_id), "{stderr}");
     let out = canary_in(&b, &["run", "-c", "canary.toml"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cooldown"), "{stderr}");
-    assert!(stderr.contains(&run_id), "{stderr}");
 
     // Overridden on B: recorded with who and from where; B's history shows A's run too.
     let mut overridden = None;

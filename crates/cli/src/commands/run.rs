@@ -100,7 +100,7 @@ pub async fn preflight_cmd(args: PreflightArgs) -> anyhow::Result<i32> {
     let config = load_config(&args.config, Needs::ALL)?;
     let mut integrations = Integrations::new(&config).await?;
     let checks = preflight(&config, &mut integrations).await;
-    let failed = blocking(&checks, false).len();
+    let failed = blocking(&checks, false, false).len();
     match args.output {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&checks)?),
         Format::Text => {

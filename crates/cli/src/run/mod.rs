@@ -243,19 +243,26 @@ struct Held {
 
 /// Preflight, then the run: what `canary run` does, and `canary demo` on its own stack.
 pub async fn launch(config: &Config, options: RunOptions) -> anyhow::Result<Finished> {
+    if options.wait {
+        // The running canary's split would fail this run's preflight: wait for it first.
+        let store = Store::open(&config.state()).await?;
+        lock::RunLock::wait_until_free(&store, &config.plan.service).await?;
+    }
     let mut integrations = Integrations::new(config).await?;
     let overriding = options.override_cooldown.is_some();
     // Waiting for the baseline's first data is waiting for a condition, bounded.
     let deadline = Instant::now() + options.preflight_patience;
     let checks = loop {
         let checks = preflight::preflight(config, &mut integrations).await;
-        if preflight::blocking(&checks, overriding).is_empty() || Instant::now() >= deadline {
+        if preflight::blocking(&checks, overriding, options.wait).is_empty()
+            || Instant::now() >= deadline
+        {
             break checks;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     preflight::print_table(&checks);
-    let failed = preflight::blocking(&checks, overriding).len();
+    let failed = preflight::blocking(&checks, overriding, options.wait).len();
     if failed > 0 {
         bail!("preflight failed ({failed} check(s)); no traffic was touched");
     }

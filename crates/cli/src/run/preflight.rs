@@ -64,11 +64,15 @@ impl Check {
 }
 
 /// The checks that stop a run: every failed one, except an active cooldown the operator
-/// overrides.
-pub fn blocking(checks: &[Check], override_cooldown: bool) -> Vec<&Check> {
+/// overrides, and a held run lock the run will wait for (`--wait`).
+pub fn blocking(checks: &[Check], override_cooldown: bool, waiting: bool) -> Vec<&Check> {
     checks
         .iter()
-        .filter(|c| !(c.pass || (c.check == CheckKind::Cooldown && override_cooldown)))
+        .filter(|c| {
+            !(c.pass
+                || (c.check == CheckKind::Cooldown && override_cooldown)
+                || (c.check == CheckKind::RunLock && waiting))
+        })
         .collect()
 }
 
