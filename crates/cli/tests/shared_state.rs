@@ -233,6 +233,19 @@ fn one_controller_per_service_across_machines_and_the_cooldown_holds_for_all() {
     assert!(o["by"].as_str().is_some_and(|s| !s.is_empty()), "{o}");
     assert!(o["host"].as_str().is_some_and(|s| !s.is_empty()), "{o}");
     assert!(a_run["host"].as_str().is_some(), "{a_run}");
+    assert_eq!(b_run["host"], "machine-b");
+    // The text view says the same: reasons, the override with who and where, each bundle and
+    // the machine it is on.
+    let out = canary_in(&b, &["history", "-c", "canary.toml"]);
+    let history = text(&out.stdout);
+    assert!(history.contains("    - aborted by"), "{history}");
+    assert!(
+        history.contains(&format!("    cooldown of {run_id} overridden by ")),
+        "{history}"
+    );
+    assert!(history.contains("@machine-b: fix verified in staging (INC-42)"), "{history}");
+    assert!(history.contains("machine-b/evidence/"), "{history}");
+    assert!(history.contains(" on machine-b"), "{history}");
 }
 
 /// Kills A's controller mid-run; returns its run id.

@@ -185,6 +185,26 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
                     r.verdict.as_deref().unwrap_or("(unfinished)"),
                     r.run_id
                 );
+                for reason in r.reasons.lines().filter(|l| !l.is_empty()) {
+                    outln!("    - {}", canary_core::Escaped(reason));
+                }
+                if let Some(o) = &r.cooldown_override {
+                    let who = match (&o.by, &o.host) {
+                        (Some(by), Some(host)) => format!(" by {by}@{host}"),
+                        _ => String::new(),
+                    };
+                    outln!(
+                        "    cooldown of {} overridden{who}: {}",
+                        o.overridden_run,
+                        canary_core::Escaped(&o.reason)
+                    );
+                }
+                let on = r
+                    .host
+                    .as_deref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                outln!("    bundle {}{on}", r.bundle.display());
             }
         }
     }

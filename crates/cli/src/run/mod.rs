@@ -199,7 +199,9 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
             run_id: run_id.clone(),
             service: plan.service.clone(),
             started,
-            bundle: bundle.dir().to_path_buf(),
+            // Absolute: the history is read from other directories and other machines.
+            bundle: std::path::absolute(bundle.dir())
+                .unwrap_or_else(|_| bundle.dir().to_path_buf()),
             cooldown_override: match (&options.override_cooldown, &active) {
                 (Some(reason), Some(active)) => Some(Override {
                     reason: reason.clone(),
