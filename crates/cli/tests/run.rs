@@ -27,7 +27,8 @@ use support::{
 
 #[test]
 fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
-    let rig = rig();
+    // The run lock's lease: `canary resume` takes a dead controller's run over once it lapses.
+    let rig = rig_with(embedded_metrics, |_, _| "[state]\nlease = \"3s\"\n".into());
     let mut run = rig.run(&[]);
     let status = rig.wait_running(&mut run, 12_000);
     let run_id = status["run_id"].as_str().unwrap().to_owned();

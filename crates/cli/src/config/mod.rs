@@ -117,6 +117,8 @@ impl Config {
     pub const STATE_URL_VAR: &str = "CANARY_STATE_URL";
     /// A controller's lock on its service, unless `[state] lease` says.
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+    /// The shortest lease a compressed clock gives (`--time-scale`, the demo).
+    pub const MIN_COMPRESSED_LEASE: Duration = Duration::from_secs(2);
 
     /// Where this configuration's run state lives.
     pub fn state(&self) -> canary_state::Location {
@@ -124,12 +126,18 @@ impl Config {
     }
 
     /// The run on a clock `factor` times faster than the runbook's (a rehearsal, the demo):
-    /// every duration of the plan and the cooldown divided by `factor`; range windows in
+    /// every duration of the plan, the cooldown and the run lock's lease (not below 2 s)
+    /// divided by `factor`; range windows in
     /// queries are compressed where they are evaluated (engine, alert rules, dashboard).
     pub fn compressed(mut self, factor: f64) -> Config {
         if factor != 1.0 {
             self.plan = self.plan.compressed(factor);
             self.cooldown = Duration::from_secs_f64(self.cooldown.as_secs_f64() / factor);
+            // A dead controller's run is taken over after its lease: on the run's clock too,
+            // but not below what a store round trip and its renewals (every third) allow.
+            self.lease = Duration::from_secs_f64(self.lease.as_secs_f64() / factor)
+                .max(Config::MIN_COMPRESSED_LEASE)
+                .min(self.lease);
             if let Some(am) = &mut self.alertmanager
                 && let Some(every) = &mut am.rule_interval
             {
@@ -2273,6 +2281,11 @@ url = "https://hooks.example/webhook"
             Some(Duration::from_millis(500))
         );
         assert_eq!(fast.cooldown, config.cooldown / 60);
+        assert_eq!(
+            fast.lease,
+            Config::MIN_COMPRESSED_LEASE,
+            "30 s / 60, not below 2 s"
+        );
         assert_eq!(fast.plan, config.plan.compressed(60.0));
 
         let err = with("rules_dir = \"rules.d\"\nruler = \"https://mimir.internal\"").unwrap_err();

@@ -298,12 +298,14 @@ pub struct Resumed {
 }
 
 impl Resumed {
-    /// Finds run `run_id`'s bundle (where the history says, else in `config`'s evidence
-    /// directory), replays its journal — a decided run is refused before anything is touched —
-    /// and checks that `config` describes the run's plan. A run rehearsed on a compressed clock
+    /// Takes the run's lock over (refused while its controller lives), finds run `run_id`'s
+    /// bundle (where the history says, on this machine; else in `config`'s evidence directory;
+    /// else rebuilt there from the state store's journal), replays its journal — a decided run
+    /// is refused before anything is touched — and checks that `config` describes the run's
+    /// plan. A run rehearsed on a compressed clock
     /// (`--time-scale`) is resumed on the same clock: `config` is compressed like the journal's plan.
     pub async fn open(config: &mut Config, run_id: &str) -> anyhow::Result<Resumed> {
-        let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
+        config.evidence.as_ref().context("no [evidence] settings")?;
         let store = Store::open(&config.state()).await?;
         let record = store.get(run_id).await?;
         // Take the run over first: refused while a live controller drives it, and nothing is
@@ -313,22 +315,52 @@ impl Resumed {
             .map_or_else(|| config.plan.service.clone(), |r| r.service.clone());
         let started = record.as_ref().map_or_else(now_ms, |r| r.started);
         let holder = lock::holder(run_id, started);
-        let taken = match lock::RunLock::try_take(&store, &service, &holder, config.lease).await? {
-            Ok(taken) => taken,
-            Err(held) if held.holder.run_id == run_id => bail!(
-                "run {run_id} is still being driven by {} (its lease runs until {}): resume takes a run over only from a controller that died; wait for the lease to lapse",
-                lock::describe_holder(&held),
-                canary_evidence::stamp::rfc3339(held.expires)
-            ),
-            Err(held) => bail!(lock::held_message(&held)),
+        // A controller that died still holds the lock until its lease lapses (the store cannot
+        // tell a dead controller from a slow one before that): wait for it, saying so once.
+        let mut told = false;
+        let taken = loop {
+            match lock::RunLock::try_take(&store, &service, &holder, config.lease).await? {
+                Ok(taken) => break taken,
+                Err(held) if held.holder.run_id == run_id => {
+                    if !told {
+                        eprintln!(
+                            "canary: run {run_id} is held by its controller {} until {}: taking it over when that lease lapses (if that controller is alive, stop it: two controllers would fight over the split)",
+                            lock::describe_holder(&held),
+                            canary_evidence::stamp::rfc3339(held.expires)
+                        );
+                        told = true;
+                    }
+                    let left = (held.expires - held.at).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(left.clamp(100, 2_000))).await;
+                }
+                Err(held) => bail!(lock::held_message(&held)),
+            }
         };
+        match Resumed::open_locked(config, run_id, &store, record.as_ref()).await {
+            Ok(mut resumed) => {
+                resumed.lock = Some((store, taken));
+                Ok(resumed)
+            }
+            Err(e) => {
+                // Nothing was touched: give the run back at once rather than at the lease's end.
+                taken.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Resumed::open`] once the run's lock is held: find or rebuild the bundle, replay.
+    async fn open_locked(
+        config: &mut Config,
+        run_id: &str,
+        store: &Store,
+        record: Option<&canary_state::RunRecord>,
+    ) -> anyhow::Result<Resumed> {
+        let evidence = config.evidence.as_ref().context("no [evidence] settings")?;
         // The history's bundle path is on the machine that recorded it.
         let (_, here) = operator_and_host();
-        let on_this_machine = record
-            .as_ref()
-            .is_some_and(|r| r.host.as_ref().is_none_or(|h| *h == here));
+        let on_this_machine = record.is_some_and(|r| r.host.as_ref().is_none_or(|h| *h == here));
         let mut dir = record
-            .as_ref()
             .filter(|_| on_this_machine)
             .and_then(|r| r.bundle.parent().map(PathBuf::from))
             .unwrap_or_else(|| evidence.dir.clone());
@@ -349,7 +381,6 @@ impl Resumed {
                 .with_context(|| format!("cannot rebuild the bundle of run {run_id}"))?;
             let host = &here;
             let from = record
-                .as_ref()
                 .and_then(|r| r.host.clone())
                 .unwrap_or_else(|| "another machine".to_owned());
             rebuilt = Some(format!(
@@ -379,7 +410,6 @@ impl Resumed {
         }
         let mut resumed = Resumed::rebuild(bundle, journal_writer, &journal)?;
         resumed.rebuilt = rebuilt;
-        resumed.lock = Some((store, taken));
         Ok(resumed)
     }
 
