@@ -1,7 +1,12 @@
 //! The HTTP API: routes, authentication and validation of each request, the query pipeline
-//! (pool connection → store read under RLS → rerank → final tenant check), and the two response
-//! shapes — an SSE stream by default, one JSON body with `Accept: application/json`. Every error,
-//! an unknown route included, is one JSON shape: `{error, message, field?}`.
+//! (embedding → pool connection → store read under RLS and row fetch → rerank → final tenant
+//! check → first token), and the two response shapes — an SSE stream by default, one JSON body
+//! with `Accept: application/json`. Every error, an unknown route included, is one JSON shape:
+//! `{error, message, field?}`.
+//!
+//! Each stage waits as long as the instance's latency profile draws for the request (nothing
+//! under `fast`), asleep on the request's task; the store stages hold their pool connection
+//! while they wait.
 //!
 //! A request is authenticated on its head before its body is read: a caller without valid
 //! credentials gets its 401 without the service reading (or waiting for) a byte of the body.
@@ -27,7 +32,8 @@ use crate::embedding::Embedding;
 use crate::fault::{FaultKind, FaultSchedule, LeakCatcher, SLOW_ANN_DELAY, SLOW_TTFV_DELAY};
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, RelayMetrics, TEXT_CONTENT_TYPE, millis};
 use crate::pool::{ConnectionPool, PoolError};
-use crate::rerank::{RerankOutcome, rerank};
+use crate::profile::{Profile, Sampler, StageWaits};
+use crate::rerank::{RerankOutcome, keep_ann_order, rerank};
 use crate::sse::{RETRY_MS, event_block};
 use crate::store::{FoundRow, MemoryStore, RowPolicy, SimilarityRead, StoreError};
 use crate::tenancy::TenantContext;
@@ -44,6 +50,9 @@ pub const MAX_TIMEOUT_MS: u64 = 120_000;
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Pause before an `sse-drop` cut, so the events before it are flushed to the client.
 const STREAM_CUT_PAUSE: Duration = Duration::from_millis(20);
+/// How much later than [`SLOW_TTFV_DELAY`] a struck stream's first value may come (the slow
+/// call's own jitter), as a share of it.
+const SLOW_TTFV_JITTER: f64 = 0.05;
 const MAX_QUERY_CHARS: usize = 2_000;
 const MAX_TEXT_CHARS: usize = 8_000;
 const MAX_TAGS: usize = 32;
@@ -59,6 +68,8 @@ pub(crate) struct AppState {
     pub admission: Arc<Semaphore>,
     pub faults: FaultSchedule,
     pub leak_catcher: LeakCatcher,
+    pub profile: Profile,
+    pub sampler: Sampler,
     pub rerank_budget: Duration,
     pub body_limits: BodyLimits,
 }
@@ -397,7 +408,8 @@ async fn run_query(
         .map_err(|_| ApiError::Overloaded("too many concurrent queries; retry shortly"))?;
     let deadline = received + Duration::from_millis(request.timeout_ms);
     let context = TenantContext::new(state.store.keys().user_hash(&principal.user_id));
-    let retrieval = retrieve(&state, &context, &request, deadline);
+    let waits = state.sampler.waits(state.profile);
+    let retrieval = retrieve(&state, &context, &request, deadline, &waits);
     let hits = match tokio::time::timeout_at(deadline.into(), retrieval).await {
         Ok(Ok(hits)) => Some(hits),
         Ok(Err(error)) => return Err(error),
@@ -407,14 +419,13 @@ async fn run_query(
         let Some(hits) = hits else {
             return Err(ApiError::Timeout(request.timeout_ms));
         };
-        if state.faults.strikes(FaultKind::SlowTtfv) {
-            let wake = Instant::now() + SLOW_TTFV_DELAY;
-            if wake > deadline {
-                tokio::time::sleep_until(deadline.into()).await;
-                return Err(ApiError::Timeout(request.timeout_ms));
-            }
-            tokio::time::sleep_until(wake.into()).await;
+        let first_value = FirstValue::of(&state, received, waits.first_token);
+        let wake = first_value.due(Instant::now());
+        if wake > deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            return Err(ApiError::Timeout(request.timeout_ms));
         }
+        tokio::time::sleep_until(wake.into()).await;
         let count = hits.len();
         let body = json!({
             "results": hits,
@@ -432,6 +443,7 @@ async fn run_query(
             received,
             deadline,
             request.timeout_ms,
+            waits.first_token,
             admission,
         ),
     ))
@@ -444,61 +456,84 @@ fn with_version(state: &AppState, mut response: Response) -> Response {
     response
 }
 
-/// Store read, rerank and final check for one query; returns the hits to send, best first.
+/// Sleeps for `wait` on the calling task (not at all for zero).
+async fn wait(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Embedding, store read and row fetch, rerank and final check for one query; returns the hits
+/// to send, best first.
 async fn retrieve(
     state: &Arc<AppState>,
     context: &TenantContext,
     request: &QueryRequest,
     deadline: Instant,
+    waits: &StageWaits,
 ) -> Result<Vec<Hit>, ApiError> {
+    // The embedding model answers before the store is asked: no connection held meanwhile.
+    wait(waits.embedding).await;
     let connection = state.pool.acquire(None).await.map_err(|e| match e {
         PoolError::Exhausted { .. } => ApiError::Overloaded("store connection pool exhausted"),
         PoolError::Closed => ApiError::Overloaded("service shutting down"),
     })?;
+    let checked_out = Instant::now();
     let forget_context = state.faults.strikes(FaultKind::RlsErrors);
     let policy = if state.faults.strikes(FaultKind::TenantLeak) {
         RowPolicy::Bypassed
     } else {
         RowPolicy::Enforced
     };
-    let ann_delay = if state.faults.strikes(FaultKind::SlowAnn) {
-        SLOW_ANN_DELAY
-    } else {
-        Duration::ZERO
-    };
+    let slow_ann = state
+        .faults
+        .strike(FaultKind::SlowAnn)
+        .map_or(Duration::ZERO, |level| SLOW_ANN_DELAY.mul_f64(level));
     let store = Arc::clone(&state.store);
     let read_context = context.clone();
     let query_text = request.query.clone();
     let limit = candidate_count(request.top_k);
-    let (result, held) = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
+    // The connection goes to the blocking task and comes back with the result: should this
+    // request be abandoned meanwhile, it is still held until the search is done.
+    let (result, connection) = tokio::task::spawn_blocking(move || {
         let embedding = Embedding::of_text(&query_text);
         let result = store.search(&SimilarityRead {
             context: (!forget_context).then_some(&read_context),
             policy,
             query: &embedding,
             limit,
-            ann_delay,
         });
-        drop(connection);
-        (result, started.elapsed())
+        (result, connection)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
     let metrics = &state.metrics;
-    metrics.db_query_latency_ms.observe(millis(held));
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(StoreError::MissingTenantContext) => {
-            metrics.memory_rls_policy_errors.inc();
-            tracing::error!("store refused a read without tenant context (RLS)");
-            return Err(ApiError::RlsPolicy);
+        Err(error) => {
+            drop(connection);
+            metrics
+                .db_query_latency_ms
+                .observe(millis(checked_out.elapsed()));
+            if error == StoreError::MissingTenantContext {
+                metrics.memory_rls_policy_errors.inc();
+                tracing::error!("store refused a read without tenant context (RLS)");
+                return Err(ApiError::RlsPolicy);
+            }
+            return Err(ApiError::Internal(error.to_string()));
         }
-        Err(error) => return Err(ApiError::Internal(error.to_string())),
     };
+    // The index's and the rows' own time, the connection held throughout.
+    let ann_wait = waits.ann + slow_ann;
+    wait(ann_wait).await;
     metrics
         .memory_ann_query_latency_ms
-        .observe(millis(outcome.ann_latency));
+        .observe(millis(outcome.ann_latency + ann_wait));
+    wait(waits.fetch).await;
+    drop(connection);
+    metrics
+        .db_query_latency_ms
+        .observe(millis(checked_out.elapsed()));
     let mut rows = outcome.rows;
     let remaining = deadline.saturating_duration_since(Instant::now());
     let budget = if remaining > state.rerank_budget {
@@ -506,7 +541,18 @@ async fn retrieve(
     } else {
         Duration::ZERO
     };
-    match rerank(&request.query, &mut rows, budget) {
+    let reranked = if budget.is_zero() || waits.rerank.is_zero() {
+        rerank(&request.query, &mut rows, budget)
+    } else if waits.rerank >= budget {
+        // The reranker would answer past its budget: given up on at the budget.
+        wait(budget).await;
+        keep_ann_order(&mut rows);
+        RerankOutcome::TimedOut
+    } else {
+        wait(waits.rerank).await;
+        rerank(&request.query, &mut rows, budget - waits.rerank)
+    };
+    match reranked {
         RerankOutcome::Applied => {}
         RerankOutcome::SkippedNoTime => {
             metrics.memory_rerank_skipped.inc();
@@ -567,6 +613,34 @@ fn final_check(
         .collect()
 }
 
+/// When a response's first value may go: after the model's first token, and — under the
+/// `slow-ttfv` fault — not before the slow call made at the request's arrival has answered.
+struct FirstValue {
+    first_token: Duration,
+    not_before: Option<Instant>,
+}
+
+impl FirstValue {
+    /// The first value of a request `received` then, whose first token takes `first_token`;
+    /// decides whether `slow-ttfv` strikes it.
+    fn of(state: &AppState, received: Instant, first_token: Duration) -> Self {
+        let not_before = state.faults.strike(FaultKind::SlowTtfv).map(|level| {
+            let jitter = 1.0 + SLOW_TTFV_JITTER * state.sampler.uniform();
+            received + SLOW_TTFV_DELAY.mul_f64(level * jitter)
+        });
+        FirstValue {
+            first_token,
+            not_before,
+        }
+    }
+
+    /// When the first value is due, the first token starting `now`.
+    fn due(&self, now: Instant) -> Instant {
+        let token = now + self.first_token;
+        self.not_before.map_or(token, |t| t.max(token))
+    }
+}
+
 /// Where a stream is in its life.
 enum StreamPhase {
     Results,
@@ -585,7 +659,8 @@ struct QueryStream {
     received: Instant,
     deadline: Instant,
     timeout_ms: u64,
-    first_value_delay: Option<Duration>,
+    /// Taken before the first event: what it waits for.
+    first_value: Option<FirstValue>,
     cut_after: Option<usize>,
     first_value_sent: bool,
     phase: StreamPhase,
@@ -613,19 +688,17 @@ fn sse_response(
     received: Instant,
     deadline: Instant,
     timeout_ms: u64,
+    first_token: Duration,
     admission: OwnedSemaphorePermit,
 ) -> Response {
     let timed_out = hits.is_none();
     let hits = hits.unwrap_or_default();
     let total = hits.len();
-    let (first_value_delay, cut_after) = if timed_out {
+    let (first_value, cut_after) = if timed_out {
         (None, None)
     } else {
         (
-            state
-                .faults
-                .strikes(FaultKind::SlowTtfv)
-                .then_some(SLOW_TTFV_DELAY),
+            Some(FirstValue::of(&state, received, first_token)),
             state
                 .faults
                 .strikes(FaultKind::SseDrop)
@@ -641,7 +714,7 @@ fn sse_response(
         received,
         deadline,
         timeout_ms,
-        first_value_delay,
+        first_value,
         cut_after,
         first_value_sent: false,
         phase: StreamPhase::Results,
@@ -680,9 +753,9 @@ impl QueryStream {
                         "stream cut by the sse-drop fault",
                     )));
                 }
-                // Taken once: the delay applies before the first data-carrying event only.
-                if let Some(delay) = self.first_value_delay.take() {
-                    let wake = Instant::now() + delay;
+                // Taken once: the wait comes before the first data-carrying event only.
+                if let Some(first_value) = self.first_value.take() {
+                    let wake = first_value.due(Instant::now());
                     tokio::time::sleep_until(wake.min(self.deadline).into()).await;
                 }
                 if Instant::now() >= self.deadline {
@@ -837,6 +910,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
+    state.pool.refresh();
     let (content_type, encoded) = if openmetrics {
         (OPENMETRICS_CONTENT_TYPE, state.metrics.encode_openmetrics())
     } else {

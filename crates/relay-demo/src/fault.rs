@@ -1,11 +1,17 @@
-//! Fault injection: the `--fault KIND[:rate][@onset]` knobs that make a relay-demo instance
-//! misbehave the way a bad release would, and the runtime schedule that decides which requests a
-//! fault strikes.
+//! Fault injection: the `--fault KIND[:rate][@onset][~ramp]` knobs that make a relay-demo
+//! instance misbehave the way a bad release would, and the runtime schedule that decides which
+//! requests a fault strikes and how hard.
 //!
 //! Every fault is a real behaviour change in the request path (a delay that really happens, a
 //! stream that is really cut, a read that really runs without tenant context, rows of another
 //! tenant that really pass the store filter, connections that are really held), so each one moves
 //! exactly the metric a guardrail watches for it and nothing else.
+//!
+//! A fault with a ramp does not switch on at its onset: it grows over the ramp, the way a real
+//! regression drifts in (a cache going cold, a queue filling, a rollout reaching more nodes), so
+//! its metric crosses the threshold as a drift rather than a step. What grows is the fault's
+//! effect ([`FaultKind::ramp_grows`]): the delay of the slow faults, the share of requests struck
+//! of the others, the connections the pool-saturation job holds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,8 +21,10 @@ use std::time::{Duration, Instant};
 /// What a fault breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultKind {
-    /// The first result of an affected stream is delayed by [`SLOW_TTFV_DELAY`]
-    /// (moves `ttfv_ms` past the runbook's 1500 ms threshold).
+    /// The first result of an affected stream waits for a call made when the request arrived
+    /// that now answers only after [`SLOW_TTFV_DELAY`] (up to 5 % more): the stream's time to
+    /// first value is at least that (moves `ttfv_ms` past the runbook's 1500 ms threshold, while
+    /// staying under the runbook's 2 s request timeout).
     SlowTtfv,
     /// An affected stream is cut (connection aborted) before its `done` event
     /// (moves `sse_complete_total` away from `sse_total`).
@@ -36,7 +44,7 @@ pub enum FaultKind {
     PoolSaturation,
 }
 
-/// Delay added before the first result of a stream struck by [`FaultKind::SlowTtfv`].
+/// Time after arrival before which a stream struck by [`FaultKind::SlowTtfv`] sends no result.
 pub const SLOW_TTFV_DELAY: Duration = Duration::from_millis(1800);
 /// Delay added to an ANN search struck by [`FaultKind::SlowAnn`].
 pub const SLOW_ANN_DELAY: Duration = Duration::from_millis(400);
@@ -51,6 +59,16 @@ impl FaultKind {
         FaultKind::SlowAnn,
         FaultKind::PoolSaturation,
     ];
+
+    /// What the fault's ramp grows.
+    pub fn ramp_grows(self) -> RampGrows {
+        match self {
+            FaultKind::SlowTtfv | FaultKind::SlowAnn | FaultKind::PoolSaturation => {
+                RampGrows::Intensity
+            }
+            FaultKind::SseDrop | FaultKind::RlsErrors | FaultKind::TenantLeak => RampGrows::Share,
+        }
+    }
 
     /// The name used on the command line (`slow-ttfv`, `sse-drop`, ...).
     pub fn name(self) -> &'static str {
@@ -82,11 +100,23 @@ impl FromStr for FaultKind {
     }
 }
 
-/// One fault: what breaks, for which share of requests, from when on.
+/// What a fault's ramp grows from nothing to the full fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampGrows {
+    /// The effect on each struck request (a delay) or on the pool (connections held); the share
+    /// of requests struck is the rate throughout.
+    Intensity,
+    /// The share of requests struck, up to the rate; each struck request fails fully.
+    Share,
+}
+
+/// One fault: what breaks, for which share of requests, from when on, how fast it grows.
 ///
-/// Parsed from `KIND[:rate][@onset]`: `rate` is a fraction in `0..=1` (default 1) and `onset` a
-/// duration after process start (`90s`, `5m`, `1.5s`, `250ms`; default `0s`). For
-/// `pool-saturation` the rate is the share of pool connections the runaway job holds.
+/// Parsed from `KIND[:rate][@onset][~ramp]`: `rate` is a fraction in `0..=1` (default 1),
+/// `onset` a duration after process start (`90s`, `5m`, `1.5s`, `250ms`; default `0s`) and
+/// `ramp` how long the fault takes to grow to its full effect after the onset (default `0s`: all
+/// at once). For `pool-saturation` the rate is the share of pool connections the runaway job
+/// holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fault {
     /// What breaks.
@@ -95,6 +125,8 @@ pub struct Fault {
     pub rate: f64,
     /// Delay after the service starts before the fault begins.
     pub onset: Duration,
+    /// Time from the onset to the full effect; zero switches the fault on at once.
+    pub ramp: Duration,
 }
 
 impl Fault {
@@ -104,6 +136,29 @@ impl Fault {
             kind,
             rate: 1.0,
             onset: Duration::ZERO,
+            ramp: Duration::ZERO,
+        }
+    }
+
+    /// How far the fault has grown `elapsed` after the service started: `None` before its
+    /// onset, then from 0 to 1 (the full fault) over its ramp.
+    pub fn level(&self, elapsed: Duration) -> Option<f64> {
+        let since_onset = elapsed.checked_sub(self.onset)?;
+        if since_onset >= self.ramp {
+            return Some(1.0);
+        }
+        Some(since_onset.as_secs_f64() / self.ramp.as_secs_f64())
+    }
+
+    /// The fault for a service started `elapsed` into the schedule it should follow (a service
+    /// restarted mid-run): the onset comes `elapsed` sooner; a fault already growing starts again
+    /// from nothing and ends its ramp when the original would have.
+    pub fn advanced_by(self, elapsed: Duration) -> Fault {
+        let end = self.onset + self.ramp;
+        Fault {
+            onset: self.onset.saturating_sub(elapsed),
+            ramp: end.saturating_sub(elapsed.max(self.onset)),
+            ..self
         }
     }
 }
@@ -116,7 +171,11 @@ impl fmt::Display for Fault {
             self.kind,
             self.rate,
             self.onset.as_millis()
-        )
+        )?;
+        if !self.ramp.is_zero() {
+            write!(f, "~{}ms", self.ramp.as_millis())?;
+        }
+        Ok(())
     }
 }
 
@@ -136,6 +195,11 @@ pub enum FaultParseError {
         "invalid fault onset `{0}`; expected a duration such as `90s`, `5m`, `1.5s` or `250ms`, e.g. `slow-ttfv@90s`"
     )]
     InvalidOnset(String),
+    /// The ramp is not a duration.
+    #[error(
+        "invalid fault ramp `{0}`; expected a duration such as `5m`, `30s` or `0s` after `~`, e.g. `slow-ttfv@90s~5m`"
+    )]
+    InvalidRamp(String),
 }
 
 impl FromStr for Fault {
@@ -143,6 +207,14 @@ impl FromStr for Fault {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        let (s, ramp) = match s.split_once('~') {
+            Some((head, ramp)) => (
+                head,
+                parse_duration(ramp)
+                    .ok_or_else(|| FaultParseError::InvalidRamp(ramp.to_owned()))?,
+            ),
+            None => (s, Duration::ZERO),
+        };
         let (head, onset) = match s.split_once('@') {
             Some((head, onset)) => (
                 head,
@@ -167,6 +239,7 @@ impl FromStr for Fault {
             kind: kind.parse()?,
             rate,
             onset,
+            ramp,
         })
     }
 }
@@ -189,9 +262,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// The faults of one running instance, with the clock they are scheduled against.
 ///
-/// Which requests a fault strikes is deterministic: with rate `r`, the `n`-th request seen while
-/// the fault is active is struck iff `floor((n+1)·r) > floor(n·r)`, so exactly a share `r` of
-/// requests is struck (every one at `r = 1`, every tenth at `r = 0.1`).
+/// Which requests a fault strikes is deterministic: each request seen while the fault is active
+/// adds its current share `s` (the rate, or for a fault whose ramp grows the share, the rate
+/// times its level) to a running sum, and is struck iff that sum passes a whole number — so
+/// exactly a share `s` of requests is struck (every one at `s = 1`, every tenth at `s = 0.1`),
+/// evenly spread while the share grows.
 #[derive(Debug)]
 pub struct FaultSchedule {
     started: Instant,
@@ -201,7 +276,8 @@ pub struct FaultSchedule {
 #[derive(Debug)]
 struct ScheduledFault {
     fault: Fault,
-    seen: AtomicU64,
+    /// The running sum of shares, as `f64` bits.
+    struck_sum: AtomicU64,
 }
 
 impl FaultSchedule {
@@ -213,25 +289,35 @@ impl FaultSchedule {
                 .iter()
                 .map(|&fault| ScheduledFault {
                     fault,
-                    seen: AtomicU64::new(0),
+                    struck_sum: AtomicU64::new(0f64.to_bits()),
                 })
                 .collect(),
         }
     }
 
-    /// Whether a fault of `kind` strikes the current request. Advances that fault's counter when
+    /// Whether a fault of `kind` strikes the current request. Advances that fault's count when
     /// the fault is active, so call it once per request and decision.
     pub fn strikes(&self, kind: FaultKind) -> bool {
+        self.strike(kind).is_some()
+    }
+
+    /// Whether a fault of `kind` strikes the current request, and how hard: `Some(intensity)`,
+    /// from 0 to 1 — the level its ramp has reached for a fault whose ramp grows the intensity,
+    /// always 1 for one whose ramp grows the share struck. Advances that fault's count when the
+    /// fault is active, so call it once per request and decision.
+    pub fn strike(&self, kind: FaultKind) -> Option<f64> {
         let elapsed = self.started.elapsed();
-        let mut struck = false;
+        let mut struck: Option<f64> = None;
         for entry in self.entries.iter().filter(|e| e.fault.kind == kind) {
-            if elapsed < entry.fault.onset {
+            let Some(level) = entry.fault.level(elapsed) else {
                 continue;
-            }
-            let n = entry.seen.fetch_add(1, Ordering::Relaxed) as f64;
-            let rate = entry.fault.rate;
-            if ((n + 1.0) * rate).floor() > (n * rate).floor() {
-                struck = true;
+            };
+            let (share, intensity) = match kind.ramp_grows() {
+                RampGrows::Intensity => (entry.fault.rate, level),
+                RampGrows::Share => (entry.fault.rate * level, 1.0),
+            };
+            if entry.passes_a_whole_number(share) {
+                struck = Some(struck.map_or(intensity, |s| s.max(intensity)));
             }
         }
         struck
@@ -248,6 +334,22 @@ impl FaultSchedule {
     /// When the schedule's clock started (the process start for a served instance).
     pub fn started(&self) -> Instant {
         self.started
+    }
+}
+
+impl ScheduledFault {
+    /// Adds `share` to the running sum; whether the sum passed a whole number.
+    fn passes_a_whole_number(&self, share: f64) -> bool {
+        let mut passed = false;
+        let _ = self
+            .struck_sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let before = f64::from_bits(bits);
+                let after = before + share;
+                passed = after.floor() > before.floor();
+                Some(after.to_bits())
+            });
+        passed
     }
 }
 
@@ -300,6 +402,79 @@ mod tests {
             assert_eq!(fault.kind, kind, "{text}");
             assert_eq!(fault.rate, rate, "{text}");
             assert_eq!(fault.onset, Duration::from_millis(onset_ms), "{text}");
+            assert_eq!(
+                fault.ramp,
+                Duration::ZERO,
+                "{text}: a step unless a ramp is given"
+            );
+            assert_eq!(fault.to_string().parse::<Fault>().unwrap(), fault, "{text}");
+        }
+    }
+
+    #[test]
+    fn parses_a_ramp_after_the_onset() {
+        let cases = [
+            ("slow-ttfv~5m", 1.0, 0, 300_000),
+            ("slow-ttfv@90s~5m", 1.0, 90_000, 300_000),
+            ("sse-drop:0.2@1m~30s", 0.2, 60_000, 30_000),
+            ("slow-ann~0s", 1.0, 0, 0),
+        ];
+        for (text, rate, onset_ms, ramp_ms) in cases {
+            let fault: Fault = text.parse().unwrap();
+            assert_eq!(fault.rate, rate, "{text}");
+            assert_eq!(fault.onset, Duration::from_millis(onset_ms), "{text}");
+            assert_eq!(fault.ramp, Duration::from_millis(ramp_ms), "{text}");
+            assert_eq!(fault.to_string().parse::<Fault>().unwrap(), fault, "{text}");
+        }
+        let message = "slow-ttfv@1m~soon".parse::<Fault>().unwrap_err();
+        assert!(matches!(message, FaultParseError::InvalidRamp(_)));
+        assert!(message.to_string().contains("~5m"), "{message}");
+    }
+
+    #[test]
+    fn level_grows_over_the_ramp() {
+        let fault: Fault = "slow-ttfv@10s~20s".parse().unwrap();
+        let at = |s: u64| fault.level(Duration::from_secs(s));
+        assert_eq!(at(9), None);
+        assert_eq!(at(10), Some(0.0));
+        assert_eq!(at(15), Some(0.25));
+        assert_eq!(at(20), Some(0.5));
+        assert_eq!(at(30), Some(1.0));
+        assert_eq!(at(3600), Some(1.0));
+        let step: Fault = "slow-ttfv@10s".parse().unwrap();
+        assert_eq!(step.level(Duration::from_secs(10)), Some(1.0));
+    }
+
+    #[test]
+    fn a_restarted_service_keeps_the_schedule() {
+        let fault: Fault = "slow-ttfv@10s~20s".parse().unwrap();
+        let secs = |f: Fault| (f.onset.as_secs(), f.ramp.as_secs());
+        // Before the onset: the same fault, sooner.
+        assert_eq!(secs(fault.advanced_by(Duration::from_secs(4))), (6, 20));
+        // Mid-ramp: grows again over what is left of the ramp.
+        assert_eq!(secs(fault.advanced_by(Duration::from_secs(25))), (0, 5));
+        // Past the ramp: full from the start.
+        assert_eq!(secs(fault.advanced_by(Duration::from_secs(60))), (0, 0));
+    }
+
+    #[test]
+    fn a_ramp_grows_the_share_struck_or_the_intensity() {
+        // Far into a 1 h ramp's first half: about a quarter of sse-drop's rate of 1.
+        let started = Instant::now()
+            .checked_sub(Duration::from_secs(15 * 60))
+            .unwrap();
+        let share: Fault = "sse-drop~1h".parse().unwrap();
+        let schedule = FaultSchedule::new(&[share], started);
+        let struck = (0..1000)
+            .filter(|_| schedule.strike(FaultKind::SseDrop) == Some(1.0))
+            .count();
+        assert!((245..=260).contains(&struck), "{struck}");
+        // slow-ann strikes every request, a quarter as hard.
+        let intensity: Fault = "slow-ann~1h".parse().unwrap();
+        let schedule = FaultSchedule::new(&[intensity], started);
+        for _ in 0..10 {
+            let level = schedule.strike(FaultKind::SlowAnn).unwrap();
+            assert!((0.25..0.26).contains(&level), "{level}");
         }
     }
 

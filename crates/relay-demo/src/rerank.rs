@@ -36,10 +36,7 @@ pub trait Candidate {
 /// [`RerankOutcome::Applied`], candidates keep the ANN order and their similarity as score.
 pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration) -> RerankOutcome {
     let started = Instant::now();
-    for c in candidates.iter_mut() {
-        let s = c.similarity();
-        c.set_score(s);
-    }
+    keep_ann_order(candidates);
     if budget.is_zero() {
         return RerankOutcome::SkippedNoTime;
     }
@@ -99,6 +96,14 @@ pub fn rerank<C: Candidate>(query: &str, candidates: &mut [C], budget: Duration)
         c.set_score(blended);
     }
     RerankOutcome::Applied
+}
+
+/// Gives each candidate its ANN similarity as score: the order a skipped rerank leaves.
+pub fn keep_ann_order<C: Candidate>(candidates: &mut [C]) {
+    for c in candidates.iter_mut() {
+        let s = c.similarity();
+        c.set_score(s);
+    }
 }
 
 /// Whether a raw token equals a lowercased query term, as [`tokens`] would compare them.

@@ -24,6 +24,7 @@ use crate::auth::{Authenticator, DEVELOPMENT_JWT_SECRET};
 use crate::fault::{Fault, FaultKind, FaultSchedule, LeakCatcher};
 use crate::metrics::RelayMetrics;
 use crate::pool::ConnectionPool;
+use crate::profile::{Profile, Sampler};
 use crate::seed::{DEFAULT_MEMORIES_PER_USER, seed_memories};
 use crate::store::{MemoryStore, StoreError};
 use crate::tenancy::TenantKeys;
@@ -42,6 +43,9 @@ pub struct ServeOptions {
     pub seed: bool,
     /// Memories per seeded user (the first holds the user's marker).
     pub seed_memories_per_user: usize,
+    /// How the pipeline's stages spend their time: like production (`Realistic`) or not at all
+    /// (`Fast`).
+    pub profile: Profile,
     /// Faults to inject.
     pub faults: Vec<Fault>,
     /// HS256 signing secret; `None` uses [`DEVELOPMENT_JWT_SECRET`] with a warning.
@@ -51,11 +55,11 @@ pub struct ServeOptions {
     pub data_secret: Option<String>,
     /// Queries in flight at once; beyond it the service answers 503.
     pub max_concurrency: usize,
-    /// Store connections.
+    /// Store connections ([`Profile::pool_size`] by default).
     pub pool_size: usize,
     /// Longest wait for a store connection before answering 503.
     pub pool_acquire_timeout: Duration,
-    /// Time budget of the reranker.
+    /// Time budget of the reranker ([`Profile::rerank_budget`] by default).
     pub rerank_budget: Duration,
     /// Share of foreign rows the final check still catches under the `tenant-leak` fault.
     pub leak_catch_share: f64,
@@ -78,20 +82,30 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// so 30 s is generous for any real client and short enough that a stalled one is let go.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The options of an instance in this process: the [`Profile::Fast`] profile, since instances
+/// embedded in a program are tests' (`relay-demo serve` runs [`crate::DEFAULT_PROFILE`]).
 impl Default for ServeOptions {
     fn default() -> Self {
+        ServeOptions::for_profile(Profile::Fast)
+    }
+}
+
+impl ServeOptions {
+    /// The default options with `profile` and its pool size and rerank budget.
+    pub fn for_profile(profile: Profile) -> Self {
         ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             version_label: "r1".to_owned(),
             seed: false,
             seed_memories_per_user: DEFAULT_MEMORIES_PER_USER,
+            profile,
             faults: Vec::new(),
             jwt_secret: None,
             data_secret: None,
             max_concurrency: 256,
-            pool_size: 16,
+            pool_size: profile.pool_size(),
             pool_acquire_timeout: Duration::from_secs(2),
-            rerank_budget: Duration::from_millis(25),
+            rerank_budget: profile.rerank_budget(),
             leak_catch_share: 0.5,
             started_at: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
@@ -242,6 +256,7 @@ async fn run(
         opts.pool_size,
         opts.pool_acquire_timeout,
         metrics.db_connection_pool_utilization.clone(),
+        opts.profile.pool_gauge(),
     );
     let faults = FaultSchedule::new(&opts.faults, started);
     let stop_jobs = CancellationToken::new();
@@ -257,6 +272,8 @@ async fn run(
         admission: Arc::new(Semaphore::new(opts.max_concurrency.max(1))),
         faults,
         leak_catcher: LeakCatcher::new(opts.leak_catch_share),
+        profile: opts.profile,
+        sampler: Sampler::new(sampler_seed(&opts.version_label)),
         rerank_budget: opts.rerank_budget,
         body_limits: BodyLimits {
             max_bytes: crate::api::MAX_BODY_BYTES,
@@ -267,6 +284,8 @@ async fn run(
     tracing::info!(
         %addr,
         version = %opts.version_label,
+        profile = %opts.profile,
+        pool_size = opts.pool_size,
         faults = %opts.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         header_timeout_ms = opts.header_timeout.as_millis() as u64,
         body_timeout_ms = opts.body_timeout.as_millis() as u64,
@@ -353,17 +372,24 @@ async fn first_request_overdue(first_request: CancellationToken, timeout: Durati
     }
 }
 
+/// Each instance draws its own stage waits: the two arms of a demo are not in lockstep.
+fn sampler_seed(version: &str) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    version.bytes().fold(clock, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The `pool-saturation` fault: from its onset, a runaway job holds `rate × size` connections
-/// (at most `size − 1`, so the service degrades instead of stopping) until shutdown.
+/// (at most `size − 1`, so the service degrades instead of stopping) until shutdown — taken all
+/// at once, or one by one over the fault's ramp.
 async fn hold_pool(pool: ConnectionPool, fault: Fault, started: Instant, stop: CancellationToken) {
-    let onset = started + fault.onset;
-    tokio::select! {
-        () = stop.cancelled() => return,
-        () = tokio::time::sleep_until(onset.into()) => {}
-    }
+    const FOREVER: Duration = Duration::from_secs(24 * 3600);
     let size = pool.size();
-    let held = ((fault.rate * size as f64).round() as usize).min(size.saturating_sub(1));
-    if held == 0 {
+    let full = ((fault.rate * size as f64).round() as usize).min(size.saturating_sub(1));
+    if full == 0 {
         tracing::warn!(
             size,
             rate = fault.rate,
@@ -371,20 +397,42 @@ async fn hold_pool(pool: ConnectionPool, fault: Fault, started: Instant, stop: C
         );
         return;
     }
-    let connections = tokio::select! {
-        () = stop.cancelled() => return,
-        c = pool.acquire_many(held, Duration::from_secs(24 * 3600)) => c,
-    };
-    match connections {
-        Ok(connections) => {
+    // The k-th connection is taken when the ramp's level reaches (k − ½) / full, i.e. when
+    // `level × full` rounds to k; without a ramp, all of them at the onset.
+    let mut held = Vec::with_capacity(full);
+    let mut count = 0;
+    while count < full {
+        let (take, due) = if fault.ramp.is_zero() {
+            (full, started + fault.onset)
+        } else {
+            let level = (count as f64 + 0.5) / full as f64;
+            (1, started + fault.onset + fault.ramp.mul_f64(level))
+        };
+        let connections = tokio::select! {
+            () = stop.cancelled() => return,
+            c = async {
+                tokio::time::sleep_until(due.into()).await;
+                pool.acquire_many(take, FOREVER).await
+            } => c,
+        };
+        match connections {
+            Ok(connections) => held.push(connections),
+            Err(error) => {
+                tracing::warn!(%error, "pool-saturation job could not take connections");
+                return;
+            }
+        }
+        let first = count == 0;
+        count += take;
+        if first || count == full {
             tracing::warn!(
-                held,
+                held = count,
+                full,
                 size,
                 "pool-saturation fault active: runaway job holds connections"
             );
-            stop.cancelled().await;
-            drop(connections);
         }
-        Err(error) => tracing::warn!(%error, "pool-saturation job could not take connections"),
     }
+    stop.cancelled().await;
+    drop(held);
 }

@@ -6,7 +6,9 @@
 //! [`RowPolicy::Bypassed`] exists only so the `tenant-leak` fault can reproduce a broken policy.
 //!
 //! The store is synchronous and CPU-bound; callers run it on blocking threads while holding a
-//! pool connection.
+//! pool connection. What a production store would add — the network, the database's own time —
+//! callers wait for on their own task (the latency profile, the `slow-ann` fault), still holding
+//! the connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,8 +94,6 @@ pub struct SimilarityRead<'a> {
     pub query: &'a Embedding,
     /// Most rows to return.
     pub limit: usize,
-    /// Extra time the ANN search takes (the `slow-ann` fault).
-    pub ann_delay: Duration,
 }
 
 /// The rows of a read and how long its ANN phase took.
@@ -297,9 +297,6 @@ impl MemoryStore {
                     .map(|n| (Arc::clone(shard), n)),
             );
         }
-        if !read.ann_delay.is_zero() {
-            std::thread::sleep(read.ann_delay);
-        }
         let ann_latency = ann_started.elapsed();
         neighbors.sort_by(|a, b| {
             b.1.similarity
@@ -406,7 +403,6 @@ mod tests {
             policy,
             query: q,
             limit: 100,
-            ann_delay: Duration::ZERO,
         }
     }
 

@@ -126,6 +126,10 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         let line = lines.next().expect("serve logs until it listens").unwrap();
         if line.contains("relay-demo listening") {
             assert!(line.contains("r0.5"), "{line}");
+            assert!(
+                line.contains(relay_demo::DEFAULT_PROFILE.name()),
+                "the default profile: {line}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "serve did not start");
@@ -182,4 +186,42 @@ fn serve_timeouts_default_to_the_library_defaults_and_can_be_shortened() {
     assert_eq!(short.body_timeout, Duration::from_millis(1500));
     let zero = serve(&["--body-timeout", "0s"]).unwrap_err();
     assert!(zero.contains("above zero"), "{zero}");
+}
+
+#[test]
+fn serve_runs_the_default_profile_unless_told() {
+    use clap::Parser;
+    use relay_demo::Profile;
+    let serve = |args: &[&str]| match relay_demo::Cli::try_parse_from(
+        ["relay-demo", "serve"].iter().chain(args),
+    ) {
+        Ok(relay_demo::Cli {
+            command: relay_demo::Command::Serve(args),
+        }) => args.to_options(),
+        other => panic!("{other:?}"),
+    };
+    let default = serve(&[]);
+    let profile = relay_demo::DEFAULT_PROFILE;
+    assert_eq!(default.profile, profile);
+    assert_eq!(default.pool_size, profile.pool_size());
+    assert_eq!(default.rerank_budget, profile.rerank_budget());
+    let realistic = serve(&["--profile", "realistic"]);
+    assert_eq!(realistic.profile, Profile::Realistic);
+    assert_eq!(
+        (realistic.pool_size, realistic.rerank_budget),
+        (8, Duration::from_millis(250))
+    );
+    let fast = serve(&["--profile", "fast"]);
+    assert_eq!(fast.profile, Profile::Fast);
+    assert_eq!(
+        (fast.pool_size, fast.rerank_budget),
+        (16, Duration::from_millis(25))
+    );
+    // An explicit size or budget wins over the profile's.
+    let sized = serve(&["--pool-size", "32", "--rerank-budget", "40ms"]);
+    assert_eq!(
+        (sized.pool_size, sized.rerank_budget),
+        (32, Duration::from_millis(40))
+    );
+    assert!(relay_demo::Cli::try_parse_from(["relay-demo", "serve", "--profile", "slow"]).is_err());
 }

@@ -206,6 +206,52 @@ pub fn dirty_signals(samples: &BTreeMap<String, f64>) -> Vec<&'static str> {
     dirty
 }
 
+/// `histogram_quantile(q, name)` over the cumulative buckets of `name` in `samples`, the way
+/// Prometheus interpolates it: linearly inside the bucket where the rank falls. Also returns
+/// that bucket's bounds.
+pub fn histogram_quantile(
+    samples: &BTreeMap<String, f64>,
+    name: &str,
+    q: f64,
+) -> (f64, (f64, f64)) {
+    let bucket = format!("{name}_bucket");
+    let mut buckets: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|(series, _)| series.split('{').next() == Some(bucket.as_str()))
+        .map(|(series, count)| {
+            let le = series
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, *count)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().expect("a histogram").1;
+    assert!(total > 0.0, "{name} has no observations");
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (upper, cumulative) in buckets {
+        if cumulative >= rank {
+            if upper.is_infinite() {
+                return (lower, (lower, upper));
+            }
+            let value = lower + (upper - lower) * (rank - below) / (cumulative - below);
+            return (value, (lower, upper));
+        }
+        (lower, below) = (upper, cumulative);
+    }
+    unreachable!("the +Inf bucket holds every observation")
+}
+
 /// Polls `check` until it returns `Some`, failing after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
