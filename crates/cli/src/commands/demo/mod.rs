@@ -29,14 +29,17 @@ use crate::run::{self, RunOptions};
   canary demo                               healthy canary: PROMOTE in about a minute
   canary demo --fault slow-ttfv             TTFV p95 over 1500 ms for 5 runbook minutes: ROLLBACK
   canary demo --fault tenant-leak@20m       a cross-tenant leak from T+20: SECURITY ROLLBACK
+  canary demo --fault slow-ann@10m~20m      ANN slower from T+10, fully by T+30: promotion blocked
   canary demo --fault sse-drop:0.2 --time-scale 30
 
 Faults: slow-ttfv, sse-drop, rls-errors, tenant-leak, slow-ann, pool-saturation, as
-KIND[:rate][@onset] with the onset in runbook time (20m = T+20).
+KIND[:rate][@onset][~ramp] with the onset and the ramp in runbook time (20m = T+20; a bare
+number is minutes). A fault grows to its full effect over its ramp, 10m unless given (~0 for a
+step), so its guardrail drifts across the threshold as a real regression would.
 Exit codes: 0 PROMOTE, 3 ROLLBACK, 4 INCONCLUSIVE, 5 PROMOTION_FAILED, 1 error.")]
 pub struct DemoArgs {
-    /// Make the canary misbehave: KIND[:rate][@onset] (repeatable).
-    #[arg(long = "fault", value_name = "KIND[:rate][@onset]")]
+    /// Make the canary misbehave: KIND[:rate][@onset][~ramp] (repeatable).
+    #[arg(long = "fault", value_name = "KIND[:rate][@onset][~ramp]")]
     faults: Vec<String>,
     /// How many times faster than real time the runbook runs (every duration, including PromQL
     /// range windows, is divided by it).
@@ -69,17 +72,39 @@ pub struct DemoArgs {
     output: Format,
 }
 
-/// Parses a demo fault, with the onset in runbook time (a bare number means minutes), and
-/// returns it with the onset compressed for the service's wall clock.
+/// How long a demo fault takes to grow to its full effect, in runbook time, unless its `~ramp`
+/// says: long enough that its guardrail is seen drifting across the threshold, short enough
+/// that a fault from T+0 is caught well before T+30.
+const DEMO_FAULT_RAMP: Duration = Duration::from_secs(10 * 60);
+
+/// Parses a demo fault, with the onset and the ramp in runbook time (a bare number means
+/// minutes; no ramp means [`DEMO_FAULT_RAMP`]), and returns it with both compressed for the
+/// service's wall clock.
 fn demo_fault(text: &str, time_scale: f64) -> anyhow::Result<relay_demo::Fault> {
-    let text = match text.split_once('@') {
-        Some((head, onset)) if onset.parse::<f64>().is_ok() => format!("{head}@{onset}m"),
-        _ => text.to_owned(),
+    let minutes = |d: &str| match d.parse::<f64>() {
+        Ok(_) => format!("{d}m"),
+        Err(_) => d.to_owned(),
     };
+    let (head, ramp) = match text.split_once('~') {
+        Some((head, ramp)) => (head, Some(minutes(ramp))),
+        None => (text, None),
+    };
+    let mut text = match head.split_once('@') {
+        Some((kind, onset)) => format!("{kind}@{}", minutes(onset)),
+        None => head.to_owned(),
+    };
+    if let Some(ramp) = &ramp {
+        text = format!("{text}~{ramp}");
+    }
     let mut fault: relay_demo::Fault = text
         .parse()
         .map_err(|e| anyhow::anyhow!("--fault {text:?}: {e}"))?;
-    fault.onset = Duration::from_secs_f64(fault.onset.as_secs_f64() / time_scale);
+    if ramp.is_none() {
+        fault.ramp = DEMO_FAULT_RAMP;
+    }
+    let wall = |runbook: Duration| Duration::from_secs_f64(runbook.as_secs_f64() / time_scale);
+    fault.onset = wall(fault.onset);
+    fault.ramp = wall(fault.ramp);
     Ok(fault)
 }
 
@@ -343,4 +368,33 @@ fn print_summary(verdict: &Verdict, bundle: &Path, run_id: &str, verified: &str,
         "  verify     canary verify --key {key} {}",
         bundle.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn demo_faults_are_in_runbook_time_and_drift_in_unless_told() {
+        let ms = |d: Duration| d.as_millis();
+        let cases = [
+            // (fault, onset ms, ramp ms) on the wall clock at 60x
+            ("slow-ttfv", 0, 10_000),
+            ("slow-ttfv@20m", 20_000, 10_000),
+            ("slow-ttfv@20", 20_000, 10_000),
+            ("slow-ann@10m~20m", 10_000, 20_000),
+            ("slow-ann@10~20", 10_000, 20_000),
+            ("sse-drop:0.2~5m", 0, 5_000),
+            ("rls-errors~0", 0, 0),
+        ];
+        for (text, onset, ramp) in cases {
+            let fault = demo_fault(text, 60.0).unwrap();
+            assert_eq!((ms(fault.onset), ms(fault.ramp)), (onset, ramp), "{text}");
+        }
+        assert_eq!(demo_fault("sse-drop:0.2~5m", 60.0).unwrap().rate, 0.2);
+        let error = demo_fault("slow-ttfv~soon", 60.0).unwrap_err().to_string();
+        assert!(error.contains("ramp"), "{error}");
+    }
 }

@@ -120,7 +120,8 @@ pub struct Stack {
 
 impl Stack {
     /// Starts the services and the proxy and waits until they answer. `elapsed` is how far into
-    /// the run this is (a resume): faults keep their onset from the run's start.
+    /// the run this is (a resume): faults keep their onset and the end of their ramp from the
+    /// run's start.
     pub async fn start(
         record: &DemoRecord,
         state_dir: &Path,
@@ -129,11 +130,7 @@ impl Stack {
         let faults = record
             .faults
             .iter()
-            .map(|f| {
-                let mut fault = demo_fault(f, record.time_scale)?;
-                fault.onset = fault.onset.saturating_sub(elapsed);
-                Ok(fault)
-            })
+            .map(|f| Ok(demo_fault(f, record.time_scale)?.advanced_by(elapsed)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let work = state_dir.join("demo");
         std::fs::create_dir_all(&work)?;
