@@ -5,8 +5,8 @@
 //! `{error, message, field?}`.
 //!
 //! Each stage waits as long as the instance's latency profile draws for the request (nothing
-//! under `fast`), asleep on the request's task; the store stages hold their pool connection
-//! while they wait.
+//! under `fast`), asleep on the request's task; the row read holds its pool connection while it
+//! waits, the index search (the tenant's own, in this process) holds none.
 //!
 //! A request is authenticated on its head before its body is read: a caller without valid
 //! credentials gets its 401 without the service reading (or waiting for) a byte of the body.
@@ -463,8 +463,8 @@ async fn wait(wait: Duration) {
     }
 }
 
-/// Embedding, store read and row fetch, rerank and final check for one query; returns the hits
-/// to send, best first.
+/// Embedding, index search, row read under RLS, rerank and final check for one query; returns
+/// the hits to send, best first.
 async fn retrieve(
     state: &Arc<AppState>,
     context: &TenantContext,
@@ -472,8 +472,14 @@ async fn retrieve(
     deadline: Instant,
     waits: &StageWaits,
 ) -> Result<Vec<Hit>, ApiError> {
-    // The embedding model answers before the store is asked: no connection held meanwhile.
+    // The embedding model, then the tenant's index: no store connection held meanwhile.
     wait(waits.embedding).await;
+    let slow_ann = state
+        .faults
+        .strike(FaultKind::SlowAnn)
+        .map_or(Duration::ZERO, |level| SLOW_ANN_DELAY.mul_f64(level));
+    let ann_wait = waits.ann + slow_ann;
+    wait(ann_wait).await;
     let connection = state.pool.acquire(None).await.map_err(|e| match e {
         PoolError::Exhausted { .. } => ApiError::Overloaded("store connection pool exhausted"),
         PoolError::Closed => ApiError::Overloaded("service shutting down"),
@@ -485,10 +491,6 @@ async fn retrieve(
     } else {
         RowPolicy::Enforced
     };
-    let slow_ann = state
-        .faults
-        .strike(FaultKind::SlowAnn)
-        .map_or(Duration::ZERO, |level| SLOW_ANN_DELAY.mul_f64(level));
     let store = Arc::clone(&state.store);
     let read_context = context.clone();
     let query_text = request.query.clone();
@@ -523,12 +525,10 @@ async fn retrieve(
             return Err(ApiError::Internal(error.to_string()));
         }
     };
-    // The index's and the rows' own time, the connection held throughout.
-    let ann_wait = waits.ann + slow_ann;
-    wait(ann_wait).await;
     metrics
         .memory_ann_query_latency_ms
         .observe(millis(outcome.ann_latency + ann_wait));
+    // The rows' own time, the connection held.
     wait(waits.fetch).await;
     drop(connection);
     metrics

@@ -34,8 +34,8 @@ Examples:
   relay-demo markers                     # the secret marker of each seeded user
 
 Profiles (--profile, default fast): realistic waits at each stage like production's
-dependencies: embedding, ANN search and row fetch (holding a pool connection), rerank, first
-token; TTFV p50 about 340 ms, p95 about 680 ms; ANN p95 about 65 ms. fast waits for nothing.
+dependencies: embedding, ANN search, row read (holding a pool connection), rerank, first token;
+TTFV p50 about 340 ms, p95 about 680 ms; ANN p95 about 65 ms. fast waits for nothing.
 
 Faults (--fault KIND[:rate][@onset][~ramp], repeatable; rate 0..1, default 1; onset e.g. 90s,
 1.5s, 5m; ramp: the time the fault takes to grow to its full effect, default 0s = at once):

@@ -36,8 +36,9 @@ pub enum FaultKind {
     /// final check catches only a share of them (`ServeOptions::leak_catch_share`), counts those in
     /// `memory_cross_tenant_attempts_total`, and the rest reach the client.
     TenantLeak,
-    /// An affected ANN search takes [`SLOW_ANN_DELAY`] longer, holding its pool connection
-    /// (moves `memory_ann_query_latency_ms` past 200 ms while TTFV stays under 1500 ms).
+    /// An affected ANN search takes [`SLOW_ANN_DELAY`] longer (moves
+    /// `memory_ann_query_latency_ms` past 200 ms while TTFV stays under 1500 ms). The index is
+    /// the service's own, so the store's pool is not held meanwhile.
     SlowAnn,
     /// A runaway job holds a share of the connection pool (the fault's rate, always leaving one
     /// connection free) from the onset on (moves `db_connection_pool_utilization` up).

@@ -216,30 +216,31 @@ async fn overload_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn exhausted_connection_pool_is_503() {
-    // Every connection but one is held by the runaway job, and a slow ANN search holds the last.
+    // Two runaway jobs (each leaves one connection, the other takes it) hold the whole pool.
     let server = start(10, |o| {
         o.pool_size = 2;
         o.pool_acquire_timeout = Duration::from_millis(50);
         o.faults = vec![
             "pool-saturation".parse().unwrap(),
-            "slow-ann".parse().unwrap(),
+            "pool-saturation".parse().unwrap(),
         ];
     })
     .await;
     let url = server.url();
-    eventually(Duration::from_secs(5), "the runaway job", || async {
+    eventually(Duration::from_secs(5), "the runaway jobs", || async {
         let s = parse_samples(&metrics_text(&url).await);
-        (sample(&s, "db_connection_pool_utilization", "") >= 50.0).then_some(())
+        (sample(&s, "db_connection_pool_utilization", "") >= 100.0).then_some(())
     })
     .await;
     let t = token("user_1");
-    let (a, b) = tokio::join!(
-        query_json(&url, Some(&t), r#"{"query":"a"}"#),
-        query_json(&url, Some(&t), r#"{"query":"b"}"#)
+    let (status, headers, body) = query_json(&url, Some(&t), r#"{"query":"a"}"#).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"], "overloaded");
+    assert!(
+        body["message"].as_str().unwrap().contains("pool exhausted"),
+        "{body}"
     );
-    let mut statuses = [a.0, b.0];
-    statuses.sort();
-    assert_eq!(statuses, [200, 503]);
 }
 
 #[tokio::test]

@@ -91,9 +91,9 @@ async fn realistic_time_to_first_value_and_ann_latency_look_like_production() {
         upper - lower <= 25.0,
         "ANN p95 {ann_p95} ms in ({lower}, {upper}]"
     );
-    // The store stages held their connections for the ANN search and the row fetch.
+    // The row read held its connection for the store's own time.
     let held = sample(&samples, "db_query_latency_ms_sum", "") / 150.0;
-    assert!(held >= 20.0, "mean connection hold {held} ms");
+    assert!(held >= 5.0, "mean connection hold {held} ms");
     // A healthy reranker answers within its budget: nothing skipped.
     assert_eq!(sample(&samples, "memory_rerank_skipped_total", ""), 0.0);
     server.shutdown().await.unwrap();
