@@ -33,11 +33,12 @@ const TTFV_BUCKETS: [f64; 32] = [
     700.0, 800.0, 900.0, 1000.0, 1100.0, 1200.0, 1300.0, 1400.0, 1500.0, 1600.0, 1700.0, 1800.0,
     1900.0, 2000.0, 2500.0, 3000.0, 5000.0, 10000.0,
 ];
-/// ANN latency buckets (ms): 10 ms apart from 20 to 100 where a healthy search sits, then dense
-/// around the runbook's 200 ms threshold.
-const ANN_BUCKETS: [f64; 28] = [
+/// ANN latency buckets (ms): 10 ms apart from 20 to 100 where a healthy search sits, dense
+/// around the runbook's 200 ms threshold, 50 ms apart to 500 where `slow-ann` takes it.
+const ANN_BUCKETS: [f64; 30] = [
     0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
-    125.0, 150.0, 175.0, 200.0, 225.0, 250.0, 300.0, 400.0, 500.0, 600.0, 750.0, 1000.0,
+    125.0, 150.0, 175.0, 200.0, 225.0, 250.0, 300.0, 350.0, 400.0, 450.0, 500.0, 600.0, 750.0,
+    1000.0,
 ];
 /// Store query latency buckets (ms): a connection is held for the ANN search and the row fetch.
 const DB_BUCKETS: [f64; 20] = [
