@@ -18,7 +18,8 @@
 //!    the same handle. Runs are spread evenly over the interval, as independently started runs
 //!    are. N = 1, 10, 50, 100, 200, 400, 800, 1600, 2000, each level ~15 s after all its runs
 //!    are set up (connected, lock taken, header stored: not timed), stopping after the first N
-//!    whose journal-write p99 passes 10 ms.
+//!    whose journal-write p99 passes 10 ms twice (a level that passes is run again once: at
+//!    small N its p99 is the worst of a few hundred appends, one stall of a shared machine).
 //!
 //! PostgreSQL's `max_connections` (100 by default) is raised to 2,100 before the PostgreSQL
 //! sweep: every controller holds one connection, so the default caps a store at ~100
@@ -348,48 +349,59 @@ fn capacity_sweep(
     max_n: usize,
 ) {
     println!(
-        "| N runs | journal writes/s | p50 ms | p99 ms | max ms | lease renew p99 ms | late rounds | errors |"
+        "| N runs | journal writes/s | appends timed | p50 ms | p99 ms | max ms | lease renew p99 ms | late rounds | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut passed = None;
     let mut below = None;
-    for &n in LEVELS.iter().filter(|&&n| n <= max_n) {
-        let level = runtime.block_on(capacity_level(location, tag, n, seconds));
-        let Some(mut level) = level else {
-            println!("| {n} | setup failed (above) | | | | | | |");
-            break;
-        };
-        let j = summary(&mut level.journal);
-        let r = summary(&mut level.renew);
-        println!(
-            "| {n} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            j.count as f64 / seconds as f64,
-            ms(j.p50),
-            ms(j.p99),
-            ms(j.max),
-            ms(r.p99),
-            level.late,
-            level.errors.len()
-        );
-        for e in level.errors.iter().take(3) {
-            println!("<!-- error: {e} -->");
+    'levels: for &n in LEVELS.iter().filter(|&&n| n <= max_n) {
+        // A p99 over the limit is measured again before it ends the sweep: at small N a level
+        // has a few hundred appends, and one stall of the shared machine is its p99.
+        for attempt in 1..=2 {
+            let level = runtime.block_on(capacity_level(
+                location,
+                &format!("{tag}{attempt}"),
+                n,
+                seconds,
+            ));
+            let Some(mut level) = level else {
+                println!("| {n} | setup failed (above) | | | | | | | |");
+                break 'levels;
+            };
+            let j = summary(&mut level.journal);
+            let r = summary(&mut level.renew);
+            println!(
+                "| {n}{} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                if attempt > 1 { " (again)" } else { "" },
+                j.count as f64 / seconds as f64,
+                j.count,
+                ms(j.p50),
+                ms(j.p99),
+                ms(j.max),
+                ms(r.p99),
+                level.late,
+                level.errors.len()
+            );
+            for e in level.errors.iter().take(3) {
+                println!("<!-- error: {e} -->");
+            }
+            if j.p99 <= P99_LIMIT {
+                below = Some(n);
+                continue 'levels;
+            }
         }
-        if j.p99 > P99_LIMIT {
-            passed = Some(n);
-            break;
-        }
-        below = Some(n);
+        passed = Some(n);
+        break;
     }
+    let below = below.map_or_else(|| "none".to_owned(), |b| b.to_string());
     match passed {
         Some(n) => println!(
-            "\njournal-write p99 first passes {} ms at N = {n} (last N below: {})",
+            "\njournal-write p99 passes {} ms at N = {n}, twice (last N below: {below})",
             P99_LIMIT.as_millis(),
-            below.map_or_else(|| "none".to_owned(), |b| b.to_string())
         ),
         None => println!(
-            "\njournal-write p99 stayed under {} ms up to N = {}",
+            "\njournal-write p99 stayed under {} ms up to N = {below}",
             P99_LIMIT.as_millis(),
-            below.map_or_else(|| "none".to_owned(), |b| b.to_string())
         ),
     }
 }
