@@ -16,7 +16,8 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "the run history {path} cannot be used: {source}; check its permissions, or move it aside to start a new history"
+        "the run history {path} cannot be used: {source}; {}",
+        sqlite_advice(source)
     )]
     Sqlite {
         path: PathBuf,
@@ -90,4 +91,42 @@ pub enum StoreError {
     },
     #[error("the state store's worker stopped: {detail}")]
     Worker { detail: String },
+}
+
+/// What to do about an SQLite error: a file another process kept busy is not broken.
+fn sqlite_advice(source: &rusqlite::Error) -> &'static str {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "other canary processes on this machine kept it busy past the wait: retry; for many concurrent runs, share one PostgreSQL ([state] url)"
+        }
+        _ => "check its permissions, or move it aside to start a new history",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_history_is_not_called_broken() {
+        let busy = StoreError::Sqlite {
+            path: PathBuf::from("/s/history.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        }
+        .to_string();
+        assert!(busy.contains("kept it busy past the wait: retry"), "{busy}");
+        assert!(!busy.contains("permissions"), "{busy}");
+        let broken = StoreError::Sqlite {
+            path: PathBuf::from("/s/history.sqlite"),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                None,
+            ),
+        }
+        .to_string();
+        assert!(broken.contains("check its permissions"), "{broken}");
+    }
 }
