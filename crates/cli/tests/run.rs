@@ -536,3 +536,29 @@ timeout = "5s""#;
     let split = std::fs::read_to_string(rig.dir.path().join("split.txt")).unwrap();
     assert_eq!(split.trim(), "0");
 }
+
+#[test]
+fn a_run_that_fails_before_touching_traffic_gives_the_service_back_at_once() {
+    let rig = rig();
+    // The evidence directory cannot be made (a file is in its place): the run fails after
+    // taking the service's lock and before touching traffic.
+    let evidence = rig.dir.path().join("evidence");
+    std::fs::write(&evidence, "not a directory").unwrap();
+    let (code, _, stderr) = finish(rig.run(&[]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        !stderr.contains("preflight failed"),
+        "it failed after taking the lock: {stderr}"
+    );
+    assert!(stderr.contains("evidence"), "{stderr}");
+    assert_eq!(rig.canary_weight(), 0);
+    // At once, not after the 30 s lease: the next run is not refused by that lock.
+    std::fs::remove_file(&evidence).unwrap();
+    let mut run = rig.run(&[]);
+    let status = rig.wait_running(&mut run, 1_000);
+    assert!(status["run_id"].as_str().is_some());
+    rig.cli(&["abort", "-c", "canary.toml", "--reason", "test over"]);
+    let (code, _, stderr) = finish(run);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(!stderr.contains("is being canaried by"), "{stderr}");
+}

@@ -187,37 +187,50 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
         }
     };
 
-    let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
-    let journal = bundle.create_journal(&plan)?;
-    let replica = replica::Replica::start(store.clone(), &run_id, journal.path()).await?;
-    if let Some(started) = options.started {
-        started(&run_id);
+    // Until the controller drives the run, nothing has touched traffic: a failure here gives
+    // the service's lock back at once rather than at the lease's end.
+    let ready = async {
+        let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
+        let journal = bundle.create_journal(&plan)?;
+        let replica = replica::Replica::start(store.clone(), &run_id, journal.path()).await?;
+        if let Some(started) = options.started {
+            started(&run_id);
+        }
+        let (operator, host) = operator_and_host();
+        store
+            .record_start(&RunStart {
+                run_id: run_id.clone(),
+                service: plan.service.clone(),
+                started,
+                // Absolute: the history is read from other directories and other machines.
+                bundle: std::path::absolute(bundle.dir())
+                    .unwrap_or_else(|_| bundle.dir().to_path_buf()),
+                cooldown_override: match (&options.override_cooldown, &active) {
+                    (Some(reason), Some(active)) => Some(Override {
+                        reason: reason.clone(),
+                        overridden_run: active.run_id.clone(),
+                        by: Some(operator.clone()),
+                        host: Some(host.clone()),
+                    }),
+                    _ => None,
+                },
+                host,
+                operator,
+            })
+            .await?;
+        let engine = Engine::new(plan.clone())?;
+        let mut controller = Controller::new(engine, journal, bundle, &wiring, 0);
+        controller.replica = Some(replica);
+        Ok::<_, anyhow::Error>(controller)
     }
-    let (operator, host) = operator_and_host();
-    store
-        .record_start(&RunStart {
-            run_id: run_id.clone(),
-            service: plan.service.clone(),
-            started,
-            // Absolute: the history is read from other directories and other machines.
-            bundle: std::path::absolute(bundle.dir())
-                .unwrap_or_else(|_| bundle.dir().to_path_buf()),
-            cooldown_override: match (&options.override_cooldown, &active) {
-                (Some(reason), Some(active)) => Some(Override {
-                    reason: reason.clone(),
-                    overridden_run: active.run_id.clone(),
-                    by: Some(operator.clone()),
-                    host: Some(host.clone()),
-                }),
-                _ => None,
-            },
-            host,
-            operator,
-        })
-        .await?;
-    let engine = Engine::new(plan.clone())?;
-    let mut controller = Controller::new(engine, journal, bundle, &wiring, 0);
-    controller.replica = Some(replica);
+    .await;
+    let controller = match ready {
+        Ok(controller) => controller,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    };
     let cooldown_override = active.as_ref().and(options.override_cooldown.clone());
     drive_to_end(
         wiring,
