@@ -23,6 +23,7 @@ fn plan() -> Plan {
         on_no_data: OnNoData::Inconclusive,
         min_samples: None,
         samples_query: None,
+        unit: None,
     };
     Plan {
         service: "relay".into(),

@@ -211,6 +211,7 @@ fn plan(n: usize) -> Plan {
             on_no_data: OnNoData::Inconclusive,
             min_samples: None,
             samples_query: None,
+            unit: None,
         }],
         burst: None,
         probes: false,

@@ -318,6 +318,10 @@ pub struct Guardrail {
     pub min_samples: Option<f64>,
     /// PromQL returning the number of samples behind the value (scoped like `query`).
     pub samples_query: Option<String>,
+    /// What the query's value is measured in (`ms`, `%`, `errors`), for people: the live page,
+    /// the check log, the report. Absent in plans written before units existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 choice! {
@@ -1145,6 +1149,7 @@ mod tests {
                     on_no_data: OnNoData::Inconclusive,
                     min_samples: None,
                     samples_query: None,
+                    unit: None,
                 })
                 .collect(),
             burst: None,

@@ -536,6 +536,41 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
+/// A value as people read it, with its unit when the guardrail has one: four significant
+/// digits at most, trailing zeros dropped (`658.1 ms`, `99.58 %`, `0 errors`, `12346 ms`).
+/// Four digits keep a value apart from a threshold like `99.6` that it sits just below.
+pub fn fmt_in(v: f64, unit: Option<&str>) -> String {
+    let number = fmt_significant(v, 4);
+    match unit {
+        Some(unit) if !unit.is_empty() && v.is_finite() => format!("{number} {unit}"),
+        _ => number,
+    }
+}
+
+/// `v` to `digits` significant digits, without trailing zeros; integers past that many digits
+/// are shown whole.
+fn fmt_significant(v: f64, digits: i32) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).clamp(0, 9) as usize;
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s.as_str()
+    };
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
 /// The decision of a run: the verdict, when, who authorised it, and every guardrail's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -617,5 +652,25 @@ impl From<ProbeRunRecord> for ProbeRun {
             pairs: r.pairs,
             leaks: r.leaks,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_in;
+
+    #[test]
+    fn values_read_with_their_unit_and_four_significant_digits() {
+        assert_eq!(fmt_in(658.123_4, Some("ms")), "658.1 ms");
+        assert_eq!(fmt_in(99.583_333, Some("%")), "99.58 %");
+        assert_eq!(fmt_in(4.75, Some("ms")), "4.75 ms");
+        assert_eq!(fmt_in(0.240_942_028, None), "0.2409");
+        assert_eq!(fmt_in(1500.0, Some("ms")), "1500 ms");
+        assert_eq!(fmt_in(12_345.6, Some("ms")), "12346 ms");
+        assert_eq!(fmt_in(0.0, Some("errors")), "0 errors");
+        assert_eq!(fmt_in(-0.000_01, None), "-0.00001");
+        assert_eq!(fmt_in(100.0, Some("%")), "100 %");
+        assert_eq!(fmt_in(f64::NAN, Some("ms")), "NaN");
+        assert_eq!(fmt_in(3.0, Some("")), "3");
     }
 }

@@ -90,6 +90,7 @@ fn plan(comparisons: Vec<CompareSpec>) -> Plan {
             on_no_data: OnNoData::Inconclusive,
             min_samples: None,
             samples_query: None,
+            unit: None,
         }],
         burst: None,
         probes: false,

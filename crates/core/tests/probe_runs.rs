@@ -131,6 +131,7 @@ fn plan() -> Plan {
             on_no_data: OnNoData::Inconclusive,
             min_samples: None,
             samples_query: None,
+            unit: None,
         }],
         burst: None,
         probes: true,

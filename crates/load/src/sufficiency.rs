@@ -394,6 +394,7 @@ mod tests {
             on_no_data: OnNoData::Inconclusive,
             min_samples: None,
             samples_query: None,
+            unit: None,
         };
         let five_m = Some(Duration::from_secs(300));
         let table = [

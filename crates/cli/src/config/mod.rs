@@ -1179,6 +1179,24 @@ impl Resolver {
                     }
                 },
             };
+            let unit = match &gr.unit {
+                None => None,
+                Some(u) => {
+                    let text = u.get_ref().trim();
+                    if text.is_empty()
+                        || text.chars().count() > 16
+                        || text.chars().any(char::is_control)
+                    {
+                        self.error(
+                            span_of(u),
+                            "unit must be a short label",
+                            "what the value is measured in, at most 16 characters: e.g. unit = \"ms\" or unit = \"%\"",
+                        );
+                        ok = false;
+                    }
+                    Some(text.to_owned())
+                }
+            };
             match (must, for_, on_breach, on_no_data) {
                 (Some(must), Some(for_), Some(on_breach), Some(on_no_data))
                     if query_ok && samples_ok =>
@@ -1192,6 +1210,7 @@ impl Resolver {
                         on_no_data,
                         min_samples,
                         samples_query: gr.samples.as_ref().map(|s| s.get_ref().clone()),
+                        unit,
                     })
                 }
                 _ => ok = false,

@@ -303,6 +303,8 @@ pub struct RawGuardrail {
     pub on_no_data: Option<Text>,
     pub min_samples: Option<Typed<f64>>,
     pub samples: Option<Text>,
+    /// What the value is measured in, for people (`ms`, `%`).
+    pub unit: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

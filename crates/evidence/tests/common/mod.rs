@@ -54,6 +54,7 @@ fn guardrail(name: &str, query: &str, must: &str, for_min: f64, on_breach: OnBre
         on_no_data: OnNoData::Inconclusive,
         min_samples: None,
         samples_query: None,
+        unit: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub fn guardrail(name: &str, query: &str, must: &str, for_: Duration, on: OnBrea
         on_no_data: OnNoData::Inconclusive,
         min_samples: None,
         samples_query: None,
+        unit: None,
     }
 }
 
