@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure here is a test failure
 
+pub mod browser;
 pub mod grafana;
 pub mod haproxy;
 pub mod postgres;
