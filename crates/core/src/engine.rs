@@ -978,9 +978,12 @@ impl Engine {
                 guardrails: self.summaries(),
                 comparisons: self.judgements(),
             });
-            // Probes run with the burst, then at every check interval strictly inside the window.
+            // Probes run with the burst, then at every check interval strictly inside the window
+            // when the last run has answered: on a compressed clock a run can outlast the
+            // interval, and runs piling up would load the canary far beyond its share.
             let after_burst = self.plan.burst.as_ref().is_none_or(|b| offset > b.at);
             if self.plan.probes
+                && self.probes_running == 0
                 && after_burst
                 && self.phase == Phase::Running
                 && offset < self.plan.window()

@@ -148,7 +148,22 @@ fn plan() -> Plan {
 /// every probe request, five seconds later, with `probe_event` (an event's JSON, journalled as
 /// given). Returns the journal's text.
 fn journal_with(probe_event: &str) -> String {
-    let plan = plan();
+    journal_answering(plan(), probe_event, 5_000).text
+}
+
+/// A run of [`journal_with`]'s kind, on `plan`, each probe request answered `after_ms` later.
+struct Answered {
+    text: String,
+    /// Probe runs asked for.
+    requests: usize,
+    /// The most probe runs in flight at once.
+    most_in_flight: usize,
+}
+
+fn journal_answering(plan: Plan, probe_event: &str, after_ms: i64) -> Answered {
+    let window = plan.window().as_millis() as i64;
+    let mut requests = 0;
+    let mut most_in_flight = 0;
     let mut engine = Engine::new(plan.clone()).unwrap();
     let mut text = journal::line(&Header {
         format: FORMAT,
@@ -175,7 +190,11 @@ fn journal_with(probe_event: &str) -> String {
                     text.push_str(&journal::line(&answer));
                     actions.extend(engine.apply(&answer).unwrap());
                 }
-                Action::RunProbes => due.push(input.at() + 5_000),
+                Action::RunProbes => {
+                    due.push(input.at() + after_ms);
+                    requests += 1;
+                    most_in_flight = most_in_flight.max(due.len());
+                }
                 _ => {}
             }
         }
@@ -183,7 +202,7 @@ fn journal_with(probe_event: &str) -> String {
     let start = Input::Start { at: T0 };
     feed(&mut engine, start.clone(), journal::line(&start), &mut due);
     let mut now = T0;
-    while !engine.is_decided() && now < T0 + 300_000 {
+    while !engine.is_decided() && now < T0 + window + 180_000 {
         now += 1_000;
         if let Some(i) = due.iter().position(|t| *t <= now) {
             due.remove(i);
@@ -195,7 +214,11 @@ fn journal_with(probe_event: &str) -> String {
         feed(&mut engine, tick.clone(), journal::line(&tick), &mut due);
     }
     assert!(engine.is_decided(), "the run did not end");
-    text
+    Answered {
+        text,
+        requests,
+        most_in_flight,
+    }
 }
 
 fn verdict_of(journal_text: &str) -> &'static str {
@@ -245,4 +268,19 @@ fn the_probe_verdict_decides_whether_a_run_counts() {
     for (event, decision) in cases {
         assert_eq!(verdict_of(&journal_with(event)), decision, "{event}");
     }
+}
+
+#[test]
+fn a_probe_run_that_outlasts_the_check_interval_is_not_joined_by_another() {
+    // Ten minutes with a check every minute: nine probe runs when each answers in seconds.
+    let mut long = plan();
+    long.steps[0].hold = Duration::from_secs(600);
+    let clean = r#"{"event":"probes_completed","verdict":"clean","pairs":20,"leaks":0}"#;
+    let quick = journal_answering(long.clone(), clean, 5_000);
+    assert_eq!((quick.requests, quick.most_in_flight), (9, 1));
+    // Each run takes 90 s, longer than the interval: the next waits for the check after it
+    // answered (T+1m, T+3m, T+5m, T+7m, T+9m), and the run still promotes.
+    let slow = journal_answering(long, clean, 90_000);
+    assert_eq!((slow.requests, slow.most_in_flight), (5, 1));
+    assert_eq!(verdict_of(&slow.text), "PROMOTE");
 }
