@@ -562,3 +562,35 @@ fn a_run_that_fails_before_touching_traffic_gives_the_service_back_at_once() {
     assert_eq!(code, 3, "{stderr}");
     assert!(!stderr.contains("is being canaried by"), "{stderr}");
 }
+
+#[test]
+fn a_guardrail_without_baseline_data_fails_the_preflight_after_reading_it_again() {
+    let rig = rig();
+    let path = rig.dir.path().join("canary.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let misspelt = config.replacen(
+        "memory_rls_policy_errors_total",
+        "memory_rls_policy_error_total",
+        1,
+    );
+    assert_ne!(
+        config, misspelt,
+        "the rig's configuration has the runbook's RLS query"
+    );
+    std::fs::write(&path, misspelt).unwrap();
+    let (code, _, stderr) = finish(rig.run(&[]));
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("rls_errors"))
+        .unwrap_or_else(|| panic!("no failed rls_errors row: {stderr}"));
+    // Read more than once, so a window that was empty for a moment does not fail a run, and
+    // the line still says what to check.
+    assert!(
+        line.contains("no data for the baseline (read 3 times"),
+        "{line}"
+    );
+    assert!(line.contains("check the metric names"), "{line}");
+    assert!(stderr.contains("preflight failed"), "{stderr}");
+    assert_eq!(rig.canary_weight(), 0);
+}

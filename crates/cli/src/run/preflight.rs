@@ -279,6 +279,9 @@ async fn rules_ready(config: &Config, path: &AlertPath) -> Result<String, String
     }
 }
 
+/// How many times a missing baseline is read before the preflight fails on it.
+const PREFLIGHT_READS: u32 = 3;
+
 /// Every guardrail must return data for the baseline; each row says which path guards it
 /// (the engine, or both the engine and its alert through Alertmanager).
 async fn guardrails(
@@ -295,12 +298,59 @@ async fn guardrails(
     {
         scrape(integrations, *scrape_interval, 2).await;
     }
-    let round = observe(
+    // A guardrail whose missing data counts for nothing does not hold the run up.
+    let optional = |name: &str| {
+        config.plan.guardrails.iter().any(|g| {
+            g.name == name && (g.on_no_data == OnNoData::Ignore || g.on_breach == OnBreach::Warn)
+        })
+    };
+    let missing = |r: &canary_core::engine::GuardrailReading| {
+        !optional(&r.guardrail)
+            && match &r.baseline {
+                Reading::Value { value, .. } => !value.is_finite(),
+                Reading::NoData => true,
+                Reading::Error { .. } => false,
+            }
+    };
+    // A window of sparse traffic can hold no sample for a moment: a missing baseline is read
+    // again, a few times over an evaluation interval (at most 10 s apart), before it fails
+    // the preflight. A wrong metric name still fails, a little later.
+    let pause = config
+        .plan
+        .evaluation_interval
+        .min(Duration::from_secs(10))
+        .max(Duration::from_millis(200));
+    let mut reads = 1;
+    let mut round = observe(
         integrations.source.as_ref(),
         &integrations.guardrails,
         now_ms(),
     )
     .await;
+    while reads < PREFLIGHT_READS && round.readings.iter().any(missing) {
+        tokio::time::sleep(pause).await;
+        if let Some(MetricsSettings::Embedded {
+            scrape_interval, ..
+        }) = &config.metrics
+        {
+            scrape(integrations, *scrape_interval, 1).await;
+        }
+        round = observe(
+            integrations.source.as_ref(),
+            &integrations.guardrails,
+            now_ms(),
+        )
+        .await;
+        reads += 1;
+    }
+    let again = if reads > 1 {
+        format!(
+            " (read {reads} times, {} apart)",
+            canary_core::duration::Human(pause)
+        )
+    } else {
+        String::new()
+    };
     round
         .readings
         .iter()
@@ -310,9 +360,7 @@ async fn guardrails(
                 .guardrails
                 .iter()
                 .find(|g| g.name == r.guardrail);
-            // A guardrail whose missing data counts for nothing does not hold the run up.
-            let optional = guardrail
-                .is_some_and(|g| g.on_no_data == OnNoData::Ignore || g.on_breach == OnBreach::Warn);
+            let optional = optional(&r.guardrail);
             let result = match &r.baseline {
                 Reading::Value { value, .. } if value.is_finite() => Ok(format!(
                     "baseline value {}",
@@ -326,11 +374,12 @@ async fn guardrails(
                         "on_no_data = \"ignore\"".to_owned()
                     })
                 )),
-                Reading::Value { .. } => Err("the baseline's value is NaN (no traffic?)".into()),
-                Reading::NoData => Err(
-                    "no data for the baseline: check the metric names and the baseline selector"
-                        .into(),
-                ),
+                Reading::Value { .. } => {
+                    Err(format!("the baseline's value is NaN (no traffic?){again}"))
+                }
+                Reading::NoData => Err(format!(
+                    "no data for the baseline{again}: check the metric names and the baseline selector"
+                )),
                 Reading::Error { message } => Err(message.clone()),
             };
             let guards = guardrail
