@@ -99,6 +99,63 @@ impl fmt::Display for Human {
     }
 }
 
+/// How long `wall` — a span on a run's clock — lasts in the runbook's time, for a plan that runs
+/// `time_scale` times faster than the runbook ([`crate::plan::Plan::time_scale`]: 1 in
+/// production, 60 in the demo). Every duration and offset shown to people goes through here, so
+/// a compressed run's 5-second `for` reads as the runbook's `5m` wherever it is shown.
+///
+/// At scale 1 `wall` comes back unchanged. Otherwise the product is rounded to whole seconds
+/// (whole milliseconds below one second): compressing rounded each duration to the millisecond,
+/// and undoing it must give the runbook's `15m` back, not `14m59s997ms`. A scale that is not a
+/// positive finite number counts as 1.
+pub fn runbook(wall: Duration, time_scale: f64) -> Duration {
+    if time_scale == 1.0 || !time_scale.is_finite() || time_scale <= 0.0 {
+        return wall;
+    }
+    // Saturating float-to-int conversion: an absurd product is a large duration, never a panic.
+    let ms = (wall.as_secs_f64() * 1000.0 * time_scale).round() as u64;
+    if ms < 1000 {
+        Duration::from_millis(ms)
+    } else {
+        Duration::from_secs(ms.saturating_add(500) / 1000)
+    }
+}
+
+/// [`runbook`] of `wall`, printed as [`Human`] prints: `5m`, `1h`, `30s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Runbook(pub Duration, pub f64);
+
+impl fmt::Display for Runbook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format(runbook(self.0, self.1)))
+    }
+}
+
+/// `wall` in the runbook's time, with the wall time beside it when the clock is compressed: `1h`
+/// in production, `1h (runbook time; compressed 60×: 1m of wall time)` otherwise. For the one
+/// place of a view that states the clock (the run's window, at its start).
+pub fn runbook_with_wall(wall: Duration, time_scale: f64) -> String {
+    let said = Runbook(wall, time_scale).to_string();
+    if runbook(wall, time_scale) == wall {
+        return said;
+    }
+    format!(
+        "{said} (runbook time; compressed {time_scale}×: {} of wall time)",
+        format(wall)
+    )
+}
+
+/// The time scale of a run on the runbook's own clock: the serde default of `time_scale` fields,
+/// which production runs (and journals written before compression existed) leave out.
+pub fn real_time() -> f64 {
+    1.0
+}
+
+/// Whether `time_scale` is the runbook's own clock (serde `skip_serializing_if`).
+pub fn is_real_time(time_scale: &f64) -> bool {
+    *time_scale == 1.0
+}
+
 /// `#[serde(with = "crate::duration::serde_text")]`: a duration as its text form (`"5m"`).
 pub mod serde_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -156,6 +213,57 @@ mod tests {
             assert_eq!(parse(&format(d)).unwrap(), d);
         }
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+    }
+
+    #[test]
+    fn runbook_time_undoes_the_compression() {
+        let min = |m: u64| Duration::from_secs(m * 60);
+        let compress = |d: Duration, scale: f64| {
+            Duration::from_millis((d.as_secs_f64() * 1000.0 / scale).round() as u64)
+        };
+        // Production: nothing changes, milliseconds included.
+        assert_eq!(
+            runbook(Duration::from_millis(1_500), 1.0),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(runbook(min(5), 1.0), min(5));
+        // The demo's 60-times compressed clock.
+        assert_eq!(runbook(Duration::from_secs(5), 60.0), min(5));
+        assert_eq!(
+            runbook(Duration::from_millis(500), 60.0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            runbook(Duration::from_millis(5), 60.0),
+            Duration::from_millis(300)
+        );
+        // Odd scales: every runbook duration of the template comes back whole.
+        for scale in [7.0, 7.5, 13.0, 60.0, 1000.0] {
+            for d in [Duration::from_secs(30), min(5), min(15), min(30), min(60)] {
+                assert_eq!(runbook(compress(d, scale), scale), d, "{d:?} at {scale}");
+            }
+        }
+        assert_eq!(runbook(Duration::from_secs(8), 7.5), min(1));
+        // A scale that means nothing counts as 1.
+        for bad in [0.0, -60.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(runbook(Duration::from_secs(5), bad), Duration::from_secs(5));
+        }
+        assert_eq!(
+            runbook(Duration::MAX, 60.0),
+            Duration::from_secs(u64::MAX / 1000)
+        );
+        assert_eq!(Runbook(Duration::from_secs(5), 60.0).to_string(), "5m");
+        assert_eq!(Runbook(Duration::from_secs(60), 60.0).to_string(), "1h");
+        assert_eq!(Runbook(Duration::from_secs(300), 1.0).to_string(), "5m");
+        assert_eq!(runbook_with_wall(min(60), 1.0), "1h");
+        assert_eq!(
+            runbook_with_wall(min(1), 60.0),
+            "1h (runbook time; compressed 60×: 1m of wall time)"
+        );
+        assert_eq!(
+            runbook_with_wall(Duration::from_secs(480), 7.5),
+            "1h (runbook time; compressed 7.5×: 8m of wall time)"
+        );
     }
 
     #[test]

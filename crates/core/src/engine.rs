@@ -35,7 +35,7 @@ use canary_judge::{Judgement, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::comparisons::{ComparisonState, Look};
-use crate::duration::Human;
+use crate::duration::{Runbook, runbook_with_wall};
 use crate::escape::Escaped;
 use crate::plan::{
     Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
@@ -289,10 +289,25 @@ pub struct GuardrailSummary {
     /// The canary value furthest on the wrong side of the threshold seen so far.
     #[serde(default, with = "crate::json_float::option")]
     pub worst: Option<f64>,
+    /// The plan's `time_scale`: `for_` is on the run's clock, which went this many times faster
+    /// than the runbook's; people read it in the runbook's time ([`Self::runbook_for`]). Absent
+    /// (1) in production.
+    #[serde(
+        default = "crate::duration::real_time",
+        skip_serializing_if = "crate::duration::is_real_time"
+    )]
+    pub time_scale: f64,
 }
 
 impl GuardrailSummary {
-    /// One check-log line: `✓ ttfv_p95  canary 812.5  baseline 790  (must < 1500)`.
+    /// The guardrail's `for` in the runbook's time (`5m`, even when a compressed run held it
+    /// for 5 seconds).
+    pub fn runbook_for(&self) -> Runbook {
+        Runbook(self.for_, self.time_scale)
+    }
+
+    /// One check-log line: `✓ ttfv_p95  canary 812.5  baseline 790  (must < 1500 for 5m,
+    /// rollback)`, its `for` in the runbook's time.
     pub fn check_line(&self) -> String {
         let show = |r: &Option<Reading>| r.as_ref().map_or("-".to_owned(), |r| r.to_string());
         let mut line = format!(
@@ -304,7 +319,7 @@ impl GuardrailSummary {
             self.must
         );
         if !self.for_.is_zero() {
-            line.push_str(&format!(" for {}", Human(self.for_)));
+            line.push_str(&format!(" for {}", self.runbook_for()));
         }
         line.push_str(&format!(", {})", self.on_breach.as_str()));
         match &self.status {
@@ -436,7 +451,7 @@ impl GuardrailState {
         }
     }
 
-    fn summary(&self) -> GuardrailSummary {
+    fn summary(&self, time_scale: f64) -> GuardrailSummary {
         GuardrailSummary {
             name: self.spec.name.clone(),
             on_breach: self.spec.on_breach,
@@ -450,6 +465,7 @@ impl GuardrailState {
             breaches: self.breaches,
             triggered: self.triggered,
             worst: self.worst,
+            time_scale,
         }
     }
 
@@ -728,7 +744,7 @@ impl Engine {
                         100 - first,
                         self.plan.arms.baseline.name,
                         self.plan.arms.baseline.selector,
-                        Human(self.plan.window())
+                        runbook_with_wall(self.plan.window(), self.plan.time_scale)
                     ),
                 });
                 self.on_tick(&mut out);
@@ -873,15 +889,18 @@ impl Engine {
         } = self.phase
             && self.now >= deadline
         {
-            let waited = Duration::from_millis((deadline - since).max(0) as u64);
+            let timed_out = Reason::ApprovalTimedOut {
+                waited: Duration::from_millis((deadline - since).max(0) as u64),
+                time_scale: self.plan.time_scale,
+            };
             if inconclusive {
                 let mut reasons = self.inconclusive_reasons();
-                reasons.push(Reason::ApprovalTimedOut { waited });
+                reasons.push(timed_out);
                 self.decide(Verdict::Inconclusive { reasons }, "engine", out);
             } else {
                 self.decide(
                     Verdict::Rollback {
-                        reasons: vec![Reason::ApprovalTimedOut { waited }],
+                        reasons: vec![timed_out],
                     },
                     "engine",
                     out,
@@ -898,6 +917,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let max_errors = self.plan.max_query_errors;
+        let time_scale = self.plan.time_scale;
         let mut triggered: Vec<Reason> = Vec::new();
         for g in &mut self.guardrails {
             let reading = readings.iter().find(|r| r.guardrail == g.spec.name);
@@ -910,11 +930,11 @@ impl Engine {
                     (missing.clone(), missing)
                 }
             };
-            let outcome = evaluate(g, round, canary, baseline, max_errors);
+            let outcome = evaluate(g, round, canary, baseline, max_errors, time_scale);
             match outcome {
                 Outcome::Quiet => {}
                 Outcome::BreachStarted => out.push(Action::Notify {
-                    guardrails: vec![g.summary()],
+                    guardrails: vec![g.summary(time_scale)],
                     topic: Topic::Breach,
                     severity: Severity::Warning,
                     message: format!(
@@ -926,7 +946,10 @@ impl Engine {
                         if g.spec.for_.is_zero() || g.spec.on_breach == OnBreach::BlockPromotion {
                             String::new()
                         } else {
-                            format!("; rolls back if it lasts {}", Human(g.spec.for_))
+                            format!(
+                                "; rolls back if it lasts {}",
+                                Runbook(g.spec.for_, time_scale)
+                            )
                         }
                     ),
                 }),
@@ -935,7 +958,7 @@ impl Engine {
                         && matches!(reason, Reason::GuardrailTriggered { .. })
                     {
                         out.push(Action::Notify {
-                            guardrails: vec![g.summary()],
+                            guardrails: vec![g.summary(time_scale)],
                             topic: Topic::Breach,
                             severity: Severity::Warning,
                             message: format!(
@@ -948,7 +971,7 @@ impl Engine {
                         // `for`: with `for = 0` it triggers on its first evaluation and no
                         // "breaching" message came before.
                         out.push(Action::Notify {
-                            guardrails: vec![g.summary()],
+                            guardrails: vec![g.summary(time_scale)],
                             topic: Topic::Breach,
                             severity: if g.spec.on_breach == OnBreach::SecurityRollback {
                                 Severity::Page
@@ -1105,6 +1128,7 @@ impl Engine {
             let reason = Reason::ControllerDown {
                 since: last_input,
                 resumed: at,
+                time_scale: self.plan.time_scale,
             };
             self.decide(
                 Verdict::Rollback {
@@ -1137,7 +1161,8 @@ impl Engine {
             severity: Severity::Warning,
             message: format!(
                 "the controller is back after {} without it; the split is put back to {} %",
-                Human(Duration::from_millis((at - last_input).max(0) as u64)),
+                self.plan
+                    .runbook(Duration::from_millis((at - last_input).max(0) as u64)),
                 self.weight
             ),
         });
@@ -1523,7 +1548,7 @@ impl Engine {
                         severity: Severity::Critical,
                         message: format!(
                             "canary is INCONCLUSIVE ({why}); holding the split: `canary approve` to promote or `canary abort` to roll back within {}",
-                            Human(timeout)
+                            self.plan.runbook(timeout)
                         ),
                     });
                 }
@@ -1549,7 +1574,7 @@ impl Engine {
                     severity: Severity::Warning,
                     message: format!(
                         "canary passed every guardrail: `canary approve` within {} to promote",
-                        Human(timeout)
+                        self.plan.runbook(timeout)
                     ),
                 });
             }
@@ -1595,7 +1620,7 @@ impl Engine {
             .guardrails
             .iter()
             .filter(|g| named.contains(&g.spec.name.as_str()))
-            .map(GuardrailState::summary)
+            .map(|g| g.summary(self.plan.time_scale))
             .collect();
         let decision = Decision {
             verdict,
@@ -1627,7 +1652,7 @@ impl Engine {
     fn summaries(&self) -> Vec<GuardrailSummary> {
         self.guardrails
             .iter()
-            .map(GuardrailState::summary)
+            .map(|g| g.summary(self.plan.time_scale))
             .collect()
     }
 }
@@ -1646,6 +1671,7 @@ fn evaluate(
     canary: Reading,
     baseline: Reading,
     max_errors: u32,
+    time_scale: f64,
 ) -> Outcome {
     let mut status = g.judge(&canary);
     if matches!(status, Status::NoData { .. }) {
@@ -1694,6 +1720,7 @@ fn evaluate(
                     must: g.spec.must,
                     breached_for: lasted,
                     at: round,
+                    time_scale,
                 })
             } else if started {
                 Outcome::BreachStarted

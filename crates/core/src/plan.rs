@@ -770,6 +770,12 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// `wall` — one of this plan's durations, or a span of its run — said in the runbook's time
+    /// ([`duration::runbook`]): a compressed run's 5-second `for` is the runbook's `5m`.
+    pub fn runbook(&self, wall: Duration) -> duration::Runbook {
+        duration::Runbook(wall, self.time_scale)
+    }
+
     /// The active window: the sum of the steps' holds.
     pub fn window(&self) -> Duration {
         self.steps.iter().map(|s| s.hold).sum()

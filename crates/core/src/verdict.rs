@@ -6,7 +6,7 @@ use std::time::Duration;
 use canary_judge::{Classification, Interval, Judgement, Samples, Score};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::Human;
+use crate::duration::Runbook;
 use crate::engine::{GuardrailSummary, Millis};
 use crate::escape::Escaped;
 use crate::plan::{ArmRole, Direction, MeasureKind, OnBreach, Threshold};
@@ -132,9 +132,17 @@ pub enum Reason {
         #[serde(with = "crate::json_float")]
         value: f64,
         must: Threshold,
+        /// How long the breach lasted, on the run's clock.
         #[serde(with = "crate::duration::serde_text")]
         breached_for: Duration,
         at: Millis,
+        /// The plan's `time_scale`: durations here are on the run's clock, read in the
+        /// runbook's time. Absent (1) in production.
+        #[serde(
+            default = "crate::duration::real_time",
+            skip_serializing_if = "crate::duration::is_real_time"
+        )]
+        time_scale: f64,
     },
     /// A guardrail that gates promotion did not pass at the decision.
     FailedAtDecision {
@@ -180,7 +188,17 @@ pub enum Reason {
     Signal { signal: String },
     /// The controller was down from `since` (its last input) until `resumed`, past the end of
     /// the window: nothing watched the canary at the end, so it cannot be promoted.
-    ControllerDown { since: Millis, resumed: Millis },
+    ControllerDown {
+        since: Millis,
+        resumed: Millis,
+        /// The plan's `time_scale`: durations here are on the run's clock, read in the
+        /// runbook's time. Absent (1) in production.
+        #[serde(
+            default = "crate::duration::real_time",
+            skip_serializing_if = "crate::duration::is_real_time"
+        )]
+        time_scale: f64,
+    },
     /// The load burst missed its success bar.
     BurstBelowBar {
         successful: u64,
@@ -193,8 +211,16 @@ pub enum Reason {
     ProbesMissing,
     /// Manual approval was required and did not come in time.
     ApprovalTimedOut {
+        /// How long the approval was waited for, on the run's clock.
         #[serde(with = "crate::duration::serde_text")]
         waited: Duration,
+        /// The plan's `time_scale`: durations here are on the run's clock, read in the
+        /// runbook's time. Absent (1) in production.
+        #[serde(
+            default = "crate::duration::real_time",
+            skip_serializing_if = "crate::duration::is_real_time"
+        )]
+        time_scale: f64,
     },
     /// The traffic split could not be applied or verified.
     TrafficFailed { detail: String },
@@ -294,12 +320,13 @@ impl fmt::Display for Reason {
                 value,
                 must,
                 breached_for,
+                time_scale,
                 ..
             } => write!(
                 f,
                 "{guardrail}: canary value {} breached `{must}` for {} ({})",
                 fmt_value(*value),
-                Human(*breached_for),
+                Runbook(*breached_for, *time_scale),
                 on_breach.as_str()
             ),
             Reason::FailedAtDecision {
@@ -365,10 +392,17 @@ impl fmt::Display for Reason {
                 write!(f, "aborted by {}: {}", Escaped(by), Escaped(reason))
             }
             Reason::Signal { signal } => write!(f, "controller received {}", Escaped(signal)),
-            Reason::ControllerDown { since, resumed } => write!(
+            Reason::ControllerDown {
+                since,
+                resumed,
+                time_scale,
+            } => write!(
                 f,
                 "the controller was down for {} until after the end of the window: the canary's end was not watched",
-                Human(Duration::from_millis((resumed - since).max(0) as u64))
+                Runbook(
+                    Duration::from_millis((resumed - since).max(0) as u64),
+                    *time_scale
+                )
             ),
             Reason::BurstBelowBar {
                 successful,
@@ -380,8 +414,8 @@ impl fmt::Display for Reason {
             ),
             Reason::BurstMissing => f.write_str("the load burst did not complete"),
             Reason::ProbesMissing => f.write_str("no isolation probe run completed"),
-            Reason::ApprovalTimedOut { waited } => {
-                write!(f, "no approval within {}", Human(*waited))
+            Reason::ApprovalTimedOut { waited, time_scale } => {
+                write!(f, "no approval within {}", Runbook(*waited, *time_scale))
             }
             Reason::TrafficFailed { detail } => {
                 write!(f, "traffic change failed: {}", Escaped(detail))

@@ -728,7 +728,10 @@ fn manual_approval_promotes_with_the_approver_or_times_out() {
     assert_eq!(out.decided_at_min, Some(90.0));
     assert_eq!(
         out.reasons(),
-        vec![Reason::ApprovalTimedOut { waited: min(30.0) }]
+        vec![Reason::ApprovalTimedOut {
+            waited: min(30.0),
+            time_scale: 1.0
+        }]
     );
 
     // A breach while waiting still rolls back.
@@ -755,10 +758,10 @@ fn holding_an_inconclusive_canary_waits_for_an_operator() {
     let out = run(case);
     assert_eq!(out.decided_at_min, Some(75.0));
     assert!(matches!(out.verdict, Some(Verdict::Inconclusive { .. })));
-    assert!(
-        out.reasons()
-            .contains(&Reason::ApprovalTimedOut { waited: min(15.0) })
-    );
+    assert!(out.reasons().contains(&Reason::ApprovalTimedOut {
+        waited: min(15.0),
+        time_scale: 1.0
+    }));
     assert_eq!(out.weights().last(), Some(&(75.0, 0)));
 }
 
@@ -1098,7 +1101,8 @@ fn a_resume_past_the_window_rolls_back_for_the_controller_being_down() {
                 reasons,
                 &vec![Reason::ControllerDown {
                     since: at_min(30.0),
-                    resumed: at_min(75.0)
+                    resumed: at_min(75.0),
+                    time_scale: 1.0
                 }]
             );
             assert!(reasons[0].to_string().contains("45m"), "{}", reasons[0]);
@@ -1595,5 +1599,103 @@ fn a_journal_from_before_alerts_named_their_guardrail_replays_to_the_same_decisi
     assert_eq!(
         line.trim_end(),
         r#"{"input":"event","at":1,"event":{"event":"alert_fired","alert":"X","security":false}}"#
+    );
+}
+
+/// The check-log lines of guardrail `name`, in order.
+fn check_lines_of(out: &Outcome, name: &str) -> Vec<String> {
+    out.actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::CheckLog { guardrails, .. } => guardrails
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| g.check_line()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_compressed_run_speaks_the_runbooks_time() {
+    // The same plan on the runbook's clock, the demo's 60-times compressed one and an odd 7.5:
+    // what people read is the runbook's `for 5m`, `window 1h`, never the wall clock's seconds.
+    for (scale, wall_window) in [(1.0, None), (60.0, Some("1m")), (7.5, Some("8m"))] {
+        let plan = runbook().compressed(scale);
+        // ttfv_p95 breaches from the runbook's T+12m: it triggers at T+17m, after its `for`.
+        let from = 12.0 / scale;
+        let out = run(Case {
+            plan: plan.clone(),
+            ..Case::new().canary(breach_from("ttfv_p95", 1800.0, from, 60.0))
+        });
+        let started = &notices(&out, Topic::Start)[0].1;
+        match wall_window {
+            None => assert!(started.ends_with("window 1h"), "{started}"),
+            Some(wall) => assert!(
+                started.ends_with(&format!(
+                    "window 1h (runbook time; compressed {scale}×: {wall} of wall time)"
+                )),
+                "{started}"
+            ),
+        }
+        let breaches = notices(&out, Topic::Breach);
+        assert!(
+            breaches[0].1.ends_with("; rolls back if it lasts 5m"),
+            "{scale}: {}",
+            breaches[0].1
+        );
+        let reason = out.reasons()[0].to_string();
+        assert_eq!(
+            reason, "ttfv_p95: canary value 1800 breached `< 1500` for 5m (rollback)",
+            "at {scale}"
+        );
+        assert!(breaches[1].1.starts_with(&reason), "{}", breaches[1].1);
+        let lines = check_lines_of(&out, "ttfv_p95");
+        assert_eq!(lines.len(), 3, "T+5m, T+10m, T+15m: {lines:?}");
+        for line in &lines {
+            assert!(line.contains("(must < 1500 for 5m, rollback)"), "{line}");
+        }
+        // The summaries keep the plan's own `for` (the run's clock) and say which clock it is.
+        let guardrail = out
+            .actions
+            .iter()
+            .find_map(|(_, a)| match a {
+                Action::Decide(d) => d.guardrails.iter().find(|g| g.name == "ttfv_p95").cloned(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(guardrail.for_, plan.guardrails[0].for_);
+        assert_eq!(guardrail.runbook_for().to_string(), "5m");
+        // The decision's reasons serialise as before in production (no `time_scale`).
+        let json = serde_json::to_value(&out.reasons()[0]).unwrap();
+        assert_eq!(json.get("time_scale").is_some(), scale != 1.0, "{json}");
+    }
+}
+
+#[test]
+fn a_compressed_approval_is_waited_for_in_the_runbooks_time() {
+    let mut plan = runbook();
+    plan.burst = None;
+    plan.probes = false;
+    plan.approval = Approval::Manual { timeout: min(30.0) };
+    let plan = plan.compressed(60.0);
+    let out = run(Case {
+        plan,
+        ..Case::new()
+    });
+    assert!(
+        notified(&out, "`canary approve` within 30m to promote"),
+        "{:?}",
+        notices(&out, Topic::Decision)
+    );
+    assert_eq!(out.reasons()[0].to_string(), "no approval within 30m");
+
+    // The controller down past the window: how long, in the runbook's time.
+    let mut engine = started_and_abandoned_at(runbook().compressed(60.0), 0.5);
+    engine.apply(&Input::Resume { at: at_min(1.25) }).unwrap();
+    let reason = engine.decision().expect("decided").verdict.reasons()[0].to_string();
+    assert!(
+        reason.starts_with("the controller was down for 45m until after the end"),
+        "{reason}"
     );
 }

@@ -370,6 +370,7 @@ fn breached(
         breaches: 1,
         triggered: true,
         worst: Some(canary),
+        time_scale: 1.0,
     }
 }
 

@@ -5,7 +5,6 @@
 //! custom details name the guardrail with both arms' values, the threshold and the run. A
 //! rollback or promotion verified on the load balancer resolves them all.
 
-use canary_core::duration::Human;
 use canary_core::engine::{GuardrailSummary, Reading, Topic};
 use canary_core::{Secret, Severity};
 use serde_json::json;
@@ -154,14 +153,14 @@ impl PagerDuty {
 }
 
 /// One guardrail as PagerDuty's custom details show it: name, both arms' last values, the
-/// threshold, its `for` and what a breach does.
+/// threshold, its `for` (in the runbook's time) and what a breach does.
 fn guardrail_details(g: &GuardrailSummary) -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("guardrail", json!(g.name)),
         ("canary_value", reading(g.canary.as_ref())),
         ("baseline_value", reading(g.baseline.as_ref())),
         ("threshold", json!(g.must.to_string())),
-        ("for", json!(Human(g.for_).to_string())),
+        ("for", json!(g.runbook_for().to_string())),
         ("on_breach", json!(g.on_breach.as_str())),
         ("status", json!(g.status.label())),
     ]
