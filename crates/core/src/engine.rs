@@ -40,7 +40,7 @@ use crate::escape::Escaped;
 use crate::plan::{
     Approval, ArmRole, Guardrail, OnBreach, OnInconclusive, OnNoData, Plan, PlanError, Threshold,
 };
-use crate::verdict::{Decision, NoDataCause, ProbeRun, Reason, Verdict, fmt_value};
+use crate::verdict::{Decision, NoDataCause, ProbeRun, Reason, Verdict, fmt_in, fmt_value};
 
 pub use crate::comparisons::{ComparisonReading, Measurement};
 
@@ -297,6 +297,9 @@ pub struct GuardrailSummary {
         skip_serializing_if = "crate::duration::is_real_time"
     )]
     pub time_scale: f64,
+    /// What the value is measured in (`ms`, `%`), when the guardrail says (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 impl GuardrailSummary {
@@ -306,17 +309,36 @@ impl GuardrailSummary {
         Runbook(self.for_, self.time_scale)
     }
 
-    /// One check-log line: `✓ ttfv_p95  canary 812.5  baseline 790  (must < 1500 for 5m,
-    /// rollback)`, its `for` in the runbook's time.
+    /// A reading as people read it: with the guardrail's unit when it has one (`658.1 ms`, see
+    /// [`fmt_in`]), as [`Reading`] displays it otherwise; `-` when there is none yet.
+    pub fn show(&self, reading: Option<&Reading>) -> String {
+        match (reading, self.unit.as_deref()) {
+            (Some(Reading::Value { value, .. }), Some(unit)) if value.is_finite() => {
+                fmt_in(*value, Some(unit))
+            }
+            (Some(r), _) => r.to_string(),
+            (None, _) => "-".to_owned(),
+        }
+    }
+
+    /// The threshold, with the guardrail's unit when it has one: `< 1500 ms`.
+    pub fn must_text(&self) -> String {
+        match self.unit.as_deref() {
+            Some(unit) => format!("{} {unit}", self.must),
+            None => self.must.to_string(),
+        }
+    }
+
+    /// One check-log line: `✓ ttfv_p95  canary 812.5 ms  baseline 790 ms  (must < 1500 ms for
+    /// 5m, rollback)`, its values in their unit and its `for` in the runbook's time.
     pub fn check_line(&self) -> String {
-        let show = |r: &Option<Reading>| r.as_ref().map_or("-".to_owned(), |r| r.to_string());
         let mut line = format!(
             "{} {:<14} canary {:>10}  baseline {:>10}  (must {}",
             self.status.mark(),
             self.name,
-            show(&self.canary),
-            show(&self.baseline),
-            self.must
+            self.show(self.canary.as_ref()),
+            self.show(self.baseline.as_ref()),
+            self.must_text()
         );
         if !self.for_.is_zero() {
             line.push_str(&format!(" for {}", self.runbook_for()));
@@ -466,6 +488,7 @@ impl GuardrailState {
             triggered: self.triggered,
             worst: self.worst,
             time_scale,
+            unit: self.spec.unit.clone(),
         }
     }
 

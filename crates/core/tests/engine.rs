@@ -1699,3 +1699,32 @@ fn a_compressed_approval_is_waited_for_in_the_runbooks_time() {
         "{reason}"
     );
 }
+
+#[test]
+fn check_lines_show_values_and_thresholds_in_their_unit() {
+    let mut plan = runbook();
+    plan.guardrails[0].unit = Some("ms".into());
+    plan.guardrails[2].unit = Some("%".into());
+    let out = run(Case {
+        plan,
+        ..Case::new().canary(|g, m| (g == "ttfv_p95" && m >= 7.0).then(|| Reading::value(812.5)))
+    });
+    assert_eq!(
+        check_lines_of(&out, "ttfv_p95")[..2],
+        [
+            "✓ ttfv_p95       canary     800 ms  baseline     800 ms  (must < 1500 ms for 5m, rollback)",
+            "✓ ttfv_p95       canary   812.5 ms  baseline     800 ms  (must < 1500 ms for 5m, rollback)",
+        ]
+    );
+    assert!(
+        check_lines_of(&out, "sse_success")[0]
+            .contains("canary     99.9 %  baseline     99.9 %  (must >= 99.6 % for 5m"),
+        "{:?}",
+        check_lines_of(&out, "sse_success")
+    );
+    // Without a unit, as before.
+    assert!(
+        check_lines_of(&out, "db_pool")[0]
+            .contains("canary         40  baseline         40  (must < 80, block-promotion)")
+    );
+}

@@ -371,6 +371,7 @@ fn breached(
         triggered: true,
         worst: Some(canary),
         time_scale: 1.0,
+        unit: None,
     }
 }
 
