@@ -38,7 +38,7 @@ echo "== 1. index: $PER_USER memories per user"
 echo "== 2. serve --seed --seed-per-user $PER_USER"
 LOG=$(mktemp)
 started=$(date +%s.%N)
-"$BIN" serve --seed --seed-per-user "$PER_USER" --listen "127.0.0.1:$PORT" --version-label bench \
+"$BIN" serve --profile fast --seed --seed-per-user "$PER_USER" --listen "127.0.0.1:$PORT" --version-label bench \
   2>"$LOG" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -f "$LOG"' EXIT

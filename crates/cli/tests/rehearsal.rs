@@ -195,7 +195,7 @@ fn a_tenant_leak_is_a_security_rollback() {
 
 #[test]
 fn a_slow_ttfv_rolls_back_after_its_five_minutes() {
-    rolls_back("slow-ttfv", "ttfv_p95", "for 5s");
+    rolls_back("slow-ttfv", "ttfv_p95", "for 5m");
 }
 
 #[test]

@@ -17,13 +17,10 @@ use crate::server::{ServeError, ServeOptions, serve};
 pub const JWT_SECRET_ENV: &str = "RELAY_JWT_SECRET";
 /// Environment variable holding the data secret (user hashes, at-rest encryption).
 pub const DATA_SECRET_ENV: &str = "RELAY_DATA_KEY";
-/// The profile `relay-demo serve` runs without `--profile`.
-///
-/// `fast` for now: the preflight reads the guardrails from samples scraped before its API-token
-/// check, which under `realistic` takes seconds — longer than a one-minute window on the demo's
-/// compressed clock — so `canary demo` and the `canary run` tests would find no data. Once the
-/// preflight scrapes right before reading the guardrails, this becomes `realistic`.
-pub const DEFAULT_PROFILE: Profile = Profile::Fast;
+/// The profile `relay-demo serve` runs without `--profile`: `realistic`, so `canary demo` and
+/// the rehearsal watch a service whose charts sit where production's do. Benchmarks of the
+/// server itself and tests about the run's mechanics ask for `fast`.
+pub const DEFAULT_PROFILE: Profile = Profile::Realistic;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -33,7 +30,7 @@ Examples:
   relay-demo tokens > .env.tokens        # API_TOKEN_USER_1=... for user_1..user_5
   relay-demo markers                     # the secret marker of each seeded user
 
-Profiles (--profile, default fast): realistic waits at each stage like production's
+Profiles (--profile, default realistic): realistic waits at each stage like production's
 dependencies: embedding, ANN search, row read (holding a pool connection), rerank, first token;
 TTFV p50 about 340 ms, p95 about 680 ms; ANN p95 about 65 ms. fast waits for nothing.
 

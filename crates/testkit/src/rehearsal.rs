@@ -256,28 +256,46 @@ fn token(bytes: usize) -> String {
     out
 }
 
-/// `KIND[:rate][@onset]` with the onset in runbook time, for a service on a clock `scale` times
-/// faster: the onset divided, in milliseconds.
+/// `KIND[:rate][@onset][~ramp]` with the onset and the ramp in runbook time (a bare number is
+/// minutes), for a service on a clock `scale` times faster: both divided, in milliseconds.
 pub fn wall_fault(fault: &str, scale: f64) -> String {
-    let Some((head, onset)) = fault.split_once('@') else {
-        return fault.to_owned();
+    let (rest, ramp) = match fault.split_once('~') {
+        Some((rest, ramp)) => (rest, Some(ramp)),
+        None => (fault, None),
     };
-    let (number, unit) = onset.split_at(
-        onset
+    let (head, onset) = match rest.split_once('@') {
+        Some((head, onset)) => (head, Some(onset)),
+        None => (rest, None),
+    };
+    let mut out = head.to_owned();
+    if let Some(onset) = onset {
+        out.push_str(&format!("@{}ms", wall_ms(onset, scale)));
+    }
+    if let Some(ramp) = ramp {
+        out.push_str(&format!("~{}ms", wall_ms(ramp, scale)));
+    }
+    out
+}
+
+/// A runbook duration (`10m`, `90s`, `1.5s`, `500ms`, `1h`, a bare number in minutes) in wall
+/// milliseconds on a clock `scale` times faster.
+fn wall_ms(runbook: &str, scale: f64) -> u64 {
+    let (number, unit) = runbook.split_at(
+        runbook
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(onset.len()),
+            .unwrap_or(runbook.len()),
     );
     let value: f64 = number
         .parse()
-        .unwrap_or_else(|_| panic!("fault onset {onset:?}: expected e.g. 10m, 90s"));
+        .unwrap_or_else(|_| panic!("fault time {runbook:?}: expected e.g. 10m, 90s"));
     let seconds = match unit {
         "" | "m" => value * 60.0,
         "s" => value,
         "ms" => value / 1000.0,
         "h" => value * 3600.0,
-        other => panic!("fault onset unit {other:?}: use ms, s, m or h"),
+        other => panic!("fault time unit {other:?}: use ms, s, m or h"),
     };
-    format!("{head}@{}ms", (seconds * 1000.0 / scale).round() as u64)
+    (seconds * 1000.0 / scale).round() as u64
 }
 
 impl Rehearsal {
@@ -933,4 +951,19 @@ esac
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .expect("chmod the railway stand-in");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wall_fault;
+
+    #[test]
+    fn a_fault_reads_in_runbook_time_and_runs_on_the_wall_clock() {
+        assert_eq!(wall_fault("slow-ttfv", 60.0), "slow-ttfv");
+        assert_eq!(wall_fault("slow-ttfv@10m", 60.0), "slow-ttfv@10000ms");
+        assert_eq!(wall_fault("sse-drop:0.05@90s", 60.0), "sse-drop:0.05@1500ms");
+        assert_eq!(wall_fault("slow-ttfv@10m~5m", 60.0), "slow-ttfv@10000ms~5000ms");
+        assert_eq!(wall_fault("slow-ann~10", 60.0), "slow-ann~10000ms");
+        assert_eq!(wall_fault("slow-ttfv@2m~0", 1.0), "slow-ttfv@120000ms~0ms");
+    }
 }

@@ -164,6 +164,10 @@ pub fn rig_with(
         cmd.args([
             "relay-demo",
             "serve",
+            // The run's mechanics, not the service's latency, are under test here: the demo
+            // and the rehearsal run the realistic default.
+            "--profile",
+            "fast",
             "--seed",
             "--seed-per-user",
             "50",
