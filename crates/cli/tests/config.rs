@@ -158,6 +158,10 @@ fn every_error_class_points_at_the_file_and_says_how_to_fix_it() {
         ),
         ("bad_comparator", edit(TTFV_MUST, "must = \"=< 1500\"")),
         (
+            "unit_not_a_label",
+            edit("unit = \"ms\"\nmust = \"< $", "unit = \"\"\nmust = \"< $"),
+        ),
+        (
             "weight_out_of_range",
             edit(STEP, "weight = 150\nhold = \"60m\""),
         ),
