@@ -2,22 +2,36 @@
 //! commands (`canary abort`, `canary approve`), and the Alertmanager webhook. [`RunStatus`] is
 //! the one shape of that status, from the controller to the terminal, the API and its clients.
 //!
-//! The server binds to loopback by default. There, reads (`GET /`, `GET /api/status`) need no
-//! credential: they carry no secret and only this machine reaches them. Bound to any other
-//! address, reads need the run's operator token too (a bearer token, or the cookie the live page
-//! sets when opened as `/?token=TOKEN`). Writes always need the operator token, which only the
-//! controller and the owner of the state directory (mode 600 file) know. The Alertmanager
-//! webhook takes its own token (or, without one, the operator token), so Alertmanager's
-//! credential cannot abort, approve or read.
+//! The live page (`GET /`, static: no run data in it) follows the run through `GET /api/stream`
+//! (Server-Sent Events, one `status` event per change of the published status, at most four a
+//! second, then `end` when the controller is gone).
+//!
+//! The server binds to loopback by default. There, reads (`GET /api/status`, `GET /api/stream`)
+//! need no credential: they carry no secret and only this machine reaches them. Bound to any
+//! other address, reads need a credential too. Writes (abort, approve) always do. Credentials:
+//! - the run's operator token as a bearer token (the CLI; only the controller and the owner of the
+//!   state directory's mode-600 control file know it);
+//! - the live page's session cookie, which a browser gets by spending a one-time operator link
+//!   (`/#grant=CODE`, printed on the terminal; the code travels in the fragment, so no server log
+//!   sees it, and is spent on first use) or, beyond loopback, by opening `/?token=TOKEN`. The
+//!   cookie holds a random session secret, never the operator token; writes take it only with
+//!   `Content-Type: application/json`, which no cross-site form can send.
+//!
+//! Codes and the session secret live in this process's memory only. The Alertmanager webhook
+//! takes its own token (or, without one, the operator token), so Alertmanager's credential
+//! cannot abort, approve or read.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Json, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use canary_core::engine::Severity;
@@ -78,6 +92,26 @@ pub struct RunStatus {
     pub events: Vec<RecentEvent>,
     /// The evidence bundle's directory.
     pub bundle: String,
+    /// How many times faster than the runbook's clock the run goes (the plan's `time_scale`:
+    /// 1 in production, 60 in the demo). Runbook time is `elapsed_ms × time_scale`.
+    #[serde(default = "real_time")]
+    pub time_scale: f64,
+    /// Wall clock (ms since the epoch) of T+0, once the run has started.
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// The runbook's timeline: setup, burst, checks, each checkpoint, decision.
+    #[serde(default)]
+    pub phases: Vec<PhaseStatus>,
+    /// The load burst's results, once it finished.
+    #[serde(default)]
+    pub burst: Option<BurstStatus>,
+    /// The isolation probes' results so far, once a probe run reported.
+    #[serde(default)]
+    pub probes: Option<ProbesStatus>,
+}
+
+fn real_time() -> f64 {
+    1.0
 }
 
 impl RunStatus {
@@ -98,8 +132,123 @@ impl RunStatus {
             score: None,
             events: Vec::new(),
             bundle: String::new(),
+            time_scale: 1.0,
+            started_at_ms: None,
+            phases: Vec::new(),
+            burst: None,
+            probes: None,
         }
     }
+}
+
+/// One step of the runbook's timeline in a [`RunStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStatus {
+    /// `setup`, `burst`, `checks`, a checkpoint (`T+15`), `decision`.
+    pub name: String,
+    /// When it begins, planned, in elapsed wall-clock ms since T+0.
+    pub at_ms: i64,
+    pub state: PhaseState,
+}
+
+/// Whether the run is past a phase, in it, or not there yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseState {
+    Done,
+    Current,
+    Pending,
+}
+
+/// One evaluation round of a guardrail: both arms' values (`None`: no finite value).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub elapsed_ms: i64,
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+}
+
+/// The load burst's results in a [`RunStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurstStatus {
+    pub total: u64,
+    pub successful: u64,
+    /// The success rate the burst had to reach, in percent.
+    pub min_success_percent: f64,
+    /// Baseline, canary, then answers no arm was named for.
+    pub arms: Vec<BurstArm>,
+    /// Why the burst could not run, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One arm's share of the burst.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurstArm {
+    /// `baseline`, `canary` or `unknown`.
+    pub arm: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl BurstStatus {
+    /// From the burst's summary (`CANARY_LOAD_SUMMARY_<ts>.json`, written by canary-load):
+    /// its totals and each arm's requests, failures and latency percentiles.
+    pub fn from_summary(summary: &serde_json::Value, min_success_percent: f64) -> BurstStatus {
+        let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0);
+        let order = |arm: &str| match arm {
+            "baseline" => 0,
+            "canary" => 1,
+            _ => 2,
+        };
+        let mut arms: Vec<BurstArm> = summary["per_arm"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(arm, s)| BurstArm {
+                arm: arm.clone(),
+                requests: count(s, "total_queries"),
+                errors: count(s, "failed"),
+                p50_ms: s["latency_ms"]["p50"].as_f64(),
+                p95_ms: s["latency_ms"]["p95"].as_f64(),
+                p99_ms: s["latency_ms"]["p99"].as_f64(),
+            })
+            .collect();
+        arms.sort_by_key(|a| order(&a.arm));
+        BurstStatus {
+            total: count(summary, "total_queries"),
+            successful: count(summary, "successful"),
+            min_success_percent,
+            arms,
+            error: summary["error"].as_str().map(str::to_owned),
+        }
+    }
+}
+
+/// The isolation probes' results so far in a [`RunStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbesStatus {
+    /// Probe runs reported, including those that could not run.
+    pub runs: u32,
+    /// Runs that proved isolation (clean over at least one pair of users).
+    pub clean_runs: u32,
+    /// Runs that could not probe (the error is in the evidence).
+    pub failed_runs: u32,
+    /// User pairs checked over all runs.
+    pub pairs: u64,
+    /// Every leak seen: one user's data shown to another.
+    pub leaks: Vec<ProbeLeak>,
+}
+
+/// One user's data seen by another, and which arm answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeLeak {
+    pub observer: String,
+    pub owner: String,
+    pub arm: String,
 }
 
 /// One comparison in a [`RunStatus`], as people read it
@@ -166,6 +315,34 @@ pub struct GuardrailStatus {
     /// The threshold's value, for the live page's threshold line.
     pub threshold: f64,
     pub on_breach: OnBreach,
+    /// What the values are measured in (`ms`, `%`), from the plan.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// How long a breach must last before it triggers (`for`), in wall-clock ms.
+    #[serde(default)]
+    pub for_ms: i64,
+    /// Elapsed ms at which the breach now counting began; `None` while none is.
+    #[serde(default)]
+    pub breaching_since_ms: Option<i64>,
+    /// Every evaluation round so far (thinned to about [`SERIES_CAP`] points).
+    #[serde(default)]
+    pub series: Vec<Point>,
+}
+
+/// How many points a guardrail's series keeps before it is thinned.
+pub const SERIES_CAP: usize = 400;
+
+/// Appends `point`; at [`SERIES_CAP`] points every other older point goes, so a series covers
+/// the whole run, denser where it is recent.
+pub fn push_point(series: &mut Vec<Point>, point: Point) {
+    if series.len() >= SERIES_CAP {
+        let mut index = 0;
+        series.retain(|_| {
+            index += 1;
+            index % 2 == 1
+        });
+    }
+    series.push(point);
 }
 
 /// A recent notification in a [`RunStatus`].
@@ -229,27 +406,115 @@ impl ControlFile {
     }
 }
 
+/// The credentials the API accepts, held in this process's memory only.
+struct Credentials {
+    operator_token: Secret,
+    alert_token: Option<Secret>,
+    /// The live page's session cookie value: random, never the operator token.
+    session: Secret,
+    /// Operator links' one-time codes not yet spent, oldest first.
+    grants: Mutex<Vec<Secret>>,
+}
+
+/// At most this many unspent operator links at once; a new one retires the oldest.
+const MAX_GRANTS: usize = 8;
+
+impl Credentials {
+    /// A fresh one-time code, remembered until spent.
+    fn new_grant(&self) -> anyhow::Result<Secret> {
+        let code = Secret::new(random_hex(16)?);
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        if grants.len() >= MAX_GRANTS {
+            grants.remove(0);
+        }
+        grants.push(code.clone());
+        Ok(code)
+    }
+
+    /// Spends `given` if it is an unspent code: true once, false ever after.
+    fn spend_grant(&self, given: &str) -> bool {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        // Compare with every code, so the time taken says nothing about which one matched.
+        let found = grants.iter().fold(None, |found, code| {
+            let hit = constant_time_eq(given.as_bytes(), code.expose().as_bytes());
+            found.or(hit.then(|| code.clone()))
+        });
+        match found {
+            Some(code) => {
+                grants.retain(|c| *c != code);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `bytes` random bytes from the kernel, hex-encoded. No fallback: a credential without
+/// entropy is worse than none.
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("cannot read /dev/urandom for the live page's credentials")?;
+    Ok(hex::encode(buf))
+}
+
 #[derive(Clone)]
 struct AppState {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<RunStatus>,
-    operator_token: Arc<Secret>,
-    alert_token: Option<Arc<Secret>>,
+    credentials: Arc<Credentials>,
     run_id: Arc<str>,
-    /// Bound to loopback: reads need no token.
+    /// `http://ADDR`, for the operator links it hands out.
+    url: Arc<str>,
+    /// Bound to loopback: reads need no credential.
     open_reads: bool,
+    /// Status streams open now.
+    streams: Arc<AtomicUsize>,
 }
 
 /// A running control API.
 pub struct ControlServer {
     pub addr: SocketAddr,
+    credentials: Arc<Credentials>,
+    streams: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// How long the end of a run waits for open live pages to receive the last status.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
 
 impl ControlServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A new one-time operator link: `http://ADDR/#grant=CODE`. Opened in a browser, the live
+    /// page spends the code for a session cookie that lets it abort and approve.
+    pub fn operator_link(&self) -> anyhow::Result<String> {
+        let code = self.credentials.new_grant()?;
+        Ok(operator_link(&self.url(), &code))
+    }
+
+    /// Stops the API once the controller is gone (its status sender dropped): first lets every
+    /// open stream send the last status and its `end` (bounded by [`FINISH_GRACE`]), so a live
+    /// page shows the verdict, not a lost connection.
+    pub async fn finish(self) {
+        let deadline = tokio::time::Instant::now() + FINISH_GRACE;
+        let watched = self.streams.load(Ordering::SeqCst) > 0;
+        while self.streams.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if watched {
+            // The last frames leave the socket after the stream ended.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn operator_link(url: &str, code: &Secret) -> String {
+    format!("{url}/#grant={}", code.expose())
 }
 
 impl Drop for ControlServer {
@@ -258,7 +523,8 @@ impl Drop for ControlServer {
     }
 }
 
-/// Starts the API on `listen`. Commands arrive on `commands`; `status` is what reads return.
+/// Starts the API on `listen`. Commands arrive on `commands`; `status` is what reads return
+/// and the stream pushes.
 pub async fn start(
     listen: SocketAddr,
     run_id: &str,
@@ -267,57 +533,98 @@ pub async fn start(
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<RunStatus>,
 ) -> anyhow::Result<ControlServer> {
-    let state = AppState {
-        commands,
-        status,
-        operator_token: Arc::new(operator_token),
-        alert_token: alert_token.map(Arc::new),
-        run_id: Arc::from(run_id),
-        open_reads: listen.ip().is_loopback(),
-    };
-    let app = Router::new()
-        .route("/", get(live_page))
-        .route("/api/status", get(status_handler))
-        .route("/api/abort", post(abort))
-        .route("/api/approve", post(approve))
-        .route("/api/alertmanager", post(alertmanager))
-        .with_state(state);
+    let credentials = Arc::new(Credentials {
+        operator_token,
+        alert_token,
+        session: Secret::new(random_hex(32)?),
+        grants: Mutex::new(Vec::new()),
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} for the control API"))?;
     let addr = listener.local_addr()?;
+    let state = AppState {
+        commands,
+        status,
+        credentials: credentials.clone(),
+        run_id: Arc::from(run_id),
+        url: Arc::from(format!("http://{addr}")),
+        open_reads: listen.ip().is_loopback(),
+        streams: Arc::new(AtomicUsize::new(0)),
+    };
+    let streams = state.streams.clone();
+    let app = Router::new()
+        .route("/", get(live_page))
+        .route("/api/status", get(status_handler))
+        .route("/api/stream", get(stream))
+        .route("/api/grant", post(grant))
+        .route("/api/grant/new", post(new_grant))
+        .route("/api/abort", post(abort))
+        .route("/api/approve", post(approve))
+        .route("/api/alertmanager", post(alertmanager))
+        .with_state(state);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "control API stopped");
         }
     });
-    Ok(ControlServer { addr, task })
+    Ok(ControlServer {
+        addr,
+        credentials,
+        streams,
+        task,
+    })
 }
 
-/// The cookie the live page's own requests carry the operator token in.
-const TOKEN_COOKIE: &str = "canary_token";
+/// The live page's session cookie.
+const SESSION_COOKIE: &str = "canary_operator";
 
-/// Whether a read may proceed: on loopback always, elsewhere with the operator token as a bearer
-/// token or the live page's cookie.
-fn may_read(s: &AppState, headers: &HeaderMap) -> bool {
-    if s.open_reads || authorised(headers, &s.operator_token) {
-        return true;
-    }
+/// Whether the request carries the live page's session cookie.
+fn has_session(s: &AppState, headers: &HeaderMap) -> bool {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
-        .any(|given| constant_time_eq(given.as_bytes(), s.operator_token.expose().as_bytes()))
+        .filter_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .any(|given| constant_time_eq(given.as_bytes(), s.credentials.session.expose().as_bytes()))
 }
 
-/// A read without the operator token on a non-loopback address.
+/// The `Set-Cookie` value that opens a session.
+fn session_cookie(s: &AppState) -> String {
+    format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        s.credentials.session.expose()
+    )
+}
+
+/// Whether a read may proceed: on loopback always, elsewhere with the operator token as a bearer
+/// token or the live page's session cookie.
+fn may_read(s: &AppState, headers: &HeaderMap) -> bool {
+    s.open_reads || authorised(headers, &s.credentials.operator_token) || has_session(s, headers)
+}
+
+/// Whether an operator command may proceed: the operator token as a bearer token, or the
+/// session cookie on a JSON request (a cross-site form cannot send JSON; the cookie is
+/// `SameSite=Strict` besides).
+fn may_command(s: &AppState, headers: &HeaderMap) -> bool {
+    if authorised(headers, &s.credentials.operator_token) {
+        return true;
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    json && has_session(s, headers)
+}
+
+/// A read without a credential on a non-loopback address.
 fn unauthorised_read() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        "this controller listens beyond loopback, so reads need the run's operator token (the `token` in <state_dir>/active/<service>.json on the controller's machine): send it as a bearer token, or open /?token=TOKEN in a browser\n",
+        "this controller listens beyond loopback, so reads need a credential: the run's operator token (the `token` in <state_dir>/active/<service>.json on the controller's machine) as a bearer token, or, in a browser, the operator link the run printed (`canary status --link` makes another)\n",
     )
         .into_response()
 }
@@ -343,13 +650,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A refusal as JSON: `{"error": "..."}`.
+fn refused(status: StatusCode, why: &str) -> Response {
+    let mut response = (status, Json(serde_json::json!({ "error": why }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
 fn unauthorised() -> Response {
-    (
+    refused(
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "a bearer token is required: use `canary abort` / `canary approve` on this machine\n",
+        "an operator credential is required: `canary abort` / `canary approve` on the controller's machine, or the live page opened through the run's operator link",
     )
-        .into_response()
 }
 
 async fn status_handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
@@ -360,52 +677,173 @@ async fn status_handler(State(s): State<AppState>, headers: HeaderMap) -> Respon
     Json(status).into_response()
 }
 
+/// The least time between two pushed statuses: the page redraws at most four times a second.
+const STREAM_THROTTLE: Duration = Duration::from_millis(250);
+/// A comment this often keeps proxies and browsers from closing a quiet stream.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Server-Sent Events: `status` with the current status at once and after every change
+/// (throttled), then `end` once the controller is gone, and the stream closes.
+async fn stream(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !may_read(&s, &headers) {
+        return unauthorised_read();
+    }
+    let open = OpenStream::new(&s.streams);
+    let events = futures_util::stream::unfold(
+        (s.status.clone(), Pushed::Nothing, open),
+        |(mut status, pushed, open)| async move {
+            match pushed {
+                Pushed::End => return None,
+                Pushed::Status => {
+                    if status.changed().await.is_err() {
+                        let end = SseEvent::default()
+                            .event("end")
+                            .data("the run has finished");
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(end),
+                            (status, Pushed::End, open),
+                        ));
+                    }
+                    tokio::time::sleep(STREAM_THROTTLE).await;
+                }
+                Pushed::Nothing => {}
+            }
+            let current = status.borrow_and_update().clone();
+            let event = SseEvent::default()
+                .event("status")
+                .json_data(&current)
+                .unwrap_or_else(|e| SseEvent::default().comment(format!("status not sent: {e}")));
+            Some((Ok(event), (status, Pushed::Status, open)))
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
+        .into_response()
+}
+
+/// Counts a status stream as open for as long as it lives (see [`ControlServer::finish`]).
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> OpenStream {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a status stream has sent so far.
+enum Pushed {
+    Nothing,
+    Status,
+    End,
+}
+
+#[derive(Deserialize)]
+struct GrantBody {
+    code: String,
+}
+
+/// Spends an operator link's one-time code for the session cookie.
+async fn grant(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let Ok(GrantBody { code }) = serde_json::from_slice(&body) else {
+        return refused(StatusCode::BAD_REQUEST, "send {\"code\": \"...\"}");
+    };
+    if !s.credentials.spend_grant(&code) {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "this operator link was already used or is not this run's: `canary status --link` on the controller's machine makes a new one",
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::SET_COOKIE, session_cookie(&s))],
+        Json(serde_json::json!({ "operator": true })),
+    )
+        .into_response()
+}
+
+/// A new operator link, for the operator token only (`canary status --link`).
+async fn new_grant(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorised(&headers, &s.credentials.operator_token) {
+        return unauthorised();
+    }
+    match s.credentials.new_grant() {
+        Ok(code) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "link": operator_link(&s.url, &code) })),
+        )
+            .into_response(),
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    }
+}
+
+/// Who, when the body does not say.
+fn live_page_operator() -> String {
+    "operator (live page)".to_owned()
+}
+
 #[derive(Deserialize)]
 struct AbortBody {
+    #[serde(default = "live_page_operator")]
     by: String,
+    #[serde(default)]
     reason: String,
 }
 
-async fn abort(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<AbortBody>,
-) -> Response {
+async fn abort(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !may_command(&s, &headers) {
+        return unauthorised();
+    }
+    let Ok(body) = serde_json::from_slice::<AbortBody>(&body) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "send {\"by\": \"who\", \"reason\": \"why\"}",
+        );
+    };
+    let reason = match body.reason.trim() {
+        "" => "aborted by an operator".to_owned(),
+        _ => body.reason,
+    };
     let command = Command::Abort {
         by: body.by,
-        reason: body.reason,
+        reason,
     };
-    operator_command(&s, &headers, command, "abort accepted: rolling back\n").await
+    operator_command(&s, command, "abort accepted: rolling back\n").await
 }
 
 #[derive(Deserialize)]
 struct ApproveBody {
+    #[serde(default = "live_page_operator")]
     by: String,
 }
 
 async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<ApproveBody>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let command = Command::Approve { by: body.by };
-    operator_command(&s, &headers, command, "approval recorded\n").await
-}
-
-/// Hands an operator's command to the controller: 202 with `accepted`, 401 without the operator
-/// token, 410 once the run has finished.
-async fn operator_command(
-    s: &AppState,
-    headers: &HeaderMap,
-    command: Command,
-    accepted: &'static str,
-) -> Response {
-    if !authorised(headers, &s.operator_token) {
+    if !may_command(&s, &headers) {
         return unauthorised();
     }
+    let Ok(body) = serde_json::from_slice::<ApproveBody>(&body) else {
+        return refused(StatusCode::BAD_REQUEST, "send {\"by\": \"who\"}");
+    };
+    let command = Command::Approve { by: body.by };
+    operator_command(&s, command, "approval recorded\n").await
+}
+
+/// Hands an authorised operator's command to the controller: 202 with `accepted`, 410 once the
+/// run has finished.
+async fn operator_command(s: &AppState, command: Command, accepted: &'static str) -> Response {
     match s.commands.send(command).await {
         Ok(()) => (StatusCode::ACCEPTED, accepted).into_response(),
-        Err(_) => (StatusCode::GONE, "the run has finished\n").into_response(),
+        Err(_) => refused(StatusCode::GONE, "the run has finished"),
     }
 }
 
@@ -419,9 +857,10 @@ async fn alertmanager(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    match &s.alert_token {
+    let credentials = &s.credentials;
+    match &credentials.alert_token {
         Some(token) if !authorised(&headers, token) => return unauthorised(),
-        None if !authorised(&headers, &s.operator_token) => return unauthorised(),
+        None if !authorised(&headers, &credentials.operator_token) => return unauthorised(),
         _ => {}
     }
     let alerts = match parse_webhook(&body) {
@@ -450,30 +889,33 @@ async fn alertmanager(
         .into_response()
 }
 
-/// The live page. Beyond loopback, `/?token=TOKEN` with the operator token sets the cookie its
-/// requests carry from then on and sends the browser back to `/`, out of the address bar.
-async fn live_page(State(s): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
-    if may_read(&s, &headers) {
-        return Html(include_str!("live.html")).into_response();
-    }
+/// The live page: static, so served to anyone who reaches the server (its data comes from the
+/// reads above, with their credentials). Beyond loopback, `/?token=TOKEN` with the operator
+/// token sets the session cookie and sends the browser back to `/`, out of the address bar.
+async fn live_page(State(s): State<AppState>, uri: Uri) -> Response {
     let given = uri
         .query()
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("token="));
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), s.operator_token.expose().as_bytes()) => {
-            let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        None => Html(include_str!("live.html")).into_response(),
+        Some(token)
+            if constant_time_eq(
+                token.as_bytes(),
+                s.credentials.operator_token.expose().as_bytes(),
+            ) =>
+        {
             (
                 StatusCode::SEE_OTHER,
                 [
                     (header::LOCATION, "/".to_owned()),
-                    (header::SET_COOKIE, cookie),
+                    (header::SET_COOKIE, session_cookie(&s)),
                 ],
             )
                 .into_response()
         }
-        _ => unauthorised_read(),
+        Some(_) => unauthorised_read(),
     }
 }
 
@@ -533,9 +975,24 @@ impl ControlClient {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            anyhow::bail!("the controller refused ({status}): {}", text.trim());
+            let why = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            anyhow::bail!("the controller refused ({status}): {}", why.trim());
         }
         Ok(text)
+    }
+
+    /// A new one-time operator link to the live page.
+    pub async fn operator_link(&self) -> anyhow::Result<String> {
+        let answer = self.post("/api/grant/new", serde_json::json!({})).await?;
+        let answer: serde_json::Value =
+            serde_json::from_str(&answer).context("the controller sent no operator link")?;
+        answer["link"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the controller sent no operator link")
     }
 
     pub async fn abort(&self, by: &str, reason: &str) -> anyhow::Result<String> {
@@ -597,6 +1054,14 @@ mod tests {
                 must: "< 1500".to_owned(),
                 threshold: 1500.0,
                 on_breach: OnBreach::Rollback,
+                unit: Some("ms".to_owned()),
+                for_ms: 300_000,
+                breaching_since_ms: Some(12_000),
+                series: vec![Point {
+                    elapsed_ms: 12_000,
+                    canary: Some(1812.5),
+                    baseline: None,
+                }],
             }],
             comparisons: vec![ComparisonStatus {
                 name: "ttfv_vs_baseline".to_owned(),
@@ -616,6 +1081,45 @@ mod tests {
                 message: "ROLLBACK".to_owned(),
             }],
             bundle: "/evidence/relay-20261202T120000Z".to_owned(),
+            time_scale: 60.0,
+            started_at_ms: Some(1_764_676_800_000),
+            phases: vec![
+                PhaseStatus {
+                    name: "setup".to_owned(),
+                    at_ms: 0,
+                    state: PhaseState::Done,
+                },
+                PhaseStatus {
+                    name: "decision".to_owned(),
+                    at_ms: 3_600_000,
+                    state: PhaseState::Current,
+                },
+            ],
+            burst: Some(BurstStatus {
+                total: 100,
+                successful: 99,
+                min_success_percent: 99.0,
+                arms: vec![BurstArm {
+                    arm: "canary".to_owned(),
+                    requests: 6,
+                    errors: 1,
+                    p50_ms: Some(210.5),
+                    p95_ms: Some(402.0),
+                    p99_ms: None,
+                }],
+                error: None,
+            }),
+            probes: Some(ProbesStatus {
+                runs: 2,
+                clean_runs: 1,
+                failed_runs: 0,
+                pairs: 40,
+                leaks: vec![ProbeLeak {
+                    observer: "user_2".to_owned(),
+                    owner: "user_1".to_owned(),
+                    arm: "canary".to_owned(),
+                }],
+            }),
         }
     }
 
@@ -643,6 +1147,10 @@ mod tests {
                     "must": "< 1500",
                     "threshold": 1500.0,
                     "on_breach": "rollback",
+                    "unit": "ms",
+                    "for_ms": 300_000,
+                    "breaching_since_ms": 12_000,
+                    "series": [{"elapsed_ms": 12_000, "canary": 1812.5, "baseline": null}],
                 }],
                 "comparisons": [{
                     "name": "ttfv_vs_baseline",
@@ -658,9 +1166,55 @@ mod tests {
                 "score": "0 (fail)",
                 "events": [{"elapsed_ms": 300_000, "severity": "critical", "message": "ROLLBACK"}],
                 "bundle": "/evidence/relay-20261202T120000Z",
+                "time_scale": 60.0,
+                "started_at_ms": 1_764_676_800_000i64,
+                "phases": [
+                    {"name": "setup", "at_ms": 0, "state": "done"},
+                    {"name": "decision", "at_ms": 3_600_000, "state": "current"},
+                ],
+                "burst": {
+                    "total": 100,
+                    "successful": 99,
+                    "min_success_percent": 99.0,
+                    "arms": [{
+                        "arm": "canary", "requests": 6, "errors": 1,
+                        "p50_ms": 210.5, "p95_ms": 402.0, "p99_ms": null,
+                    }],
+                },
+                "probes": {
+                    "runs": 2, "clean_runs": 1, "failed_runs": 0, "pairs": 40,
+                    "leaks": [{"observer": "user_2", "owner": "user_1", "arm": "canary"}],
+                },
             })
         );
         assert_eq!(serde_json::from_value::<RunStatus>(json).unwrap(), status);
+    }
+
+    /// A status written before the timeline, series, units, burst and probes existed (an older
+    /// controller answering a newer `canary status`) still reads, on a real-time clock.
+    #[test]
+    fn an_older_status_still_reads() {
+        let mut json = serde_json::to_value(decided()).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for field in ["time_scale", "started_at_ms", "phases", "burst", "probes"] {
+            object.remove(field);
+        }
+        for field in ["unit", "for_ms", "breaching_since_ms", "series"] {
+            object["guardrails"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+        }
+        let status: RunStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(status.time_scale, 1.0);
+        assert_eq!(status.phases, Vec::new());
+        assert_eq!((status.burst, status.probes), (None, None));
+        let g = &status.guardrails[0];
+        assert_eq!(
+            (g.unit.as_deref(), g.for_ms, g.breaching_since_ms),
+            (None, 0, None)
+        );
+        assert!(g.series.is_empty());
     }
 
     #[test]
@@ -674,6 +1228,142 @@ mod tests {
         assert_eq!(serde_json::from_value::<RunStatus>(json).unwrap(), status);
     }
 
+    /// A series keeps the whole run: past the cap, older points are thinned, the first and
+    /// the newest stay.
+    #[test]
+    fn a_long_series_is_thinned_not_cut() {
+        let mut series = Vec::new();
+        for i in 0..1000 {
+            push_point(
+                &mut series,
+                Point {
+                    elapsed_ms: i,
+                    canary: Some(i as f64),
+                    baseline: None,
+                },
+            );
+            assert!(series.len() <= SERIES_CAP, "{} points", series.len());
+        }
+        assert_eq!(series.first().unwrap().elapsed_ms, 0);
+        assert_eq!(series.last().unwrap().elapsed_ms, 999);
+        assert!(series.len() > SERIES_CAP / 2, "{} points", series.len());
+        assert!(series.windows(2).all(|w| w[0].elapsed_ms < w[1].elapsed_ms));
+    }
+
+    #[test]
+    fn the_burst_summary_gives_each_arm_baseline_first() {
+        let summary = serde_json::json!({
+            "total_queries": 100, "successful": 98, "failed": 2,
+            "per_arm": {
+                "canary": {"total_queries": 6, "failed": 1,
+                           "latency_ms": {"p50": 210.5, "p95": 402.0, "p99": 410.0}},
+                "baseline": {"total_queries": 94, "failed": 1, "latency_ms": null},
+            },
+        });
+        let burst = BurstStatus::from_summary(&summary, 99.0);
+        assert_eq!((burst.total, burst.successful), (100, 98));
+        let arms: Vec<_> = burst
+            .arms
+            .iter()
+            .map(|a| (a.arm.as_str(), a.requests, a.errors, a.p95_ms))
+            .collect();
+        assert_eq!(
+            arms,
+            [("baseline", 94, 1, None), ("canary", 6, 1, Some(402.0))]
+        );
+        let failed = serde_json::json!({"total_queries": 0, "successful": 0, "error": "no users"});
+        let failed = BurstStatus::from_summary(&failed, 99.0);
+        assert_eq!(failed.error.as_deref(), Some("no users"));
+        assert!(failed.arms.is_empty());
+    }
+
+    /// A control API on `listen` with the operator token `operator-token`, and what it hands the
+    /// controller.
+    struct Api {
+        server: ControlServer,
+        base: String,
+        commands: mpsc::Receiver<Command>,
+        status: watch::Sender<RunStatus>,
+        http: reqwest::Client,
+    }
+
+    impl Api {
+        async fn start(listen: &str) -> Api {
+            let (commands_tx, commands) = mpsc::channel(16);
+            let (status, status_rx) = watch::channel(RunStatus::starting("relay-1", "relay"));
+            let server = start(
+                listen.parse().unwrap(),
+                "relay-1",
+                Secret::new("operator-token".to_owned()),
+                Some(Secret::new("alert-token".to_owned())),
+                commands_tx,
+                status_rx,
+            )
+            .await
+            .unwrap();
+            let base = format!("http://127.0.0.1:{}", server.addr.port());
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            Api {
+                server,
+                base,
+                commands,
+                status,
+                http,
+            }
+        }
+
+        /// Spends the code of a fresh operator link; the answer's status and `name=value` cookie.
+        async fn spend(&self, link: &str) -> (u16, Option<String>) {
+            let code = link.split_once("#grant=").unwrap().1;
+            let answer = self
+                .http
+                .post(format!("{}/api/grant", self.base))
+                .json(&serde_json::json!({ "code": code }))
+                .send()
+                .await
+                .unwrap();
+            let cookie = answer
+                .headers()
+                .get(header::SET_COOKIE)
+                .map(|c| c.to_str().unwrap().to_owned());
+            (answer.status().as_u16(), cookie)
+        }
+
+        /// A session cookie, from a fresh operator link.
+        async fn session(&self) -> String {
+            let link = self.server.operator_link().unwrap();
+            let (status, cookie) = self.spend(&link).await;
+            assert_eq!(status, 200);
+            cookie.unwrap().split(';').next().unwrap().to_owned()
+        }
+
+        /// `POST /api/abort` with `cookie`, as JSON or as a form's text.
+        async fn abort_with(&self, cookie: Option<&str>, json: bool) -> reqwest::Response {
+            let mut request = self.http.post(format!("{}/api/abort", self.base));
+            let body = r#"{"by": "ops", "reason": "from the page"}"#;
+            request = match json {
+                true => request.header(header::CONTENT_TYPE, "application/json"),
+                false => request.header(header::CONTENT_TYPE, "text/plain"),
+            }
+            .body(body);
+            if let Some(cookie) = cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            request.send().await.unwrap()
+        }
+
+        /// Nothing reached the controller.
+        fn nothing_commanded(&mut self) {
+            assert_eq!(
+                self.commands.try_recv().err(),
+                Some(mpsc::error::TryRecvError::Empty)
+            );
+        }
+    }
+
     /// What each endpoint answers without a token, with the wrong one and with the right one,
     /// on loopback and beyond it: `(method, path, no token, wrong token, operator token)`.
     #[tokio::test]
@@ -681,31 +1371,22 @@ mod tests {
         let firing = serde_json::json!({"version": "4", "status": "firing", "alerts": []});
         let cases = [
             ("GET", "/api/status", 200, 200, 200),
-            ("GET", "/", 200, 200, 200),
+            ("GET", "/api/stream", 200, 200, 200),
             ("POST", "/api/abort", 401, 401, 202),
             ("POST", "/api/approve", 401, 401, 202),
             ("POST", "/api/alertmanager", 401, 401, 401),
+            ("POST", "/api/grant/new", 401, 401, 201),
         ];
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         for listen in ["127.0.0.1:0", "0.0.0.0:0"] {
             let beyond = listen.starts_with("0.0.0.0");
-            let (commands, mut received) = mpsc::channel(16);
-            let (_status_tx, status) = watch::channel(RunStatus::starting("relay-1", "relay"));
-            let server = start(
-                listen.parse().unwrap(),
-                "relay-1",
-                Secret::new("operator-token".to_owned()),
-                Some(Secret::new("alert-token".to_owned())),
-                commands,
-                status,
-            )
-            .await
-            .unwrap();
-            tokio::spawn(async move { while received.recv().await.is_some() {} });
-            let base = format!("http://127.0.0.1:{}", server.addr.port());
+            let Api {
+                server,
+                base,
+                mut commands,
+                status: _status,
+                http,
+            } = Api::start(listen).await;
+            tokio::spawn(async move { while commands.recv().await.is_some() {} });
             let send = |method: &str, path: &str, token: Option<&str>| {
                 let url = format!("{base}{path}");
                 let mut req = match method {
@@ -731,10 +1412,22 @@ mod tests {
                     (Some("wrong"), wrong),
                     (Some("operator-token"), operator),
                 ] {
-                    let got = send(method, path, token).await.unwrap().status().as_u16();
-                    assert_eq!(got, expect, "{listen} {method} {path} with {token:?}");
+                    let got = send(method, path, token).await.unwrap();
+                    assert_eq!(
+                        got.status().as_u16(),
+                        expect,
+                        "{listen} {method} {path} with {token:?}"
+                    );
+                    if expect == 401 && method == "POST" {
+                        let body: serde_json::Value = got.json().await.unwrap();
+                        assert!(body["error"].is_string(), "{path}: {body}");
+                    }
                 }
             }
+            // The page itself is static: it loads anywhere, its data does not.
+            let page = send("GET", "/", None).await.unwrap();
+            assert_eq!(page.status().as_u16(), 200);
+            assert!(page.text().await.unwrap().contains("EventSource"));
             // Alertmanager's own token opens the webhook only.
             for (method, path, expect) in [
                 ("POST", "/api/alertmanager", 200),
@@ -745,8 +1438,8 @@ mod tests {
                 assert_eq!(got.status().as_u16(), expect, "{listen} {path}");
             }
             if beyond {
-                // A browser opens /?token=..., is sent back to / with the token in a cookie, and
-                // the page's own status requests carry it.
+                // A browser opens /?token=..., is sent back to / with a session cookie (not
+                // the token), and the page's own reads carry it.
                 let opened = http
                     .get(format!("{base}/?token=operator-token"))
                     .send()
@@ -755,8 +1448,9 @@ mod tests {
                 assert_eq!(opened.status().as_u16(), 303);
                 let cookie = opened.headers()[header::SET_COOKIE].to_str().unwrap();
                 assert!(cookie.contains("HttpOnly"), "{cookie}");
+                assert!(!cookie.contains("operator-token"), "{cookie}");
                 let cookie = cookie.split(';').next().unwrap().to_owned();
-                for path in ["/", "/api/status"] {
+                for path in ["/api/status", "/api/stream"] {
                     let got = http
                         .get(format!("{base}{path}"))
                         .header(header::COOKIE, &cookie)
@@ -767,7 +1461,194 @@ mod tests {
                 }
                 let wrong = http.get(format!("{base}/?token=wrong")).send().await;
                 assert_eq!(wrong.unwrap().status().as_u16(), 401);
+                // An operator link works beyond loopback too: its cookie reads.
+                let link = server.operator_link().unwrap();
+                assert!(link.starts_with(&server.url()), "{link}");
             }
         }
+    }
+
+    /// The operator link's code buys one session cookie, once; the cookie holds neither the
+    /// code nor the operator token.
+    #[tokio::test]
+    async fn an_operator_link_works_once() {
+        let api = Api::start("127.0.0.1:0").await;
+        let link = api.server.operator_link().unwrap();
+        let code = link.split_once("#grant=").unwrap().1;
+        assert_eq!(code.len(), 32, "128 bits in hex: {code}");
+        assert!(code.bytes().all(|b| b.is_ascii_hexdigit()), "{code}");
+
+        let (status, cookie) = api.spend(&link).await;
+        assert_eq!(status, 200);
+        let cookie = cookie.unwrap();
+        for part in ["canary_operator=", "HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(cookie.contains(part), "{part} in {cookie}");
+        }
+        assert!(!cookie.contains(code) && !cookie.contains("operator-token"));
+
+        let (again, cookie) = api.spend(&link).await;
+        assert_eq!((again, cookie), (401, None), "a spent code is refused");
+        let (made_up, _) = api.spend("#grant=00112233445566778899aabbccddeeff").await;
+        assert_eq!(made_up, 401);
+
+        // Each link is its own code: a second one still works after the first was spent.
+        let other = api.server.operator_link().unwrap();
+        assert_ne!(other, link);
+        assert_eq!(api.spend(&other).await.0, 200);
+    }
+
+    /// `canary status --link`: the operator token buys a fresh link, which then works once.
+    #[tokio::test]
+    async fn the_operator_token_makes_new_links() {
+        let api = Api::start("127.0.0.1:0").await;
+        let client = ControlClient::new(ControlFile {
+            run_id: "relay-1".to_owned(),
+            service: "relay".to_owned(),
+            url: api.base.clone(),
+            token: "operator-token".to_owned(),
+            pid: 0,
+        });
+        let link = client.operator_link().await.unwrap();
+        assert!(link.starts_with(&api.server.url()), "{link}");
+        assert_eq!(api.spend(&link).await.0, 200);
+        assert_eq!(api.spend(&link).await.0, 401);
+    }
+
+    /// Abort and approve from the page: the session cookie on a JSON request is accepted and
+    /// reaches the controller; without a credential, or with the cookie on a request a
+    /// cross-site form could send, they are refused and nothing reaches it.
+    #[tokio::test]
+    async fn operator_commands_need_the_token_or_the_cookie_with_json() {
+        let mut api = Api::start("127.0.0.1:0").await;
+        let session = api.session().await;
+
+        let refused = api.abort_with(None, true).await;
+        assert_eq!(refused.status().as_u16(), 401);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("operator link"),
+            "{body}"
+        );
+        api.nothing_commanded();
+
+        let not_json = api.abort_with(Some(&session), false).await;
+        assert_eq!(not_json.status().as_u16(), 401, "cookie without JSON");
+        api.nothing_commanded();
+
+        let forged = api
+            .abort_with(Some("canary_operator=operator-token"), true)
+            .await;
+        assert_eq!(forged.status().as_u16(), 401, "the token is not a session");
+        api.nothing_commanded();
+
+        let accepted = api.abort_with(Some(&session), true).await;
+        assert_eq!(accepted.status().as_u16(), 202);
+        assert!(accepted.text().await.unwrap().contains("accepted"));
+        assert_eq!(
+            api.commands.try_recv().unwrap(),
+            Command::Abort {
+                by: "ops".to_owned(),
+                reason: "from the page".to_owned()
+            }
+        );
+
+        let approved = api
+            .http
+            .post(format!("{}/api/approve", api.base))
+            .header(header::COOKIE, &session)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(approved.status().as_u16(), 202);
+        assert_eq!(
+            api.commands.try_recv().unwrap(),
+            Command::Approve {
+                by: live_page_operator()
+            }
+        );
+
+        // Once the controller is gone, a command is refused as too late.
+        let Api {
+            commands,
+            http,
+            base,
+            ..
+        } = api;
+        drop(commands);
+        let gone = http
+            .post(format!("{base}/api/approve"))
+            .bearer_auth("operator-token")
+            .json(&serde_json::json!({"by": "ops"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status().as_u16(), 410);
+    }
+
+    /// Reads `response`'s body until `done` holds for what arrived, or fails after 10 s.
+    async fn read_until(
+        response: &mut reqwest::Response,
+        text: &mut String,
+        done: impl Fn(&str) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(text) {
+            let chunk = tokio::time::timeout_at(deadline, response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("the stream sent only {text:?}"))
+                .unwrap();
+            match chunk {
+                Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                None => panic!("the stream ended after {text:?}"),
+            }
+        }
+    }
+
+    /// The statuses an SSE transcript carries, in order.
+    fn statuses(text: &str) -> Vec<RunStatus> {
+        text.split("\n\n")
+            .filter(|event| event.lines().any(|l| l == "event: status"))
+            .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect()
+    }
+
+    /// The stream sends the current status at once, a new one when the controller publishes,
+    /// then `end` and closes when the controller is gone.
+    #[tokio::test]
+    async fn the_stream_pushes_each_change_then_ends() {
+        let Api {
+            server: _server,
+            base,
+            status,
+            http,
+            ..
+        } = Api::start("127.0.0.1:0").await;
+        let mut response = http.get(format!("{base}/api/stream")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert_eq!(content_type, "text/event-stream");
+        let mut text = String::new();
+        read_until(&mut response, &mut text, |t| statuses(t).len() == 1).await;
+        assert_eq!(statuses(&text)[0].phase, "starting");
+
+        let mut running = decided();
+        running.phase = "running".to_owned();
+        running.verdict = None;
+        status.send(running.clone()).unwrap();
+        read_until(&mut response, &mut text, |t| statuses(t).len() == 2).await;
+        assert_eq!(statuses(&text)[1], running);
+
+        // The last status before the controller goes is pushed, then the end.
+        status.send(decided()).unwrap();
+        drop(status);
+        read_until(&mut response, &mut text, |t| t.contains("event: end")).await;
+        assert_eq!(statuses(&text).last(), Some(&decided()));
+        let rest = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest, None, "the stream closes after its end");
     }
 }

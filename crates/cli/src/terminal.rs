@@ -146,6 +146,10 @@ mod tests {
             must: must.to_owned(),
             threshold: 0.0,
             on_breach: OnBreach::Rollback,
+            unit: None,
+            for_ms: 0,
+            breaching_since_ms: None,
+            series: Vec::new(),
         }
     }
 

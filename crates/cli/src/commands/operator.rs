@@ -28,13 +28,17 @@ impl Target {
 /// Show the running canary: phase, time left, split, each guardrail against its threshold.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  canary status -c canary.toml\n  canary status -c canary.toml --output json"
+    after_help = "Examples:\n  canary status -c canary.toml\n  canary status -c canary.toml --output json\n  canary status -c canary.toml --link"
 )]
 pub struct StatusArgs {
     #[command(flatten)]
     target: Target,
     #[arg(long, value_enum, default_value_t)]
     output: Format,
+    /// Print a new one-time operator link to the live page instead (its abort and approve
+    /// controls work in the browser that opens it first).
+    #[arg(long)]
+    link: bool,
 }
 
 /// Roll the running canary back now (traffic to 0 % canary, verified), recording who and why.
@@ -60,17 +64,32 @@ pub struct ApproveArgs {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let client = args.target.client()?;
+    if args.link {
+        outln!("{}", client.operator_link().await?);
+        return Ok(0);
+    }
     let s = client.status().await?;
     match args.output {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&s)?),
         Format::Text => {
+            let secs = |ms: i64| crate::terminal::runbook_secs(ms, s.time_scale);
+            let clock = if canary_core::duration::is_real_time(&s.time_scale) {
+                String::new()
+            } else {
+                format!(
+                    " (runbook time; compressed {}×: T+{}s of {}s wall)",
+                    s.time_scale,
+                    s.elapsed_ms.max(0) / 1000,
+                    s.window_ms.max(0) / 1000
+                )
+            };
             outln!(
-                "run {} of {}: {} — T+{}s of {}s, canary weight {} %{}",
+                "run {} of {}: {} — T+{}s of {}s{clock}, canary weight {} %{}",
                 s.run_id,
                 s.service,
                 s.phase,
-                s.elapsed_ms / 1000,
-                s.window_ms / 1000,
+                secs(s.elapsed_ms),
+                secs(s.window_ms),
                 s.canary_weight,
                 s.verdict
                     .as_deref()

@@ -31,7 +31,10 @@ use canary_providers::notify::{Incident, Outcome as Announced};
 use canary_providers::traffic::{RetryPolicy, TrafficRouter, set_verified};
 use tokio::sync::{mpsc, watch};
 
-use crate::control::{Command, GuardrailStatus, RecentEvent, RunStatus};
+use crate::control::{
+    BurstStatus, Command, GuardrailStatus, PhaseState, PhaseStatus, Point, ProbeLeak, ProbesStatus,
+    RecentEvent, RunStatus,
+};
 use canary_providers::metrics::observe::{ScopedComparison, ScopedGuardrail, observe_round};
 
 /// Milliseconds since the epoch, now.
@@ -201,6 +204,21 @@ pub struct Controller {
     load_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The verdict of the last decision carried out, which the decision's message announces.
     announced: Option<Verdict>,
+    /// What the live status shows beyond the engine's own view: each guardrail's readings
+    /// round by round, the burst's and the probes' results.
+    shown: Shown,
+}
+
+/// The run's history as the live status shows it, kept from what the controller sees.
+#[derive(Default)]
+struct Shown {
+    /// Per guardrail, both arms' values of every evaluation round (thinned).
+    series: HashMap<String, Vec<Point>>,
+    /// Elapsed ms at which the burst started and finished.
+    burst_started: Option<i64>,
+    burst_finished: Option<i64>,
+    burst: Option<BurstStatus>,
+    probes: Option<ProbesStatus>,
 }
 
 /// How long notifications and annotations still in flight at the end of a run (the decision's)
@@ -243,6 +261,29 @@ impl Controller {
             deliveries: Vec::new(),
             load_tasks: Vec::new(),
             announced: None,
+            shown: Shown::default(),
+        }
+    }
+
+    /// Elapsed ms since T+0 (0 before the start).
+    fn elapsed(&self, at: Millis) -> i64 {
+        self.engine.started_at().map_or(0, |start| at - start)
+    }
+
+    /// Adds a round's readings to the guardrails' series.
+    fn record_round(&mut self, round: Millis, readings: &[GuardrailReading]) {
+        let elapsed_ms = self.elapsed(round);
+        let finite = |r: &canary_core::Reading| r.as_value().filter(|v| v.is_finite());
+        for r in readings {
+            let series = self.shown.series.entry(r.guardrail.clone()).or_default();
+            crate::control::push_point(
+                series,
+                Point {
+                    elapsed_ms,
+                    canary: finite(&r.canary),
+                    baseline: finite(&r.baseline),
+                },
+            );
         }
     }
 
@@ -313,6 +354,7 @@ impl Controller {
                     raw,
                 }) => {
                     self.raw_rounds.insert(round, raw);
+                    self.record_round(round, &readings);
                     Input::Observations {
                         at,
                         round,
@@ -439,6 +481,7 @@ impl Controller {
             } => self.snapshot(&label, round, &guardrails, &comparisons)?,
             Action::StartBurst => {
                 let transcript = self.bundle.burst_transcript()?;
+                self.shown.burst_started = Some(self.elapsed(now_ms()));
                 let task = self.delegates.burst(transcript);
                 let sender = self.sender.clone();
                 tracing::info!(target: "canary", "load burst started");
@@ -591,8 +634,16 @@ impl Controller {
     /// Records the burst's summary and turns its result into the engine's event. A burst that
     /// could not run counts as 0 of 0 (below any bar), with the reason in the summary.
     fn burst_done(&mut self, result: anyhow::Result<BurstOutcome>) -> anyhow::Result<Event> {
+        self.shown.burst_finished = Some(self.elapsed(now_ms()));
+        let min_success_percent = self
+            .engine
+            .plan()
+            .burst
+            .as_ref()
+            .map_or(0.0, |b| b.min_success_percent);
         Ok(match result {
             Ok(o) => {
+                self.shown.burst = Some(BurstStatus::from_summary(&o.summary, min_success_percent));
                 self.bundle.write_load_summary(&o.summary)?;
                 tracing::info!(target: "canary", total = o.total, successful = o.successful, "load burst finished");
                 Event::BurstCompleted {
@@ -603,12 +654,14 @@ impl Controller {
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::error!(target: "canary", error = %why, "the load burst failed");
-                self.bundle.write_load_summary(&serde_json::json!({
+                let summary = serde_json::json!({
                     "total_queries": 0,
                     "successful": 0,
                     "failed": 0,
                     "error": why,
-                }))?;
+                });
+                self.shown.burst = Some(BurstStatus::from_summary(&summary, min_success_percent));
+                self.bundle.write_load_summary(&summary)?;
                 Event::BurstCompleted {
                     total: 0,
                     successful: 0,
@@ -619,6 +672,22 @@ impl Controller {
 
     /// Records a probe run and returns its events: one per leak, then `ProbesCompleted`.
     fn probes_done(&mut self, result: anyhow::Result<ProbeOutcome>) -> anyhow::Result<Vec<Event>> {
+        let shown = self.shown.probes.get_or_insert_with(ProbesStatus::default);
+        shown.runs += 1;
+        match &result {
+            Ok(o) => {
+                shown.clean_runs += u32::from(o.run.proves_isolation());
+                shown.pairs += u64::from(o.run.pairs);
+                shown
+                    .leaks
+                    .extend(o.leaks.iter().map(|(observer, owner, arm)| ProbeLeak {
+                        observer: observer.clone(),
+                        owner: owner.clone(),
+                        arm: arm.as_str().to_owned(),
+                    }));
+            }
+            Err(_) => shown.failed_runs += 1,
+        }
         match result {
             Ok(o) => {
                 self.probe_runs.push(o.report.clone());
@@ -898,12 +967,15 @@ impl Controller {
         Ok(())
     }
 
+    /// Publishes the run as people see it: the engine's view, the plan's timeline and units,
+    /// and what the controller kept (series, burst, probes).
     fn publish_status(&self) {
         let Some(status) = &self.status else {
             return;
         };
         let engine = self.engine.status();
         let plan = self.engine.plan();
+        let started = self.engine.started_at();
         let finite = |r: &Option<canary_core::Reading>| {
             r.as_ref()
                 .and_then(|r| r.as_value())
@@ -920,6 +992,19 @@ impl Controller {
                 must: g.must.to_string(),
                 threshold: g.must.value,
                 on_breach: g.on_breach,
+                unit: plan
+                    .guardrails
+                    .iter()
+                    .find(|p| p.name == g.name)
+                    .and_then(|p| p.unit.clone()),
+                for_ms: g.for_.as_millis() as i64,
+                breaching_since_ms: match (&g.status, g.breached_since, started) {
+                    (canary_core::engine::Status::Breach, Some(since), Some(start)) => {
+                        Some(since - start)
+                    }
+                    _ => None,
+                },
+                series: self.shown.series.get(&g.name).cloned().unwrap_or_default(),
             })
             .collect();
         let interval_ms = plan.evaluation_interval.as_millis().max(1) as i64;
@@ -948,8 +1033,82 @@ impl Controller {
             score: engine.score.as_ref().map(crate::control::score_text),
             events: self.recent.iter().cloned().collect(),
             bundle: self.bundle.dir().display().to_string(),
+            time_scale: plan.time_scale,
+            started_at_ms: started,
+            phases: timeline(plan, engine.phase, engine.elapsed_ms, &self.shown),
+            burst: self.shown.burst.clone(),
+            probes: self.shown.probes.clone(),
         });
     }
+}
+
+/// The runbook's timeline for the live status: `setup` from T+0, `burst` at its planned time
+/// until it reports, `checks` from then on, each checkpoint at its offset (named in runbook
+/// time, `T+15`), and `decision` at the end of the window. Every phase the run has reached is
+/// done except the one it is in; after the decision, the decision is done and what the run
+/// never reached (a rollback before T+60) stays pending.
+fn timeline(
+    plan: &canary_core::Plan,
+    phase: &str,
+    elapsed: i64,
+    shown: &Shown,
+) -> Vec<PhaseStatus> {
+    let ms = |d: Duration| d.as_millis() as i64;
+    let window = ms(plan.window());
+    // (name, planned start, reached)
+    let mut steps: Vec<(String, i64, bool)> = vec![("setup".to_owned(), 0, phase != "starting")];
+    match &plan.burst {
+        Some(b) => {
+            let at = ms(b.at);
+            steps.push((
+                "burst".to_owned(),
+                at,
+                shown.burst_started.is_some() || elapsed >= at,
+            ));
+            steps.push((
+                "checks".to_owned(),
+                shown.burst_finished.unwrap_or(at),
+                shown.burst_finished.is_some(),
+            ));
+        }
+        None => steps.push((
+            "checks".to_owned(),
+            0,
+            phase != "starting" && phase != "ready",
+        )),
+    }
+    for &checkpoint in &plan.checkpoints {
+        let at = ms(checkpoint);
+        let label = plan.checkpoint_label(checkpoint);
+        let name = match label.strip_prefix('T') {
+            Some(rest) => format!("T+{rest}"),
+            None => label,
+        };
+        steps.push((name, at.min(window), elapsed >= at));
+    }
+    // The checkpoints may sit anywhere in the window; the order is the clock's.
+    steps.sort_by_key(|(_, at, _)| *at);
+    let decided = phase == "decided";
+    let deciding = decided || phase == "awaiting-approval";
+    steps.push(("decision".to_owned(), window, deciding));
+    let current = if decided {
+        None
+    } else {
+        steps.iter().rposition(|(_, _, reached)| *reached)
+    };
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, at_ms, reached))| PhaseStatus {
+            name,
+            at_ms,
+            state: match (Some(i) == current, reached) {
+                (true, _) => PhaseState::Current,
+                (false, true) => PhaseState::Done,
+                (false, false) => PhaseState::Pending,
+            },
+        })
+        .collect()
 }
 
 fn command_event(c: Command) -> Event {
@@ -967,5 +1126,80 @@ fn command_event(c: Command) -> Event {
             guardrail,
             action,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::config::{INIT_TEMPLATE, Needs, env::Env, resolve_text};
+
+    /// The runbook's plan (`canary init`'s template) on the demo's clock: burst at T+5,
+    /// checkpoints T+15/30/60, window 60 runbook minutes = 60 s.
+    fn plan() -> canary_core::Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let config = resolve_text(
+            "canary.toml",
+            INIT_TEMPLATE,
+            dir.path(),
+            Needs::PLAN,
+            Env::offline(),
+        )
+        .unwrap();
+        config.compressed(60.0).plan
+    }
+
+    /// Where the timeline puts a run: `(engine phase, elapsed ms, burst started / finished at,
+    /// each phase's state in order)`.
+    #[test]
+    fn the_timeline_follows_the_run() {
+        let plan = plan();
+        let cases = [
+            ("ready", 0, None, None, "C P P P P P P"),
+            ("running", 2_000, None, None, "C P P P P P P"),
+            ("running", 5_100, Some(5_000), None, "D C P P P P P"),
+            ("running", 9_000, Some(5_000), Some(8_000), "D D C P P P P"),
+            ("running", 31_000, Some(5_000), Some(8_000), "D D D D C P P"),
+            (
+                "awaiting-approval",
+                60_000,
+                Some(5_000),
+                Some(8_000),
+                "D D D D D D C",
+            ),
+            // Rolled back at T+20: what it never reached stays pending.
+            ("decided", 20_000, Some(5_000), Some(8_000), "D D D D P P D"),
+        ];
+        for (phase, elapsed, started, finished, expect) in cases {
+            let shown = Shown {
+                burst_started: started,
+                burst_finished: finished,
+                ..Shown::default()
+            };
+            let phases = timeline(&plan, phase, elapsed, &shown);
+            let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "setup", "burst", "checks", "T+15", "T+30", "T+60", "decision"
+                ]
+            );
+            let states: Vec<&str> = phases
+                .iter()
+                .map(|p| match p.state {
+                    PhaseState::Done => "D",
+                    PhaseState::Current => "C",
+                    PhaseState::Pending => "P",
+                })
+                .collect();
+            assert_eq!(states.join(" "), expect, "{phase} at {elapsed} ms");
+        }
+        let at: Vec<i64> = timeline(&plan, "ready", 0, &Shown::default())
+            .iter()
+            .map(|p| p.at_ms)
+            .collect();
+        assert_eq!(at, [0, 5_000, 5_000, 15_000, 30_000, 60_000, 60_000]);
     }
 }

@@ -546,6 +546,12 @@ async fn drive_to_end(
         server.url(),
         controller.bundle.dir().display()
     );
+    // The link carries a one-time code for the page's operator controls; it goes to the
+    // terminal only, never to a log or a file.
+    eprintln!(
+        "canary: operator link (works once): {}",
+        server.operator_link()?
+    );
     // Events from the wiring's background tasks (arm health) join the controller's messages.
     if let Some(mut events) = wiring.events.take() {
         let sender = controller.sender.clone();
@@ -606,7 +612,8 @@ async fn drive_to_end(
     for task in &wiring.background {
         task.abort();
     }
-    drop(server);
+    // The controller is gone: live pages get the last status, then the API stops.
+    server.finish().await;
     let _ = std::fs::remove_file(&control_path);
     let (outcome, bundle, journal, mut replica) = result?;
     if let Some(replica) = replica.as_mut()
