@@ -61,9 +61,10 @@ impl Drop for LineWriter {
     }
 }
 
-/// One line from the controller's status: `running T+312s/3600s canary 5% | ✓ ttfv_p95 812.5 < 1500`.
+/// One line from the controller's status: `running T+312s/3600s canary 5% | ✓ ttfv_p95 812.5 < 1500`,
+/// its times in the runbook's (a compressed run says so once, on the run's first line).
 pub fn status_line(s: &RunStatus) -> String {
-    let secs = |ms: i64| ms.max(0) / 1000;
+    let secs = |ms: i64| runbook_secs(ms, s.time_scale);
     let mut line = format!(
         "{} T+{}s/{}s canary {}%",
         s.phase,
@@ -91,6 +92,16 @@ pub fn status_line(s: &RunStatus) -> String {
         .and_then(|c| c.parse::<usize>().ok())
         .unwrap_or(160);
     line.chars().take(width.saturating_sub(1)).collect()
+}
+
+/// Whole seconds of runbook time in `wall_ms` of a run whose clock went `time_scale` times faster
+/// than the runbook's.
+pub fn runbook_secs(wall_ms: i64, time_scale: f64) -> u64 {
+    canary_core::duration::runbook(
+        Duration::from_millis(wall_ms.max(0).unsigned_abs()),
+        time_scale,
+    )
+    .as_secs()
 }
 
 /// Redraws the status line whenever the controller's status changes (at most every 250 ms),
@@ -172,5 +183,20 @@ mod tests {
         );
         status.verdict = Some("ROLLBACK".to_owned());
         assert!(status_line(&status).ends_with(" | ROLLBACK"));
+
+        // On the demo's compressed clock the line speaks the runbook's time: 5.2 wall seconds
+        // into a 60-second window are T+312s of 3600s.
+        status.time_scale = 60.0;
+        status.elapsed_ms = 5_200;
+        status.window_ms = 60_000;
+        assert!(
+            status_line(&status).starts_with("running T+312s/3600s canary 5% | "),
+            "{}",
+            status_line(&status)
+        );
+        status.time_scale = 7.5;
+        status.elapsed_ms = 6_667;
+        status.window_ms = 480_000;
+        assert!(status_line(&status).starts_with("running T+50s/3600s "));
     }
 }

@@ -459,12 +459,13 @@ impl Controller {
                     .map(|g| g.check_line())
                     .chain(comparisons.iter().map(canary_core::comparisons::check_line))
                     .collect();
-                let elapsed = round - self.bundle.started();
-                let message = format!(
-                    "check at T+{}:\n{}",
-                    canary_core::duration::Human(Duration::from_millis(elapsed.max(0) as u64)),
-                    lines.join("\n")
+                // In the runbook's time, as the check log and the runbook say it: `T+5m`.
+                let at = canary_evidence::stamp::runbook_offset(
+                    self.bundle.started(),
+                    round,
+                    self.engine.plan().time_scale,
                 );
+                let message = format!("check at {at}:\n{}", lines.join("\n"));
                 tracing::info!(target: "canary", "{message}");
                 self.deliver(self.delegates.notify(
                     self.bundle.run_id(),
@@ -529,7 +530,7 @@ impl Controller {
                 tracing::warn!(
                     target: "canary",
                     "waiting for an operator ({reason}): `canary approve` or `canary abort` within {}",
-                    canary_core::duration::Human(left)
+                    self.engine.plan().runbook(left)
                 );
             }
             Action::Decide(decision) => self.decided(&decision),
