@@ -49,7 +49,8 @@ pub use burst::{Progress, UserCheck, check_users, run_burst};
 pub use canary_core::verdict::{ProbeRun, ProbeVerdict};
 pub use error::LoadError;
 pub use probe::{
-    Leak, ProbeReport, ProbeSpec, ProbeUser, SelfCheck, probe_json, probe_text, run_probes,
+    Leak, PairResult, ProbeReport, ProbeSpec, ProbeUser, SelfCheck, probe_json, probe_text,
+    run_probes,
 };
 pub use report::{
     ArmSummary, BurstReport, ErrorKind, Percentiles, RequestRecord, Summary, TargetSummary,

@@ -122,6 +122,24 @@ pub struct SelfCheck {
     pub status: Option<u16>,
 }
 
+/// What probing one owner's data as one observer gave: one cell of the report's user × user
+/// matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairResult {
+    /// The user who asked.
+    pub observer: String,
+    /// The user whose marker was asked for.
+    pub owner: String,
+    /// Probe requests sent for this pair.
+    pub requests: u64,
+    /// Of those, requests that got no answer to inspect.
+    pub failed: u64,
+    /// Answers per arm (`baseline` / `canary` / `unknown`).
+    pub arms: BTreeMap<String, u64>,
+    /// The owner's markers the observer received (any of the observer's requests).
+    pub leaks: u64,
+}
+
 /// What the probes found.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
@@ -139,6 +157,8 @@ pub struct ProbeReport {
     pub arms: BTreeMap<String, u64>,
     pub self_checks: Vec<SelfCheck>,
     pub leaks: Vec<Leak>,
+    /// Every ordered pair of users, observer by observer, in the users' order.
+    pub pair_results: Vec<PairResult>,
 }
 
 impl ProbeReport {
@@ -500,7 +520,9 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
         arms: BTreeMap::new(),
         self_checks: Vec::new(),
         leaks: Vec::new(),
+        pair_results: Vec::new(),
     };
+    let mut pairs: BTreeMap<(usize, usize), PairResult> = BTreeMap::new();
     for (i, outcome) in outcomes {
         let probe = &probes[i];
         *report
@@ -518,7 +540,17 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
                 status: outcome.status,
             }),
             Some(about) => {
+                let asked = pair_result(&mut pairs, &spec.users, probe.observer, about);
+                asked.requests += 1;
+                if outcome.failure.is_some() {
+                    asked.failed += 1;
+                }
+                *asked
+                    .arms
+                    .entry(arm_name(outcome.arm).to_owned())
+                    .or_default() += 1;
                 for &owner in outcome.found.iter().filter(|&&o| o != probe.observer) {
+                    pair_result(&mut pairs, &spec.users, probe.observer, owner).leaks += 1;
                     report.leaks.push(Leak {
                         observer: spec.users[probe.observer].name.clone(),
                         owner: spec.users[owner].name.clone(),
@@ -532,6 +564,7 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
             }
         }
     }
+    report.pair_results = pairs.into_values().collect();
     for leak in &report.leaks {
         tracing::error!(
             observer = %leak.observer,
@@ -542,6 +575,25 @@ pub async fn run_probes(spec: &ProbeSpec) -> Result<ProbeReport, LoadError> {
         );
     }
     Ok(report)
+}
+
+/// The result of `observer` probing `owner`'s data, started empty on first use.
+fn pair_result<'a>(
+    pairs: &'a mut BTreeMap<(usize, usize), PairResult>,
+    users: &[ProbeUser],
+    observer: usize,
+    owner: usize,
+) -> &'a mut PairResult {
+    pairs
+        .entry((observer, owner))
+        .or_insert_with(|| PairResult {
+            observer: users[observer].name.clone(),
+            owner: users[owner].name.clone(),
+            requests: 0,
+            failed: 0,
+            arms: BTreeMap::new(),
+            leaks: 0,
+        })
 }
 
 struct Shared {
@@ -709,6 +761,14 @@ pub fn probe_json(report: &ProbeReport) -> Value {
             "arm": arm_name(l.arm),
             "status": l.status,
         })).collect::<Vec<_>>(),
+        "pair_results": report.pair_results.iter().map(|p| json!({
+            "observer": p.observer,
+            "owner": p.owner,
+            "requests": p.requests,
+            "failed": p.failed,
+            "answered_by": p.arms,
+            "leaks": p.leaks,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -786,6 +846,7 @@ mod tests {
                 status: Some(200),
             }],
             leaks: Vec::new(),
+            pair_results: Vec::new(),
         };
         assert_eq!(r.verdict(), ProbeVerdict::Clean);
         r.self_checks[0].found = false;

@@ -38,6 +38,20 @@ async fn a_tenant_leak_on_the_canary_is_caught_and_attributed_to_the_canary() {
         report.arms.get("canary").copied(),
         Some(report.requests as u64)
     );
+    // Per pair: every ordered pair asked 13 ways, answered by the canary, and each leak counted
+    // on the pair of who received whose marker.
+    assert_eq!(report.pair_results.len(), 20);
+    for p in &report.pair_results {
+        assert_ne!(p.observer, p.owner);
+        assert_eq!((p.requests, p.failed), (13, 0), "{p:?}");
+        assert_eq!(p.arms.get("canary").copied(), Some(13), "{p:?}");
+        let leaks = report
+            .leaks
+            .iter()
+            .filter(|l| l.observer == p.observer && l.owner == p.owner)
+            .count();
+        assert_eq!(p.leaks, leaks as u64, "{p:?}");
+    }
 
     let text = probe_text(&report);
     let json = probe_json(&report);
@@ -45,6 +59,14 @@ async fn a_tenant_leak_on_the_canary_is_caught_and_attributed_to_the_canary() {
     assert!(text.contains("arm canary"));
     assert_eq!(json["verdict"], "leaked");
     assert_eq!(json["leaks"].as_array().unwrap().len(), report.leaks.len());
+    assert_eq!(json["pair_results"].as_array().unwrap().len(), 20);
+    let leaks: u64 = json["pair_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["leaks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(leaks, report.leaks.len() as u64);
     let rendered = format!("{text}{json}");
     for secret in secrets() {
         assert!(
