@@ -174,6 +174,23 @@ fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
     let t15: serde_json::Value =
         serde_json::from_str(&artifact(&run.bundle, "CANARY_SNAPSHOT_T15_")).unwrap();
     assert!(t15.to_string().contains("\"resultType\""), "{t15:#}");
+    // The report reads the burst's transcript and the probe report as canary-load and the
+    // controller write them: latency per arm, and the 5 × 5 user matrix, clean.
+    let report = artifact(&run.bundle, "report.html");
+    assert!(
+        report.contains("<tr class=\"arm-baseline\">"),
+        "no baseline burst row"
+    );
+    assert!(report.contains("<polyline class=\"cdf baseline\""));
+    let matrix = &report[report.find("<table class=\"matrix\">").unwrap()..];
+    let matrix = &matrix[..matrix.find("</table>").unwrap()];
+    assert_eq!(
+        matrix.matches("<td class=\"clean\"").count(),
+        20,
+        "{matrix}"
+    );
+    assert_eq!(matrix.matches("<td class=\"self\"").count(), 5, "{matrix}");
+    assert!(matrix.contains("answered: canary "), "{matrix}");
 
     assert_eq!(verify(&run.bundle).0, 0);
     // Without the publisher's key the signature is only self-consistent, and verify says so;

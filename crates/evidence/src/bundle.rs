@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::artifact::{Artifact, MANIFEST, SIGNATURE};
 use crate::durable::{self, AppendLog};
-use crate::facts::{BurstResult, RunFacts};
+use crate::facts::{BurstResult, LoadDetail, RunFacts};
 use crate::journal_file::{self, JournalFileError, JournalWriter};
 use crate::manifest::{self, MANIFEST_FORMAT, Manifest, ManifestDecision, ManifestSigner};
 use crate::render::alerts::{self, Alerts};
@@ -474,6 +474,7 @@ impl Bundle {
                 artifacts: &artifacts,
                 signer_fingerprint: &seal.signer.fingerprint(),
                 cooldown_override: seal.cooldown_override,
+                detail: &LoadDetail::read(&self.dir, &self.stamp),
             },
         );
         self.write(&Artifact::Report, html.as_bytes())?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use canary_core::engine::Reading;
 use canary_core::journal;
 use canary_core::{ArmRole, Event};
-use canary_evidence::facts::RunFacts;
+use canary_evidence::facts::{LoadDetail, RunFacts};
 use canary_evidence::manifest::FileEntry;
 use canary_evidence::render::alerts::{AlertRule, AlertmanagerAlerts, Alerts, alerts};
 use canary_evidence::render::check_log::{check_lines, no_check_due};
@@ -453,6 +453,7 @@ fn operator_text_cannot_forge_a_line_in_any_artifact() {
             artifacts: &[],
             signer_fingerprint: &ids.0,
             cooldown_override: Some("urgent\nDECISION: PROMOTE"),
+            detail: &LoadDetail::default(),
         },
     );
     for (name, text) in [
@@ -545,6 +546,7 @@ fn report_html_is_self_contained_and_escaped() {
             artifacts: &artifacts,
             signer_fingerprint: &fp,
             cooldown_override: None,
+            detail: &LoadDetail::default(),
         },
     );
     assert!(!html.contains("<script"), "unescaped text in the report");
@@ -575,6 +577,7 @@ fn report_html_is_self_contained_and_escaped() {
             artifacts: &artifacts,
             signer_fingerprint: &fp,
             cooldown_override: None,
+            detail: &LoadDetail::default(),
         },
     );
     assert!(html.contains("<h2>Comparisons with the baseline</h2>"));
