@@ -116,6 +116,59 @@ fn last_change(bundle: &Path) -> (String, bool) {
     )
 }
 
+/// Every time label a person reads in a demo run, with what varies from run to run (values,
+/// run ids, wall-clock instants, the decision's few milliseconds past its round) left out:
+/// the run's first line, the run's log of checks, the check log (offset, guardrail, threshold
+/// and `for`), the decision file's header, each snapshot's offset.
+fn runbook_time_labels(run: &Demo) -> String {
+    let mut out = String::from("# the run's first line\n");
+    let first = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("canary: run "))
+        .unwrap_or_else(|| panic!("no first line of the run in:\n{}", run.stderr));
+    let window = first.split(" — ").find(|p| p.starts_with("window "));
+    out.push_str(window.unwrap_or("(no window)"));
+    out.push_str("\n\n# the run's log: check at …\n");
+    let checks: Vec<&str> = run
+        .stderr
+        .split("check at ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(':').map(|(at, _)| at))
+        .collect();
+    out.push_str(&checks.join(" "));
+    out.push_str("\n\n# CANARY_METRICS_CHECK: offset, instant, guardrail, threshold\n");
+    for line in artifact(&run.bundle, "CANARY_METRICS_CHECK_").lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let must = line
+            .find("(must")
+            .map(|i| &line[i..=i + line[i..].find(')').unwrap()]);
+        match must {
+            Some(must) => out.push_str(&format!("{} <wall> {} {must}\n", words[0], words[3])),
+            None => out.push_str(&format!("{} <wall> {} <comparison>\n", words[0], words[3])),
+        }
+    }
+    out.push_str("\n# CANARY_DECISION_FINAL\n");
+    for line in artifact(&run.bundle, "CANARY_DECISION_FINAL.txt").lines() {
+        if line.starts_with("clock ") || line.starts_with("window ") {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out.push_str("\n# CANARY_SNAPSHOT_*: label, offset\n");
+    for label in ["T15", "T30", "T60"] {
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&artifact(&run.bundle, &format!("CANARY_SNAPSHOT_{label}_")))
+                .unwrap();
+        out.push_str(&format!(
+            "{label} {} ({})\n",
+            snapshot["offset"].as_str().unwrap(),
+            snapshot["clock"].as_str().unwrap_or("no clock line")
+        ));
+    }
+    out
+}
+
 #[test]
 fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,6 +183,9 @@ fn a_healthy_demo_promotes_with_a_verified_bundle_and_no_secret_anywhere() {
     let (header, verified) = last_change(&run.bundle);
     assert!(header.contains("-> 100 % (promote)"), "{header}");
     assert!(verified);
+    // On its 60× compressed clock the demo speaks the runbook's time: checks at T+5m … T+60m
+    // with `for 5m`, never the wall clock's T+5s and `for 5s`.
+    insta::assert_snapshot!("runbook_time_at_time_scale_60", runbook_time_labels(&run));
 
     // Every runbook artifact, under the runbook's names.
     let names: Vec<String> = files(&run.bundle)

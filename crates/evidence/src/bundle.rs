@@ -170,6 +170,9 @@ pub struct Bundle {
     run_id: String,
     started: Millis,
     stamp: String,
+    /// The plan's `time_scale`, once the journal is created or resumed (artifacts written in
+    /// the runbook's time).
+    time_scale: f64,
     check_log: Option<AppendLog>,
 }
 
@@ -200,6 +203,7 @@ impl Bundle {
             run_id: run_id.to_owned(),
             started,
             stamp,
+            time_scale: 1.0,
             check_log: None,
         })
     }
@@ -242,6 +246,7 @@ impl Bundle {
             run_id: run_id.to_owned(),
             started,
             stamp,
+            time_scale: journal.header.plan.time_scale,
             check_log: None,
         };
         bundle.remove_temp_files()?;
@@ -271,6 +276,7 @@ impl Bundle {
         RunContext {
             run_id: self.run_id.clone(),
             started: self.started,
+            time_scale: self.time_scale,
         }
     }
 
@@ -279,8 +285,10 @@ impl Bundle {
         self.dir.join(artifact.file_name(&self.stamp))
     }
 
-    /// Creates `journal.jsonl` with its header (format, run id, plan).
-    pub fn create_journal(&self, plan: &Plan) -> Result<JournalWriter, BundleError> {
+    /// Creates `journal.jsonl` with its header (format, run id, plan). The artifacts written
+    /// from here on speak the plan's runbook time.
+    pub fn create_journal(&mut self, plan: &Plan) -> Result<JournalWriter, BundleError> {
+        self.time_scale = plan.time_scale;
         let header = Header {
             format: journal::FORMAT,
             run_id: self.run_id.clone(),
@@ -369,7 +377,7 @@ impl Bundle {
         if self.check_log.is_none() {
             self.check_log = Some(AppendLog::open(&path).map_err(io_error("open", &path))?);
         }
-        let lines = check_log::check_lines(self.started, round, guardrails, comparisons);
+        let lines = check_log::check_lines(&self.context(), round, guardrails, comparisons);
         if let Some(log) = self.check_log.as_mut() {
             log.append_lines(lines.iter().map(String::as_str))
                 .map_err(io_error("append to", &path))?;
@@ -433,6 +441,8 @@ impl Bundle {
             .decision
             .clone()
             .ok_or(BundleError::Undecided { path: journal_path })?;
+        // The journal's plan is the truth about the run's clock.
+        self.time_scale = facts.plan.time_scale;
         let ctx = self.context();
 
         self.fill_missing(&ctx, &facts, &decision)?;
@@ -626,8 +636,7 @@ impl Bundle {
             // the journal (the same summaries the engine produced).
             let mut text = String::new();
             for c in &facts.checks {
-                let lines =
-                    check_log::check_lines(self.started, c.round, &c.guardrails, &c.comparisons);
+                let lines = check_log::check_lines(ctx, c.round, &c.guardrails, &c.comparisons);
                 for line in lines {
                     text.push_str(&line);
                     text.push('\n');
@@ -724,6 +733,7 @@ pub(crate) fn journal_placeholders(facts: &RunFacts) -> Vec<(Artifact, String)> 
     let ctx = RunContext {
         run_id: facts.run_id.clone(),
         started,
+        time_scale: facts.plan.time_scale,
     };
     let plan = &facts.plan;
     let ended = Ended::of(facts, decision);

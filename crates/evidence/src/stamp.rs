@@ -2,9 +2,13 @@
 //! runbook's `T+mm:ss` offsets from the start of the window.
 //!
 //! Every time arrives as [`Millis`] (milliseconds since the Unix epoch) from the caller; nothing
-//! here reads a clock.
+//! here reads a clock. Instants are the wall clock's; offsets are said in the runbook's time,
+//! the plan's `time_scale` undone ([`canary_core::duration::runbook`]).
+
+use std::time::Duration;
 
 use canary_core::Millis;
+use canary_core::duration::runbook;
 use jiff::Timestamp;
 
 /// The run stamp used in artifact names: the run's start in UTC as `YYYYMMDDTHHMMSSZ`
@@ -25,30 +29,39 @@ pub fn rfc3339(at: Millis) -> String {
     }
 }
 
-/// The runbook's offset from the start: `T+05:00`, `T+60:00`, `T+75:30` (minutes are not
-/// wrapped into hours; sub-second parts are dropped). Before the start: `T-00:05`.
+/// The offset from `start` to `at` on the runbook's own clock: [`clock_offset`] at scale 1.
 pub fn offset(start: Millis, at: Millis) -> String {
-    let delta = at.saturating_sub(start);
-    let sign = if delta < 0 { '-' } else { '+' };
-    let secs = delta.unsigned_abs() / 1000;
+    clock_offset(start, at, 1.0)
+}
+
+/// The offset from `start` to `at` in the runbook's time, as a clock shows it: `T+05:00`,
+/// `T+60:00`, `T+75:30` (minutes are not wrapped into hours; sub-second parts are dropped).
+/// Before the start: `T-00:05`. A plan runs `time_scale` times faster than the runbook's clock
+/// (1 in production, the demo's compressed clock otherwise): 5 wall seconds at 60 are `T+05:00`.
+pub fn clock_offset(start: Millis, at: Millis, time_scale: f64) -> String {
+    let (sign, d) = runbook_delta(start, at, time_scale);
+    let secs = d.as_secs();
     format!("T{sign}{:02}:{:02}", secs / 60, secs % 60)
 }
 
+/// The signed offset from `start` to `at`, in the runbook's time.
+fn runbook_delta(start: Millis, at: Millis, time_scale: f64) -> (char, Duration) {
+    let delta = at.saturating_sub(start);
+    let sign = if delta < 0 { '-' } else { '+' };
+    (
+        sign,
+        runbook(Duration::from_millis(delta.unsigned_abs()), time_scale),
+    )
+}
+
 /// The offset from `start` to `at` in the runbook's time, as the runbook names its checkpoints:
-/// `T+8m`, `T+8m30s`, `T+45s`, `T+60m` (minutes are not wrapped into hours). A plan runs
-/// `time_scale` times faster than the runbook's clock (1 in production, the demo's compressed
-/// clock otherwise), so the wall offset is multiplied by it and rounded to whole seconds.
+/// `T+8m`, `T+8m30s`, `T+45s`, `T+60m` (minutes are not wrapped into hours), rounded to whole
+/// seconds. A plan runs `time_scale` times faster than the runbook's clock (1 in production,
+/// the demo's compressed clock otherwise).
 pub fn runbook_offset(start: Millis, at: Millis, time_scale: f64) -> String {
-    let wall = at.saturating_sub(start) as f64;
-    let scale = if time_scale.is_finite() && time_scale > 0.0 {
-        time_scale
-    } else {
-        1.0
-    };
-    let secs = (wall * scale / 1000.0).round();
-    let sign = if secs < 0.0 { '-' } else { '+' };
-    // Saturating float-to-int conversion: a bad clock gives a large number, never a panic.
-    let secs = secs.abs() as u64;
+    let (sign, d) = runbook_delta(start, at, time_scale);
+    let secs = d.as_millis().saturating_add(500) / 1000;
+    let sign = if secs == 0 { '+' } else { sign };
     match (secs / 60, secs % 60) {
         (0, s) => format!("T{sign}{s}s"),
         (m, 0) => format!("T{sign}{m}m"),
@@ -86,5 +99,15 @@ mod tests {
         assert_eq!(runbook_offset(T0, T0 + 8_000, 60.0), "T+8m");
         assert_eq!(runbook_offset(T0, T0 + 750, 60.0), "T+45s");
         assert_eq!(runbook_offset(T0, T0 - 5_000, 1.0), "T-5s");
+        // An odd scale: the compression's rounding to the millisecond does not show.
+        assert_eq!(runbook_offset(T0, T0 + 120_000, 7.5), "T+15m");
+        assert_eq!(runbook_offset(T0, T0 + 6_667, 7.5), "T+50s");
+        // As a clock shows it.
+        assert_eq!(clock_offset(T0, T0 + 5_000, 60.0), "T+05:00");
+        assert_eq!(clock_offset(T0, T0 + 60_000, 60.0), "T+60:00");
+        assert_eq!(clock_offset(T0, T0 + 500, 60.0), "T+00:30");
+        assert_eq!(clock_offset(T0, T0 + 120_000, 7.5), "T+15:00");
+        assert_eq!(clock_offset(T0, T0 - 1_000, 60.0), "T-01:00");
+        assert_eq!(clock_offset(T0, T0 + 5 * 60_000 + 999, 1.0), "T+05:00");
     }
 }

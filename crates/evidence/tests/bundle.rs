@@ -266,7 +266,7 @@ fn an_inconclusive_run_rolls_back_with_a_rollback_file_that_says_inconclusive() 
 #[test]
 fn a_bundle_directory_is_never_reused_and_names_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = Bundle::create(tmp.path(), "run-1", T0).unwrap();
+    let mut bundle = Bundle::create(tmp.path(), "run-1", T0).unwrap();
     bundle.create_journal(&plan()).unwrap();
     assert!(matches!(
         Bundle::create(tmp.path(), "run-1", T0),
@@ -317,4 +317,90 @@ fn sealing_an_undecided_run_is_refused() {
         .unwrap_err();
     assert!(matches!(err, BundleError::Undecided { .. }), "{err}");
     assert!(err.to_string().contains("before the engine decided"));
+}
+
+#[test]
+fn a_compressed_run_writes_its_artifacts_in_the_runbooks_time() {
+    // The runbook on the demo's 60-times compressed clock: a wall second is a runbook minute.
+    // ttfv_p95 breaches from the runbook's T+12 and rolls back after its `for` of 5 runbook
+    // minutes, at T+20 (the first 5-minute evaluation after T+15).
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = Scenario::healthy()
+        .plan(plan().compressed(60.0))
+        .canary(|g, m| (g == "ttfv_p95" && m >= 12.0 / 60.0).then(|| Reading::value(2400.0)));
+    let (dir, sealed) = run_and_seal(tmp.path(), scenario, &fixed_signer());
+    assert!(matches!(sealed.verdict, Verdict::Rollback { .. }));
+    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+    let clock = "clock     compressed 60×: T+ offsets and durations are runbook time, instants wall-clock time\n";
+
+    let checks = read("CANARY_METRICS_CHECK_20251019T140000Z.log");
+    let offsets: Vec<&str> = checks
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        offsets.iter().step_by(3).copied().collect::<Vec<_>>(),
+        ["T+05:00", "T+10:00", "T+15:00", "T+20:00"],
+        "{checks}"
+    );
+    // Beside each runbook offset, the wall-clock instant: 5 seconds after the start.
+    assert!(
+        checks.starts_with("T+05:00 2025-10-19T14:00:05Z ✓ ttfv_p95"),
+        "{checks}"
+    );
+    assert!(
+        checks.contains("(must < 1500 for 5m, rollback)"),
+        "{checks}"
+    );
+    assert!(!checks.contains("for 5s"), "{checks}");
+
+    let decision = read(artifact::DECISION_FINAL);
+    assert!(decision.contains(clock), "{decision}");
+    assert!(
+        decision.contains("window    1h (runbook time; compressed 60×: 1m of wall time)\n"),
+        "{decision}"
+    );
+    assert!(
+        decision.contains("1. ttfv_p95: canary value 2400 breached `< 1500` for 5m (rollback)"),
+        "{decision}"
+    );
+    assert!(
+        decision.contains("decided   2025-10-19T14:00:20Z (T+20:00)"),
+        "{decision}"
+    );
+    assert!(decision.contains("T15 at T+15:00"), "{decision}");
+    assert!(!decision.contains("5s"), "{decision}");
+    let outcome = read(artifact::ROLLBACK_FINAL);
+    assert!(outcome.contains("for 5m (rollback)"), "{outcome}");
+
+    let t15 = snapshot(&dir, "T15");
+    assert_eq!(t15["offset"], "15m");
+    assert_eq!(t15["offset_ms"], 15_000);
+    assert_eq!(t15["clock"], clock["clock     ".len()..].trim_end());
+    assert_eq!(t15["guardrails"][0]["summary"]["for"], "5s");
+    assert_eq!(t15["guardrails"][0]["summary"]["time_scale"], 60.0);
+    let t30 = snapshot(&dir, "T30");
+    assert_eq!(t30["reached"], false);
+    assert_eq!(t30["due_offset"], "T+30m");
+    assert_eq!(t30["decision"]["offset"], "T+20m");
+    assert_eq!(
+        t30["decision"]["reasons"][0],
+        "ttfv_p95: canary value 2400 breached `< 1500` for 5m (rollback)"
+    );
+    for name in [
+        artifact::DECISION_FINAL,
+        "CANARY_LB_DIFF_20251019T140000Z.txt",
+    ] {
+        assert!(read(name).contains(clock), "{name}");
+    }
+
+    // The manifest keeps the engine's reason as data (on the run's clock) and its text in the
+    // runbook's time; the bundle verifies, placeholders and all.
+    let manifest = Manifest::parse(&fs::read(dir.join(artifact::MANIFEST)).unwrap()).unwrap();
+    let reason = serde_json::to_value(&manifest.decision.reasons[0]).unwrap();
+    assert_eq!(reason["breached_for"], "5s");
+    assert_eq!(reason["time_scale"], 60.0);
+    assert!(manifest.decision.reasons_text[0].ends_with("for 5m (rollback)"));
+    let report = verify(&dir, Some(&fixed_signer().public_hex())).unwrap();
+    assert!(matches!(report.verdict, Verdict::Rollback { .. }));
 }

@@ -186,7 +186,7 @@ fn a_journal_that_never_got_its_header_cannot_be_resumed() {
 #[test]
 fn a_run_that_crashed_before_its_start_cannot_be_resumed() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = Bundle::create(tmp.path(), "r2", T0).unwrap();
+    let mut bundle = Bundle::create(tmp.path(), "r2", T0).unwrap();
     drop(bundle.create_journal(&plan()).unwrap());
     let err = Bundle::resume(tmp.path(), "r2").unwrap_err();
     assert!(matches!(err, BundleError::NeverStarted { .. }), "{err}");

@@ -27,6 +27,7 @@ fn ctx() -> RunContext {
     RunContext {
         run_id: "relay-20251019T140000Z".into(),
         started: T0,
+        time_scale: 1.0,
     }
 }
 
@@ -157,7 +158,7 @@ fn check_log_lines() {
     let facts = facts_of(ttfv_breach());
     let mut text = String::new();
     for c in &facts.checks {
-        for line in check_lines(T0, c.round, &c.guardrails, &c.comparisons) {
+        for line in check_lines(&ctx(), c.round, &c.guardrails, &c.comparisons) {
             text.push_str(&line);
             text.push('\n');
         }
@@ -290,7 +291,12 @@ fn checks_and_snapshots_show_each_comparison_with_its_raw_results() {
     let facts = facts_of(Scenario::healthy());
     let checkpoint = &facts.checkpoints[0];
     let comparisons = judgements();
-    let lines = check_lines(T0, checkpoint.round, &checkpoint.guardrails, &comparisons);
+    let lines = check_lines(
+        &ctx(),
+        checkpoint.round,
+        &checkpoint.guardrails,
+        &comparisons,
+    );
     assert_eq!(lines.len(), checkpoint.guardrails.len() + 2);
     let last = &lines[lines.len() - 2..];
     assert!(

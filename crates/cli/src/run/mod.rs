@@ -190,7 +190,7 @@ async fn execute(wiring: Wiring, options: RunOptions) -> anyhow::Result<Finished
     // Until the controller drives the run, nothing has touched traffic: a failure here gives
     // the service's lock back at once rather than at the lease's end.
     let ready = async {
-        let bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
+        let mut bundle = Bundle::create(&wiring.evidence_dir, &run_id, started)?;
         let journal = bundle.create_journal(&plan)?;
         let replica = replica::Replica::start(store.clone(), &run_id, journal.path()).await?;
         if let Some(started) = options.started {
@@ -447,9 +447,13 @@ impl Resumed {
             .started_at()
             .context("the journal has no Start input")?;
         eprintln!(
-            "canary: resuming run {} (T+{}s, {} inputs replayed)",
+            "canary: resuming run {} ({}, {} inputs replayed)",
             bundle.run_id(),
-            (now_ms() - started) / 1000,
+            canary_evidence::stamp::runbook_offset(
+                started,
+                now_ms(),
+                recorded.header.plan.time_scale
+            ),
             recorded.inputs.len()
         );
         Ok(Resumed {
@@ -541,8 +545,19 @@ async fn drive_to_end(
         pid: std::process::id(),
     };
     let control_path = control_file.write(&wiring.state_dir)?;
+    // On a compressed clock everything the run shows is in the runbook's time: the one place
+    // the wall clock appears is here, beside the window.
+    let plan = controller.engine.plan();
+    let clock = if canary_core::duration::is_real_time(&plan.time_scale) {
+        String::new()
+    } else {
+        format!(
+            " — window {}",
+            canary_core::duration::runbook_with_wall(plan.window(), plan.time_scale)
+        )
+    };
     eprintln!(
-        "canary: run {run_id} — live dashboard {}/ — evidence {}",
+        "canary: run {run_id}{clock} — live dashboard {}/ — evidence {}",
         server.url(),
         controller.bundle.dir().display()
     );

@@ -3,7 +3,7 @@
 //! outcome file: `CANARY_PROMOTION_FINAL.txt` or `CANARY_ROLLBACK_FINAL.txt`, whose first line
 //! is the runbook's.
 
-use canary_core::duration::Human;
+use canary_core::duration::runbook_with_wall;
 use canary_core::verdict::fmt_value;
 use canary_core::{Decision, Escaped, Verdict};
 
@@ -59,7 +59,7 @@ pub fn burst_line(ctx: &RunContext, burst: &BurstResult) -> String {
         BurstResult::NotPlanned => "not planned (the plan has no load burst)".to_owned(),
         BurstResult::NotStarted { due } => format!(
             "not run: the run ended before the burst was due at {}",
-            stamp::offset(0, due.as_millis() as i64)
+            stamp::clock_offset(0, due.as_millis() as i64, ctx.time_scale)
         ),
         BurstResult::NoResult { started } => format!(
             "started {}, no result before the decision",
@@ -121,7 +121,7 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         plan.arms.baseline.name,
         plan.arms.baseline.selector,
         r.config_sha256,
-        Human(plan.window()),
+        runbook_with_wall(plan.window(), plan.time_scale),
         ctx.when(d.at),
     ));
     if let Some(reason) = r.cooldown_override {
@@ -172,10 +172,10 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
         rows.push(vec![
             g.status.label().to_owned(),
             g.name.clone(),
-            show(&g.canary),
-            show(&g.baseline),
-            g.must.to_string(),
-            Human(g.for_).to_string(),
+            g.show(g.canary.as_ref()),
+            g.show(g.baseline.as_ref()),
+            g.must_text(),
+            g.runbook_for().to_string(),
             g.on_breach.as_str().to_owned(),
             g.evaluations.to_string(),
             g.breaches.to_string(),
@@ -266,7 +266,7 @@ pub fn decision_final(ctx: &RunContext, r: &DecisionRecord<'_>) -> String {
             r.facts
                 .checkpoints
                 .iter()
-                .map(|c| format!("{} at {}", c.label, stamp::offset(ctx.started, c.round)))
+                .map(|c| format!("{} at {}", c.label, ctx.offset(c.round)))
                 .collect::<Vec<_>>()
                 .join(", ")
         }

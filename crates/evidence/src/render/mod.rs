@@ -16,30 +16,55 @@ use canary_core::Millis;
 use crate::stamp;
 
 /// What every artifact says about the run it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunContext {
     pub run_id: String,
     /// T+0.
     pub started: Millis,
+    /// The plan's `time_scale`: how many times faster than the runbook the run's clock went (1
+    /// in production). Offsets and durations are written in the runbook's time.
+    pub time_scale: f64,
 }
 
 impl RunContext {
-    /// The header lines of a text artifact: its title, then the run and its start.
+    /// The header lines of a text artifact: its title, then the run and its start — and, on a
+    /// compressed clock, which clock the artifact speaks.
     pub(crate) fn header(&self, title: &str) -> String {
-        format!(
+        let mut out = format!(
             "{title}\nrun       {}\nstarted   {} (T+00:00)\n",
             self.run_id,
             stamp::rfc3339(self.started)
-        )
+        );
+        if let Some(clock) = self.clock() {
+            out.push_str(&format!("clock     {clock}\n"));
+        }
+        out
     }
 
-    /// `2025-10-19T14:05:00Z (T+05:00)`.
+    /// On a compressed clock, the one line that says so: `compressed 60×: T+ offsets and
+    /// durations are runbook time, instants wall-clock time`. `None` in production.
+    pub fn clock(&self) -> Option<String> {
+        (!canary_core::duration::is_real_time(&self.time_scale)).then(|| {
+            format!(
+                "compressed {}×: T+ offsets and durations are runbook time, instants wall-clock time",
+                self.time_scale
+            )
+        })
+    }
+
+    /// The offset of `at` in the runbook's time: `T+05:00`.
+    pub(crate) fn offset(&self, at: Millis) -> String {
+        stamp::clock_offset(self.started, at, self.time_scale)
+    }
+
+    /// `2025-10-19T14:05:00Z (T+05:00)`: the instant, and its offset in the runbook's time.
     pub(crate) fn when(&self, at: Millis) -> String {
-        format!(
-            "{} ({})",
-            stamp::rfc3339(at),
-            stamp::offset(self.started, at)
-        )
+        format!("{} ({})", stamp::rfc3339(at), self.offset(at))
+    }
+
+    /// A duration on the run's clock in the runbook's time: `5m`.
+    pub(crate) fn duration(&self, wall: std::time::Duration) -> canary_core::duration::Runbook {
+        canary_core::duration::Runbook(wall, self.time_scale)
     }
 }
 

@@ -7,7 +7,6 @@
 //! runbook asks for.
 
 use canary_core::comparisons::describe;
-use canary_core::duration::Human;
 use canary_core::engine::GuardrailSummary;
 use canary_core::judge::Judgement;
 use canary_core::{ArmRole, Decision, Millis};
@@ -55,8 +54,12 @@ struct Doc<'a> {
     label: &'a str,
     started: String,
     reached: bool,
+    /// On a compressed clock, how to read the times (absent in production).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock: Option<String>,
     round: String,
     round_ms: Millis,
+    /// In the runbook's time (`15m`); `offset_ms` is the wall clock's.
     offset: String,
     offset_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,9 +123,12 @@ pub fn snapshot_json(ctx: &RunContext, s: &Snapshot<'_>) -> String {
         label: s.label,
         started: stamp::rfc3339(ctx.started),
         reached: true,
+        clock: ctx.clock(),
         round: stamp::rfc3339(s.round),
         round_ms: s.round,
-        offset: Human(std::time::Duration::from_millis(offset_ms.max(0) as u64)).to_string(),
+        offset: ctx
+            .duration(std::time::Duration::from_millis(offset_ms.max(0) as u64))
+            .to_string(),
         offset_ms,
         note: s.note,
         guardrails: s
@@ -199,6 +205,9 @@ struct NotReachedDoc<'a> {
     label: &'a str,
     started: String,
     reached: bool,
+    /// On a compressed clock, how to read the times (absent in production).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock: Option<String>,
     not_reached: &'a str,
     due: String,
     due_ms: Millis,
@@ -228,6 +237,7 @@ pub fn not_reached_json(ctx: &RunContext, n: &NotReached<'_>) -> String {
         label: n.label,
         started: stamp::rfc3339(ctx.started),
         reached: false,
+        clock: ctx.clock(),
         not_reached: n.why,
         due: stamp::rfc3339(n.due),
         due_ms: n.due,

@@ -193,7 +193,7 @@ impl Runner {
     /// Creates the bundle and journal and starts the run at T0.
     pub fn start(evidence_dir: &Path, scenario: Scenario) -> Runner {
         let plan = scenario.plan.clone();
-        let bundle = Bundle::create(evidence_dir, &scenario.run_id, T0).unwrap();
+        let mut bundle = Bundle::create(evidence_dir, &scenario.run_id, T0).unwrap();
         let journal = bundle.create_journal(&plan).unwrap();
         bundle
             .write_dashboards(&Dashboards::Live {
