@@ -961,8 +961,14 @@ mod tests {
     fn a_fault_reads_in_runbook_time_and_runs_on_the_wall_clock() {
         assert_eq!(wall_fault("slow-ttfv", 60.0), "slow-ttfv");
         assert_eq!(wall_fault("slow-ttfv@10m", 60.0), "slow-ttfv@10000ms");
-        assert_eq!(wall_fault("sse-drop:0.05@90s", 60.0), "sse-drop:0.05@1500ms");
-        assert_eq!(wall_fault("slow-ttfv@10m~5m", 60.0), "slow-ttfv@10000ms~5000ms");
+        assert_eq!(
+            wall_fault("sse-drop:0.05@90s", 60.0),
+            "sse-drop:0.05@1500ms"
+        );
+        assert_eq!(
+            wall_fault("slow-ttfv@10m~5m", 60.0),
+            "slow-ttfv@10000ms~5000ms"
+        );
         assert_eq!(wall_fault("slow-ann~10", 60.0), "slow-ann~10000ms");
         assert_eq!(wall_fault("slow-ttfv@2m~0", 1.0), "slow-ttfv@120000ms~0ms");
     }
