@@ -75,11 +75,36 @@ fn kill_9_mid_run_falls_back_by_lease_and_resume_completes_the_run() {
     );
 
     // Resume from the journal: the split is re-applied and the run completes.
-    let out = canary()
+    let resumed = canary()
         .current_dir(rig.dir.path())
         .args(["resume", &run_id, "-c", "canary.toml"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // The live page's charts start with the rounds before the kill, read from the journal.
+    let before_kill = status["elapsed_ms"].as_i64().unwrap();
+    let charted = wait_for("the resumed run's status", Duration::from_secs(30), || {
+        let s = rig.status()?;
+        (s["run_id"] == run_id.as_str() && s["phase"] != "starting").then_some(s)
+    });
+    let ttfv = charted["guardrails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "ttfv_p95")
+        .unwrap();
+    let early = ttfv["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["elapsed_ms"].as_i64().unwrap() <= before_kill)
+        .count();
+    assert!(
+        early >= 5,
+        "charted before the kill: {early} points: {ttfv}"
+    );
+    let out = resumed.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "resume:\n{stdout}\n{stderr}");

@@ -270,8 +270,8 @@ impl Controller {
         self.engine.started_at().map_or(0, |start| at - start)
     }
 
-    /// Adds a round's readings to the guardrails' series.
-    fn record_round(&mut self, round: Millis, readings: &[GuardrailReading]) {
+    /// Adds a round's readings to the guardrails' series (a resume adds the journal's first).
+    pub(super) fn record_round(&mut self, round: Millis, readings: &[GuardrailReading]) {
         let elapsed_ms = self.elapsed(round);
         let finite = |r: &canary_core::Reading| r.as_value().filter(|v| v.is_finite());
         for r in readings {

@@ -308,6 +308,8 @@ pub struct Resumed {
     pub rebuilt: Option<String>,
     /// The service's run lock, taken over from the controller that died.
     lock: Option<(Store, lock::RunLock)>,
+    /// The journal's evaluation rounds, so the live page's charts start with the whole run.
+    rounds: Vec<(Millis, Vec<canary_core::engine::GuardrailReading>)>,
 }
 
 impl Resumed {
@@ -456,6 +458,16 @@ impl Resumed {
             ),
             recorded.inputs.len()
         );
+        let rounds = recorded
+            .inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::Observations {
+                    round, readings, ..
+                } => Some((*round, readings.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Resumed {
             engine,
             bundle,
@@ -463,6 +475,7 @@ impl Resumed {
             last_input: recorded.inputs.last().map_or(started, Input::at),
             rebuilt: None,
             lock: None,
+            rounds,
         })
     }
 }
@@ -484,6 +497,9 @@ async fn resume(
     let replica = replica::Replica::start(store.clone(), &run_id, r.journal.path()).await?;
     let mut controller = Controller::new(r.engine, r.journal, r.bundle, &wiring, current_weight);
     controller.last_input = r.last_input;
+    for (round, readings) in &r.rounds {
+        controller.record_round(*round, readings);
+    }
     controller.replica = Some(replica);
     let start = Start::Input(Input::Resume {
         at: now_ms().max(r.last_input),
