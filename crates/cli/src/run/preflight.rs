@@ -364,7 +364,7 @@ async fn guardrails(
             let result = match &r.baseline {
                 Reading::Value { value, .. } if value.is_finite() => Ok(format!(
                     "baseline value {}",
-                    canary_core::verdict::fmt_value(*value)
+                    canary_core::verdict::fmt_in(*value, guardrail.and_then(|g| g.unit.as_deref()))
                 )),
                 Reading::Value { .. } | Reading::NoData if optional => Ok(format!(
                     "no data for the baseline yet; it does not hold the run up ({})",
