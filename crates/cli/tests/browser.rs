@@ -281,6 +281,32 @@ fn the_live_page_shows_a_healthy_demo_live_to_its_verdict_and_the_report_renders
     assert_eq!(code, 0);
     // The page stays on its last state once the controller is gone, and said nothing wrong.
     assert_eq!(text(&browser, "#verdict"), "PROMOTE");
+    // The events tell the run's story in the runbook's time: the burst, every check, the
+    // snapshots, the decision — each with its severity.
+    let events = browser.script(
+        r#"return Array.from(document.querySelectorAll('#events li[data-severity]'))
+             .map(li => li.getAttribute('data-severity') + ' ' + li.textContent);"#,
+        &[],
+    );
+    let events: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "load burst: ",
+        "check at T+5m: ",
+        "check at T+60m",
+        "T15 snapshot written",
+        "T60 snapshot written",
+        "PROMOTE",
+    ] {
+        assert!(
+            events.iter().any(|e| e.contains(expected)),
+            "no {expected:?} among the page's events: {events:#?}"
+        );
+    }
     // (Asserted after the report, so that one run shows both.)
     let live_errors = console_errors(&browser);
 

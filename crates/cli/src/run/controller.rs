@@ -270,6 +270,19 @@ impl Controller {
         self.engine.started_at().map_or(0, |start| at - start)
     }
 
+    /// Keeps an event for the live page's list (the latest 50).
+    fn remember(&mut self, severity: Severity, message: String) {
+        let elapsed_ms = now_ms() - self.bundle.started();
+        self.recent.push_back(RecentEvent {
+            elapsed_ms,
+            severity,
+            message,
+        });
+        while self.recent.len() > 50 {
+            self.recent.pop_front();
+        }
+    }
+
     /// Adds a round's readings to the guardrails' series (a resume adds the journal's first).
     pub(super) fn record_round(&mut self, round: Millis, readings: &[GuardrailReading]) {
         let elapsed_ms = self.elapsed(round);
@@ -467,6 +480,22 @@ impl Controller {
                 );
                 let message = format!("check at {at}:\n{}", lines.join("\n"));
                 tracing::info!(target: "canary", "{message}");
+                let outside: Vec<&str> = guardrails
+                    .iter()
+                    .filter(|g| g.status != canary_core::engine::Status::Pass)
+                    .map(|g| g.name.as_str())
+                    .collect();
+                if outside.is_empty() {
+                    self.remember(
+                        Severity::Info,
+                        format!("check at {at}: all {} guardrails pass", guardrails.len()),
+                    );
+                } else {
+                    self.remember(
+                        Severity::Warning,
+                        format!("check at {at}: not passing: {}", outside.join(", ")),
+                    );
+                }
                 self.deliver(self.delegates.notify(
                     self.bundle.run_id(),
                     Notice::new(Topic::Check, Severity::Info, message),
@@ -510,15 +539,7 @@ impl Controller {
                         tracing::error!(target: "canary", "{message}")
                     }
                 }
-                let elapsed_ms = now_ms() - self.bundle.started();
-                self.recent.push_back(RecentEvent {
-                    elapsed_ms,
-                    severity,
-                    message: message.clone(),
-                });
-                while self.recent.len() > 50 {
-                    self.recent.pop_front();
-                }
+                self.remember(severity, message.clone());
                 let mut notice = Notice::from_engine(topic, severity, message, guardrails);
                 if topic == Topic::Decision {
                     notice.outcome = self.announced.as_ref().map(announced);
@@ -597,6 +618,7 @@ impl Controller {
                 note,
             })?;
         tracing::info!(target: "canary", checkpoint = %label, "snapshot written");
+        self.remember(Severity::Info, format!("{label} snapshot written"));
         self.deliver(self.delegates.annotate(
             self.bundle.run_id(),
             AnnotationKind::Checkpoint,
@@ -647,6 +669,21 @@ impl Controller {
                 self.shown.burst = Some(BurstStatus::from_summary(&o.summary, min_success_percent));
                 self.bundle.write_load_summary(&o.summary)?;
                 tracing::info!(target: "canary", total = o.total, successful = o.successful, "load burst finished");
+                let met = o.total > 0
+                    && 100.0 * o.successful as f64 / o.total as f64 >= min_success_percent;
+                self.remember(
+                    if met {
+                        Severity::Info
+                    } else {
+                        Severity::Warning
+                    },
+                    format!(
+                        "load burst: {} of {} requests succeeded (must reach {} %)",
+                        o.successful,
+                        o.total,
+                        canary_core::verdict::fmt_value(min_success_percent)
+                    ),
+                );
                 Event::BurstCompleted {
                     total: o.total,
                     successful: o.successful,
@@ -655,6 +692,7 @@ impl Controller {
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::error!(target: "canary", error = %why, "the load burst failed");
+                self.remember(Severity::Critical, format!("the load burst failed: {why}"));
                 let summary = serde_json::json!({
                     "total_queries": 0,
                     "successful": 0,
@@ -691,6 +729,17 @@ impl Controller {
         }
         match result {
             Ok(o) => {
+                let (severity, what) = if !o.leaks.is_empty() {
+                    (Severity::Critical, format!("{} leak(s)", o.leaks.len()))
+                } else if o.run.proves_isolation() {
+                    (Severity::Info, "clean".to_owned())
+                } else {
+                    (Severity::Warning, "isolation not proven".to_owned())
+                };
+                self.remember(
+                    severity,
+                    format!("isolation probes: {what}, {} user pairs", o.run.pairs),
+                );
                 self.probe_runs.push(o.report.clone());
                 self.bundle
                     .write_probe_report(&serde_json::json!({ "runs": self.probe_runs }))?;
@@ -709,6 +758,10 @@ impl Controller {
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::error!(target: "canary", error = %why, "isolation probes failed");
+                self.remember(
+                    Severity::Critical,
+                    format!("isolation probes failed: {why}"),
+                );
                 self.probe_runs.push(serde_json::json!({ "error": why }));
                 self.bundle
                     .write_probe_report(&serde_json::json!({ "runs": self.probe_runs }))?;
